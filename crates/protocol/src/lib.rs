@@ -1,0 +1,14 @@
+//! Signalling messages and ids shared by the vdesk controller, agent and viewer: serde types and
+//! their validation only. No I/O, no async, no GStreamer: both sides depend on this crate, and the
+//! viewer's JavaScript is checked against the JSON it produces (see `web/test/protocol.test.mjs`).
+
+mod ids;
+mod messages;
+mod validate;
+
+pub use ids::{SessionId, VmId};
+pub use messages::*;
+pub use validate::{ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN};
+
+/// Protocol version the agent announces in its `hello`; the controller refuses other majors.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,469 @@
+//! The messages of vdesk's signalling, named by direction: agent <-> controller over a WebSocket,
+//! controller -> viewer over server-sent events (or polls), and the JSON bodies of the HTTP API.
+//! All are `#[serde(tag = "type", rename_all = "camelCase")]` so the viewer reads them as-is.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ids::{SessionId, VmId};
+use crate::validate::{check_candidate_line, check_sdp, ValidationError};
+
+/// An ICE candidate exactly as the browser's `RTCIceCandidateInit` spells it. An empty
+/// `candidate` string means end-of-candidates (as browsers send it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    #[serde(default)]
+    pub candidate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(
+        default,
+        rename = "sdpMLineIndex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sdp_m_line_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+impl IceCandidate {
+    /// The end-of-candidates marker for m-line `index` (what a browser's `onicecandidate` gives
+    /// in `event.candidate` once gathering is complete).
+    pub fn end_of_candidates(index: u32) -> Self {
+        Self {
+            candidate: String::new(),
+            sdp_mid: None,
+            sdp_m_line_index: Some(index),
+            username_fragment: None,
+        }
+    }
+
+    pub fn is_end_of_candidates(&self) -> bool {
+        self.candidate.is_empty()
+    }
+
+    /// Structural checks; see [`check_candidate_line`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        check_candidate_line(&self.candidate)?;
+        if self.sdp_mid.is_none() && self.sdp_m_line_index.is_none() && !self.candidate.is_empty()
+        {
+            return Err(ValidationError::new(
+                "candidate",
+                "needs sdpMid or sdpMLineIndex",
+            ));
+        }
+        if self.sdp_m_line_index.is_some_and(|i| i > 255) {
+            return Err(ValidationError::new("sdpMLineIndex", "is larger than 255"));
+        }
+        if self.sdp_mid.as_ref().is_some_and(|m| m.len() > 64) {
+            return Err(ValidationError::new("sdpMid", "is longer than 64 bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes `null` (and a missing value) as the end-of-candidates marker, so that the report's
+/// `{"candidate": null, "from": "browser"}` works too.
+pub fn candidate_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<IceCandidate, D::Error> {
+    Ok(Option::<IceCandidate>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One STUN or TURN server, as `RTCIceServer` spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpType {
+    Offer,
+    Answer,
+}
+
+/// `RTCSessionDescriptionInit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpType,
+    pub sdp: String,
+}
+
+impl SessionDescription {
+    pub fn validate(&self, expected: SdpType) -> Result<(), ValidationError> {
+        if self.kind != expected {
+            return Err(ValidationError::new(
+                "type",
+                format!("must be {:?}", expected).to_lowercase(),
+            ));
+        }
+        check_sdp(&self.sdp)
+    }
+}
+
+/// Which peer a candidate comes from, in the report's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Vm,
+    Browser,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Vm => Side::Browser,
+            Side::Browser => Side::Vm,
+        }
+    }
+}
+
+/// Stable error codes: on the wire (HTTP bodies, `ended` events, agent errors) and in the viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    NotFound,
+    VmNotFound,
+    SessionNotFound,
+    AgentOffline,
+    AgentDisconnected,
+    Unauthorized,
+    Forbidden,
+    PayloadTooLarge,
+    Conflict,
+    TooManyRequests,
+    AgentError,
+    IdleTimeout,
+    ViewerLeft,
+    ShuttingDown,
+    Internal,
+}
+
+// ---------------------------------------------------------------------------------------------
+// agent <-> controller, one JSON text frame each, over `GET /api/agent/ws` (WebSocket)
+// ---------------------------------------------------------------------------------------------
+
+/// What an agent sends its controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum AgentToController {
+    /// First message on a new connection.
+    Hello {
+        vm_id: VmId,
+        token: String,
+        protocol_version: u32,
+        agent_version: String,
+    },
+    /// The `webrtcbin` answer to the session's offer.
+    Answer { session_id: SessionId, sdp: String },
+    /// A local candidate of the agent's peer (empty `candidate` = end of candidates).
+    Candidate {
+        session_id: SessionId,
+        candidate: IceCandidate,
+    },
+    /// A state change worth showing to the viewer and the logs (ICE, DTLS, peer connection).
+    PeerState {
+        session_id: SessionId,
+        state: String,
+    },
+    /// The agent ended the session (pipeline failed, peer failed...). `reason` is for humans.
+    SessionEnded {
+        session_id: SessionId,
+        code: ErrorCode,
+        reason: String,
+    },
+}
+
+/// What a controller sends an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ControllerToAgent {
+    /// Reply to a valid `hello`. `ice_servers` are the same ones the viewers get.
+    Welcome { ice_servers: Vec<IceServer> },
+    /// A viewer's offer for a new session.
+    Offer {
+        session_id: SessionId,
+        sdp: String,
+        ice_servers: Vec<IceServer>,
+    },
+    /// A candidate of the viewer's peer (empty `candidate` = end of candidates).
+    Candidate {
+        session_id: SessionId,
+        candidate: IceCandidate,
+    },
+    /// The session is over (viewer left, timed out...); free everything it holds.
+    EndSession {
+        session_id: SessionId,
+        code: ErrorCode,
+        reason: String,
+    },
+    /// Something the agent sent was refused; on `hello` the connection is closed afterwards.
+    Error { code: ErrorCode, message: String },
+}
+
+// ---------------------------------------------------------------------------------------------
+// controller -> viewer: server-sent events on `GET /api/webrtc/session/{id}/events` (the SSE
+// `event:` is the `type`, `data:` is this JSON, `id:` a sequence number), or polled.
+// ---------------------------------------------------------------------------------------------
+
+/// What a controller tells a viewer about its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ControllerToViewer {
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: IceCandidate,
+    },
+    PeerState {
+        state: String,
+    },
+    /// The session is over; the viewer should show `reason` and may retry.
+    Ended {
+        code: ErrorCode,
+        reason: String,
+    },
+}
+
+impl ControllerToViewer {
+    /// The SSE event name: the same string as the JSON `type`.
+    pub fn event_name(&self) -> &'static str {
+        match self {
+            ControllerToViewer::Answer { .. } => "answer",
+            ControllerToViewer::Candidate { .. } => "candidate",
+            ControllerToViewer::PeerState { .. } => "peerState",
+            ControllerToViewer::Ended { .. } => "ended",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP bodies
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/vms` item and `GET /api/vms/{vm_id}` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmInfo {
+    pub vm_id: VmId,
+    pub online: bool,
+}
+
+/// `GET /api/vms` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmList {
+    pub vms: Vec<VmInfo>,
+}
+
+/// `GET /api/webrtc/config` body: what the browser passes to `new RTCPeerConnection`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RtcConfig {
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// `POST /api/webrtc/session` body: open a session for `vm_id` with the browser's offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateSession {
+    pub vm_id: VmId,
+    pub offer: SessionDescription,
+}
+
+/// `POST /api/webrtc/session` reply (201).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCreated {
+    pub session_id: SessionId,
+    pub vm_id: VmId,
+    /// Path of the server-sent-events stream for this session.
+    pub events_url: String,
+}
+
+/// `POST /api/webrtc/session/{id}/candidate` body, as in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostCandidate {
+    #[serde(deserialize_with = "candidate_or_null", default)]
+    pub candidate: IceCandidate,
+    pub from: Side,
+}
+
+/// `GET /api/webrtc/session/{id}/candidates/{vm|browser}` reply: the candidates of that side
+/// that this reader has not been given yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateList {
+    pub candidates: Vec<IceCandidate>,
+    /// True once that side has sent end-of-candidates (also included in `candidates` once).
+    pub complete: bool,
+}
+
+/// Every error body: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sid() -> SessionId {
+        SessionId::parse("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    #[test]
+    fn candidate_matches_rtc_ice_candidate_init() {
+        let js = json!({"candidate": "candidate:1 1 UDP 2122252543 192.0.2.1 50000 typ host",
+                        "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"});
+        let c: IceCandidate = serde_json::from_value(js.clone()).unwrap();
+        assert_eq!(c.sdp_m_line_index, Some(0));
+        assert_eq!(serde_json::to_value(&c).unwrap(), js);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn report_candidate_post_accepts_null_as_end_of_candidates() {
+        let p: PostCandidate =
+            serde_json::from_value(json!({"candidate": null, "from": "browser"})).unwrap();
+        assert!(p.candidate.is_end_of_candidates());
+        assert_eq!(p.from, Side::Browser);
+        let p: PostCandidate = serde_json::from_value(json!({"from": "vm"})).unwrap();
+        assert!(p.candidate.is_end_of_candidates());
+        assert!(serde_json::from_value::<PostCandidate>(json!({"from": "nobody"})).is_err());
+    }
+
+    #[test]
+    fn agent_messages_round_trip() {
+        let msgs = vec![
+            AgentToController::Hello {
+                vm_id: VmId::new("demo").unwrap(),
+                token: "t".into(),
+                protocol_version: 1,
+                agent_version: "0.1.0".into(),
+            },
+            AgentToController::Answer {
+                session_id: sid(),
+                sdp: "v=0".into(),
+            },
+            AgentToController::Candidate {
+                session_id: sid(),
+                candidate: IceCandidate::end_of_candidates(0),
+            },
+            AgentToController::PeerState {
+                session_id: sid(),
+                state: "connected".into(),
+            },
+            AgentToController::SessionEnded {
+                session_id: sid(),
+                code: ErrorCode::AgentError,
+                reason: "boom".into(),
+            },
+        ];
+        for m in msgs {
+            let s = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<AgentToController>(&s).unwrap(), m, "{s}");
+        }
+        let hello = serde_json::to_value(AgentToController::Hello {
+            vm_id: VmId::new("demo").unwrap(),
+            token: "t".into(),
+            protocol_version: 1,
+            agent_version: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(hello["type"], "hello");
+        assert_eq!(hello["vmId"], "demo");
+        assert_eq!(hello["protocolVersion"], 1);
+    }
+
+    #[test]
+    fn controller_messages_round_trip() {
+        let msgs = vec![
+            ControllerToAgent::Welcome {
+                ice_servers: vec![IceServer {
+                    urls: vec!["stun:127.0.0.1:3478".into()],
+                    username: None,
+                    credential: None,
+                }],
+            },
+            ControllerToAgent::Offer {
+                session_id: sid(),
+                sdp: "v=0".into(),
+                ice_servers: vec![],
+            },
+            ControllerToAgent::EndSession {
+                session_id: sid(),
+                code: ErrorCode::ViewerLeft,
+                reason: "bye".into(),
+            },
+            ControllerToAgent::Error {
+                code: ErrorCode::Unauthorized,
+                message: "bad token".into(),
+            },
+        ];
+        for m in msgs {
+            let s = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<ControllerToAgent>(&s).unwrap(), m, "{s}");
+        }
+        let v = serde_json::to_value(ControllerToAgent::EndSession {
+            session_id: sid(),
+            code: ErrorCode::AgentOffline,
+            reason: String::new(),
+        })
+        .unwrap();
+        assert_eq!(v["type"], "endSession");
+        assert_eq!(v["sessionId"], sid().as_str());
+        assert_eq!(v["code"], "agent_offline");
+    }
+
+    #[test]
+    fn viewer_messages_carry_their_event_name_as_type() {
+        let msgs = vec![
+            ControllerToViewer::Answer { sdp: "v=0".into() },
+            ControllerToViewer::Candidate {
+                candidate: IceCandidate::end_of_candidates(0),
+            },
+            ControllerToViewer::PeerState {
+                state: "dtls:connected".into(),
+            },
+            ControllerToViewer::Ended {
+                code: ErrorCode::AgentDisconnected,
+                reason: "VM agent disconnected".into(),
+            },
+        ];
+        for m in msgs {
+            let v = serde_json::to_value(&m).unwrap();
+            assert_eq!(v["type"], m.event_name());
+            assert_eq!(serde_json::from_value::<ControllerToViewer>(v).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn offer_validation_names_the_field() {
+        let d = SessionDescription {
+            kind: SdpType::Answer,
+            sdp: "v=0\r\nm=video 9 x 96\r\n".into(),
+        };
+        assert_eq!(d.validate(SdpType::Offer).unwrap_err().field, "type");
+        assert!(d.validate(SdpType::Answer).is_ok());
+        let body = json!({"vmId": "demo", "offer": {"type": "offer", "sdp": "v=0"}});
+        let c: CreateSession = serde_json::from_value(body).unwrap();
+        assert_eq!(c.offer.validate(SdpType::Offer).unwrap_err().field, "sdp");
+    }
+}
