@@ -1,1 +1,65 @@
-fn main(){}
+//! `vdesk-agent`: the composition root. Parse and check the configuration, check the GStreamer
+//! plugins, then hand over to the signalling loop until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing::{error, info};
+use vdesk_agent::config::{Args, Config};
+use vdesk_agent::{pipeline, signalling};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let config = match Config::from_args(&args, std::env::var("DISPLAY").ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vdesk-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = pipeline::check_plugins(&config.codecs) {
+        eprintln!("vdesk-agent: {e}");
+        return ExitCode::from(2);
+    }
+    info!(vm = %config.vm_id, display = %config.media.display, controller = %config.ws_url,
+          codecs = ?config.codecs, "vdesk-agent {} starting", env!("CARGO_PKG_VERSION"));
+    match signalling::run(config, shutdown_signal()).await {
+        Ok(()) => {
+            info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

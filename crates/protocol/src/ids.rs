@@ -66,7 +66,10 @@ impl SessionId {
     }
 
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(ValidationError::new(

@@ -45,8 +45,7 @@ impl IceCandidate {
     /// Structural checks; see [`check_candidate_line`].
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_candidate_line(&self.candidate)?;
-        if self.sdp_mid.is_none() && self.sdp_m_line_index.is_none() && !self.candidate.is_empty()
-        {
+        if self.sdp_mid.is_none() && self.sdp_m_line_index.is_none() && !self.candidate.is_empty() {
             return Err(ValidationError::new(
                 "candidate",
                 "needs sdpMid or sdpMLineIndex",
@@ -151,7 +150,11 @@ pub enum ErrorCode {
 
 /// What an agent sends its controller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum AgentToController {
     /// First message on a new connection.
     Hello {
@@ -182,7 +185,11 @@ pub enum AgentToController {
 
 /// What a controller sends an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ControllerToAgent {
     /// Reply to a valid `hello`. `ice_servers` are the same ones the viewers get.
     Welcome { ice_servers: Vec<IceServer> },
@@ -214,7 +221,11 @@ pub enum ControllerToAgent {
 
 /// What a controller tells a viewer about its session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ControllerToViewer {
     Answer {
         sdp: String,
@@ -378,7 +389,11 @@ mod tests {
         ];
         for m in msgs {
             let s = serde_json::to_string(&m).unwrap();
-            assert_eq!(serde_json::from_str::<AgentToController>(&s).unwrap(), m, "{s}");
+            assert_eq!(
+                serde_json::from_str::<AgentToController>(&s).unwrap(),
+                m,
+                "{s}"
+            );
         }
         let hello = serde_json::to_value(AgentToController::Hello {
             vm_id: VmId::new("demo").unwrap(),
@@ -419,7 +434,11 @@ mod tests {
         ];
         for m in msgs {
             let s = serde_json::to_string(&m).unwrap();
-            assert_eq!(serde_json::from_str::<ControllerToAgent>(&s).unwrap(), m, "{s}");
+            assert_eq!(
+                serde_json::from_str::<ControllerToAgent>(&s).unwrap(),
+                m,
+                "{s}"
+            );
         }
         let v = serde_json::to_value(ControllerToAgent::EndSession {
             session_id: sid(),

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn sdp_checks() {
-        assert!(check_sdp("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n").is_ok());
+        assert!(
+            check_sdp("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n")
+                .is_ok()
+        );
         assert_eq!(check_sdp("hello").unwrap_err().field, "sdp");
         assert!(check_sdp("v=0\r\n").is_err(), "no m= line");
         assert!(check_sdp("v=0\r\nm=video\0").is_err());

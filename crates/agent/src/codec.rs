@@ -1,0 +1,293 @@
+//! Picks the video codec for a session from the browser's SDP offer: which of our encoders the
+//! offer accepts, with the payload type and H.264 profile the browser wrote. Plain text parsing,
+//! no GStreamer, so it is unit-tested on real browser offers.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A video codec the agent can encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    Vp8,
+}
+
+impl Codec {
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::H264 => "H264",
+            Codec::Vp8 => "VP8",
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encoding_name())
+    }
+}
+
+impl FromStr for Codec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "h264" => Ok(Codec::H264),
+            "vp8" => Ok(Codec::Vp8),
+            other => Err(format!("unknown codec {other:?} (expected h264 or vp8)")),
+        }
+    }
+}
+
+/// What the answer will use: the codec, the browser's payload type for it, and (H.264) the
+/// `profile-level-id` to declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecChoice {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub profile_level_id: Option<String>,
+    /// Index of the offer's video m-line.
+    pub mline: u32,
+}
+
+/// Why no codec could be chosen; shown to the viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    NoVideo,
+    NoCommonCodec { offered: Vec<String> },
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::NoVideo => f.write_str("the offer has no video m-line"),
+            CodecError::NoCommonCodec { offered } => write!(
+                f,
+                "the offer has no codec this agent can send (offered: {})",
+                offered.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+struct Format {
+    pt: u8,
+    name: String,
+    fmtp: Vec<(String, String)>,
+}
+
+impl Format {
+    fn param(&self, key: &str) -> Option<&str> {
+        self.fmtp
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Chooses the first codec of `preferences` that the offer's first video m-line accepts.
+pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, CodecError> {
+    let (mline, formats) = video_formats(offer_sdp).ok_or(CodecError::NoVideo)?;
+    for &codec in preferences {
+        let found = match codec {
+            Codec::Vp8 => formats
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case("VP8"))
+                .map(|f| (f.pt, None)),
+            Codec::H264 => best_h264(&formats),
+        };
+        if let Some((payload_type, profile_level_id)) = found {
+            return Ok(CodecChoice {
+                codec,
+                payload_type,
+                profile_level_id,
+                mline,
+            });
+        }
+    }
+    let mut offered: Vec<String> = formats.iter().map(|f| f.name.clone()).collect();
+    offered.dedup();
+    Err(CodecError::NoCommonCodec { offered })
+}
+
+/// H.264 with packetization-mode=1 that a constrained-baseline stream satisfies: prefer
+/// constrained baseline (42e0..), then baseline (4200..), then any other profile (a
+/// constrained-baseline stream is a valid main/high stream).
+fn best_h264(formats: &[Format]) -> Option<(u8, Option<String>)> {
+    let candidates: Vec<&Format> = formats
+        .iter()
+        .filter(|f| {
+            f.name.eq_ignore_ascii_case("H264") && f.param("packetization-mode") == Some("1")
+        })
+        .collect();
+    let rank = |f: &Format| -> u8 {
+        match f.param("profile-level-id").map(|p| p.to_ascii_lowercase()) {
+            Some(p) if p.starts_with("42e0") => 0,
+            Some(p) if p.starts_with("4200") => 1,
+            Some(_) => 2,
+            None => 3,
+        }
+    };
+    candidates.into_iter().min_by_key(|f| rank(f)).map(|f| {
+        let plid = f
+            .param("profile-level-id")
+            .unwrap_or("42e01f")
+            .to_ascii_lowercase();
+        (f.pt, Some(plid))
+    })
+}
+
+/// The formats of the first `m=video` section, in offer order, with their rtpmap and fmtp.
+fn video_formats(sdp: &str) -> Option<(u32, Vec<Format>)> {
+    let mut mline_index: i64 = -1;
+    let mut in_video = false;
+    let mut found: Option<(u32, Vec<Format>)> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            if found.is_some() {
+                break;
+            }
+            mline_index += 1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            in_video = fields.first() == Some(&"video");
+            if in_video {
+                let formats = fields
+                    .iter()
+                    .skip(3)
+                    .filter_map(|pt| pt.parse::<u8>().ok())
+                    .map(|pt| Format {
+                        pt,
+                        name: String::new(),
+                        fmtp: Vec::new(),
+                    })
+                    .collect();
+                found = Some((u32::try_from(mline_index).unwrap_or(0), formats));
+            }
+            continue;
+        }
+        if !in_video {
+            continue;
+        }
+        let Some((_, formats)) = found.as_mut() else {
+            continue;
+        };
+        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            if let Some((pt, enc)) = parse_pt(rest) {
+                if let Some(f) = formats.iter_mut().find(|f| f.pt == pt) {
+                    f.name = enc.split('/').next().unwrap_or("").to_owned();
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
+            if let Some((pt, params)) = parse_pt(rest) {
+                if let Some(f) = formats.iter_mut().find(|f| f.pt == pt) {
+                    f.fmtp = params
+                        .split(';')
+                        .filter_map(|kv| kv.trim().split_once('='))
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .collect();
+                }
+            }
+        }
+    }
+    found.map(|(i, formats)| {
+        (
+            i,
+            formats.into_iter().filter(|f| !f.name.is_empty()).collect(),
+        )
+    })
+}
+
+fn parse_pt(rest: &str) -> Option<(u8, &str)> {
+    let (pt, value) = rest.split_once(' ')?;
+    Some((pt.parse().ok()?, value.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimmed from a Chromium 156 offer (recvonly video + data channel).
+    const CHROME_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 104 105 106 107 108 109 127 125 39 40\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:0\r\n\
+a=recvonly\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtcp-fb:96 nack pli\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
+a=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+a=rtpmap:103 rtx/90000\r\n\
+a=rtpmap:104 H264/90000\r\n\
+a=fmtp:104 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
+a=rtpmap:106 H264/90000\r\n\
+a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:108 H264/90000\r\n\
+a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f\r\n\
+a=rtpmap:127 H264/90000\r\n\
+a=fmtp:127 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f\r\n\
+a=rtpmap:39 AV1/90000\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+a=mid:1\r\n";
+
+    #[test]
+    fn picks_constrained_baseline_h264_with_packetization_mode_1() {
+        let c = choose(CHROME_OFFER, &[Codec::H264, Codec::Vp8]).unwrap();
+        assert_eq!(c.codec, Codec::H264);
+        assert_eq!(c.payload_type, 106);
+        assert_eq!(c.profile_level_id.as_deref(), Some("42e01f"));
+        assert_eq!(c.mline, 0);
+    }
+
+    #[test]
+    fn follows_preference_order() {
+        let c = choose(CHROME_OFFER, &[Codec::Vp8, Codec::H264]).unwrap();
+        assert_eq!((c.codec, c.payload_type), (Codec::Vp8, 96));
+        assert_eq!(c.profile_level_id, None);
+    }
+
+    #[test]
+    fn refuses_an_offer_without_a_common_codec() {
+        let offer = "v=0\r\nm=audio 9 x 111\r\na=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\n";
+        let err = choose(offer, &[Codec::H264, Codec::Vp8]).unwrap_err();
+        assert_eq!(
+            err,
+            CodecError::NoCommonCodec {
+                offered: vec!["AV1".into()]
+            }
+        );
+        assert!(err.to_string().contains("AV1"));
+        assert_eq!(
+            choose("v=0\r\nm=audio 9 x 0\r\n", &[Codec::Vp8]).unwrap_err(),
+            CodecError::NoVideo
+        );
+    }
+
+    #[test]
+    fn video_mline_index_counts_earlier_sections() {
+        let offer = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 100\r\na=rtpmap:100 VP8/90000\r\n";
+        assert_eq!(choose(offer, &[Codec::Vp8]).unwrap().mline, 1);
+    }
+
+    #[test]
+    fn h264_packetization_mode_0_only_is_not_enough() {
+        let offer = "v=0\r\nm=video 9 x 104\r\na=rtpmap:104 H264/90000\r\n\
+a=fmtp:104 packetization-mode=0;profile-level-id=42e01f\r\n";
+        assert!(choose(offer, &[Codec::H264]).is_err());
+    }
+
+    #[test]
+    fn codec_names_parse() {
+        assert_eq!("H264".parse::<Codec>(), Ok(Codec::H264));
+        assert_eq!("vp8".parse::<Codec>(), Ok(Codec::Vp8));
+        assert!("av1".parse::<Codec>().is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The agent's configuration in two steps: `Args` (flags and `VDESK_*` environment variables, as
+//! clap reads them) become a validated `Config` before any socket or pipeline exists, so a bad
+//! flag fails at start-up with a message that names it.
+
+use clap::Parser;
+use url::Url;
+use vdesk_protocol::VmId;
+
+use crate::codec::Codec;
+use crate::pipeline::MediaSettings;
+
+/// vdesk agent: streams this VM's X display to browsers over WebRTC.
+///
+/// Connects out to the vdesk controller, registers the VM id, and answers every viewer's offer
+/// with a real WebRTC peer (GStreamer webrtcbin) that captures the X display.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "vdesk-agent", version, about, long_about)]
+pub struct Args {
+    /// Base URL of the controller, e.g. http://192.168.100.1:8080 (the agent connects out to
+    /// it; the VM needs no open port).
+    #[arg(long, env = "VDESK_CONTROLLER", value_name = "URL")]
+    pub controller: String,
+
+    /// This VM's id, as it appears in viewer URLs (/vm/ID): 1-64 of A-Z a-z 0-9 . _ -
+    #[arg(long, env = "VDESK_VM_ID", value_name = "ID")]
+    pub vm_id: String,
+
+    /// Secret the controller expects from agents (the controller's --agent-token).
+    #[arg(
+        long,
+        env = "VDESK_AGENT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+
+    /// X display to capture, e.g. :0 [default: $DISPLAY]
+    #[arg(long, env = "VDESK_DISPLAY", value_name = "DISPLAY")]
+    pub display: Option<String>,
+
+    /// Frames per second captured and sent.
+    #[arg(
+        long,
+        env = "VDESK_FRAMERATE",
+        default_value_t = 30,
+        value_name = "FPS"
+    )]
+    pub framerate: u32,
+
+    /// Target video bitrate.
+    #[arg(
+        long,
+        env = "VDESK_BITRATE_KBPS",
+        default_value_t = 4000,
+        value_name = "KBPS"
+    )]
+    pub bitrate_kbps: u32,
+
+    /// Codecs in order of preference; the first one the browser's offer supports is used.
+    #[arg(
+        long,
+        env = "VDESK_CODECS",
+        default_value = "h264,vp8",
+        value_delimiter = ',',
+        value_name = "LIST"
+    )]
+    pub codecs: Vec<Codec>,
+
+    /// Most viewers streamed at once; further offers are refused with a clear error.
+    #[arg(
+        long,
+        env = "VDESK_MAX_SESSIONS",
+        default_value_t = 8,
+        value_name = "N"
+    )]
+    pub max_sessions: usize,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. info or vdesk_agent=debug.
+    #[arg(long, env = "VDESK_LOG", default_value = "info", value_name = "FILTER")]
+    pub log: String,
+}
+
+/// A checked configuration: everything the agent needs, in the types it needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ws://…/api/agent/ws` (or `wss://`).
+    pub ws_url: Url,
+    pub vm_id: VmId,
+    pub token: String,
+    pub media: MediaSettings,
+    pub codecs: Vec<Codec>,
+    pub max_sessions: usize,
+}
+
+/// A flag that is wrong, and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{flag}: {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+fn bad(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Validates `args`; `env_display` is `$DISPLAY`, used when `--display` is not given.
+    pub fn from_args(args: &Args, env_display: Option<String>) -> Result<Config, ConfigError> {
+        let ws_url = agent_ws_url(&args.controller)?;
+        let vm_id = VmId::new(&args.vm_id).map_err(|e| bad("--vm-id", e.problem))?;
+        if args.token.trim().is_empty() {
+            return Err(bad("--token", "must not be empty"));
+        }
+        let display = args
+            .display
+            .clone()
+            .or(env_display)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| bad("--display", "not given and $DISPLAY is not set"))?;
+        if !display.contains(':') {
+            return Err(bad(
+                "--display",
+                format!("{display:?} is not an X display like :0"),
+            ));
+        }
+        if !(1..=120).contains(&args.framerate) {
+            return Err(bad("--framerate", "must be 1 to 120"));
+        }
+        if !(100..=100_000).contains(&args.bitrate_kbps) {
+            return Err(bad("--bitrate-kbps", "must be 100 to 100000"));
+        }
+        if args.codecs.is_empty() {
+            return Err(bad("--codecs", "name at least one of h264, vp8"));
+        }
+        if args.max_sessions == 0 {
+            return Err(bad("--max-sessions", "must be at least 1"));
+        }
+        Ok(Config {
+            ws_url,
+            vm_id,
+            token: args.token.clone(),
+            media: MediaSettings {
+                display,
+                framerate: args.framerate,
+                bitrate_kbps: args.bitrate_kbps,
+                show_pointer: true,
+            },
+            codecs: args.codecs.clone(),
+            max_sessions: args.max_sessions,
+        })
+    }
+}
+
+/// `http://host:port/prefix` -> `ws://host:port/prefix/api/agent/ws`.
+fn agent_ws_url(controller: &str) -> Result<Url, ConfigError> {
+    let mut url = Url::parse(controller)
+        .map_err(|e| bad("--controller", format!("{controller:?} is not a URL: {e}")))?;
+    let scheme =
+        match url.scheme() {
+            "http" | "ws" => "ws",
+            "https" | "wss" => return Err(bad(
+                "--controller",
+                "https/wss is not supported by this build; reach the controller over http on a \
+                 private network, or put a TLS proxy in front of it next to the VM",
+            )),
+            other => return Err(bad("--controller", format!("unsupported scheme {other:?}"))),
+        };
+    if url.host_str().is_none() {
+        return Err(bad("--controller", "has no host"));
+    }
+    url.set_scheme(scheme)
+        .map_err(|_| bad("--controller", "cannot use a ws:// scheme"))?;
+    let path = format!("{}/api/agent/ws", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url.set_query(None);
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut v = vec![
+            "vdesk-agent",
+            "--controller",
+            "http://127.0.0.1:8080",
+            "--vm-id",
+            "demo",
+            "--token",
+            "secret",
+        ];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn builds_the_ws_url_and_takes_display_from_env() {
+        let c = Config::from_args(&args(&[]), Some(":7".into())).unwrap();
+        assert_eq!(c.ws_url.as_str(), "ws://127.0.0.1:8080/api/agent/ws");
+        assert_eq!(c.media.display, ":7");
+        assert_eq!(c.codecs, vec![Codec::H264, Codec::Vp8]);
+        let c = Config::from_args(&args(&["--display", ":3"]), Some(":7".into())).unwrap();
+        assert_eq!(c.media.display, ":3");
+    }
+
+    #[test]
+    fn keeps_a_path_prefix() {
+        let mut a = args(&[]);
+        a.controller = "http://host/vdesk/".into();
+        let c = Config::from_args(&a, Some(":0".into())).unwrap();
+        assert_eq!(c.ws_url.as_str(), "ws://host/vdesk/api/agent/ws");
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let err =
+            |a: Args, d: Option<&str>| Config::from_args(&a, d.map(Into::into)).unwrap_err().flag;
+        assert_eq!(err(args(&[]), None), "--display");
+        assert_eq!(err(args(&["--framerate", "0"]), Some(":0")), "--framerate");
+        let mut a = args(&[]);
+        a.vm_id = "a/b".into();
+        assert_eq!(err(a, Some(":0")), "--vm-id");
+        let mut a = args(&[]);
+        a.controller = "not a url".into();
+        assert_eq!(err(a, Some(":0")), "--controller");
+        assert!(Args::try_parse_from(["vdesk-agent", "--codecs", "av1"]).is_err());
+    }
+}

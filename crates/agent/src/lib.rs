@@ -1,0 +1,9 @@
+//! vdesk agent library: runs inside a VM, connects out to the controller, and answers each
+//! viewer's offer with a real WebRTC peer (GStreamer `webrtcbin`) streaming the X display.
+
+pub mod codec;
+pub mod config;
+pub mod ice;
+pub mod pipeline;
+pub mod session;
+pub mod signalling;

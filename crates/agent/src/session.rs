@@ -1,0 +1,373 @@
+//! One session = one real WebRTC peer (`webrtcbin`) answering one viewer's offer: applies the
+//! offer, sends back webrtcbin's own answer, trickles candidates both ways (holding the viewer's
+//! until the offer is applied), and reports ICE / DTLS / peer-connection states. It never talks
+//! to the network itself: everything it has to say goes out as `AgentToController` messages on
+//! a channel, and dropping the `Session` frees its pipeline.
+
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer::glib;
+use gstreamer::prelude::*;
+use gstreamer_sdp as gst_sdp;
+use gstreamer_webrtc as gst_webrtc;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, info, warn};
+use vdesk_protocol::{AgentToController, ErrorCode, IceCandidate, IceServer, SessionId};
+
+use crate::codec::{self, Codec, CodecChoice};
+use crate::ice;
+use crate::pipeline::{self, MediaSettings, PipelineGuard};
+
+/// Why a session could not start. Sent to the viewer as the `ended` reason.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("{0}")]
+    Pipeline(#[from] pipeline::PipelineError),
+    #[error("the offer is not valid SDP")]
+    BadOffer,
+    #[error("could not start the pipeline: {0}")]
+    Start(String),
+}
+
+/// Where the viewer's candidates go: held until the offer has been applied, then added.
+#[derive(Debug)]
+enum RemoteCandidates {
+    Pending(Vec<IceCandidate>),
+    Ready,
+}
+
+/// A running peer. Drop it to end the session and free its pipeline.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    webrtc: gst::Element,
+    remote: Arc<Mutex<RemoteCandidates>>,
+    choice: CodecChoice,
+    // Last field: dropped after the signal handlers' owners above.
+    _pipeline: PipelineGuard,
+}
+
+/// Sends a message for this session, ignoring a closed channel (the agent is shutting down).
+#[derive(Clone, Debug)]
+struct Outbox {
+    id: SessionId,
+    tx: UnboundedSender<AgentToController>,
+}
+
+impl Outbox {
+    fn send(&self, msg: AgentToController) {
+        let _ = self.tx.send(msg);
+    }
+
+    fn state(&self, state: String) {
+        self.send(AgentToController::PeerState {
+            session_id: self.id.clone(),
+            state,
+        });
+    }
+
+    fn end(&self, code: ErrorCode, reason: impl Into<String>) {
+        self.send(AgentToController::SessionEnded {
+            session_id: self.id.clone(),
+            code,
+            reason: reason.into(),
+        });
+    }
+}
+
+impl Session {
+    /// Builds the pipeline, applies `offer_sdp` and starts answering. The answer and the local
+    /// candidates arrive on `tx` as they are made.
+    pub fn start(
+        id: SessionId,
+        offer_sdp: &str,
+        ice_servers: &[IceServer],
+        media: &MediaSettings,
+        codecs: &[Codec],
+        tx: UnboundedSender<AgentToController>,
+    ) -> Result<Session, SessionError> {
+        let choice = codec::choose(offer_sdp, codecs)?;
+        let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
+            .map_err(|_| SessionError::BadOffer)?;
+        let short = &id.as_str()[..8];
+        let (guard, webrtc) = pipeline::build(&format!("session-{short}"), media, &choice)?;
+        info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
+              profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
+
+        let ice = ice::to_webrtcbin(ice_servers);
+        for skipped in &ice.skipped {
+            warn!(session = %id, "ICE server not used: {skipped}");
+        }
+        if let Some(stun) = &ice.stun {
+            webrtc.set_property("stun-server", stun);
+        }
+        for turn in &ice.turn {
+            if !webrtc.emit_by_name::<bool>("add-turn-server", &[turn]) {
+                warn!(session = %id, "webrtcbin refused a TURN server");
+            }
+        }
+
+        let out = Outbox { id: id.clone(), tx };
+        let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
+        connect_signals(&webrtc, &out);
+        watch_bus(guard.pipeline(), &out);
+
+        // The payloader's transceiver only sends; the viewer's offer is recvonly.
+        if let Some(t) = webrtc
+            .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])
+        {
+            t.set_direction(gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+        }
+
+        guard
+            .pipeline()
+            .set_state(gst::State::Playing)
+            .map_err(|e| SessionError::Start(e.to_string()))?;
+
+        let offer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+        let promise = {
+            let webrtc = webrtc.clone();
+            let out = out.clone();
+            let remote = remote.clone();
+            gst::Promise::with_change_func(move |reply| {
+                if let Err(reason) = check_reply("set-remote-description", reply) {
+                    out.end(ErrorCode::AgentError, reason);
+                    return;
+                }
+                flush_pending(&webrtc, &remote);
+                create_answer(&webrtc, &out);
+            })
+        };
+        webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+
+        Ok(Session {
+            id,
+            webrtc,
+            remote,
+            choice,
+            _pipeline: guard,
+        })
+    }
+
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.choice.codec
+    }
+
+    /// Adds one of the viewer's candidates, or holds it until the offer has been applied.
+    pub fn add_remote_candidate(&self, candidate: IceCandidate) {
+        let mut remote = lock(&self.remote);
+        match &mut *remote {
+            RemoteCandidates::Pending(queue) => queue.push(candidate),
+            RemoteCandidates::Ready => add_candidate(&self.webrtc, &candidate),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn flush_pending(webrtc: &gst::Element, remote: &Mutex<RemoteCandidates>) {
+    let mut remote = lock(remote);
+    if let RemoteCandidates::Pending(queue) =
+        std::mem::replace(&mut *remote, RemoteCandidates::Ready)
+    {
+        for c in queue {
+            add_candidate(webrtc, &c);
+        }
+    }
+}
+
+fn add_candidate(webrtc: &gst::Element, c: &IceCandidate) {
+    if c.is_end_of_candidates() {
+        // webrtcbin 1.22 has no end-of-candidates call; ICE simply stops waiting for more.
+        debug!("viewer finished gathering candidates");
+        return;
+    }
+    let line = c.candidate.strip_prefix("a=").unwrap_or(&c.candidate);
+    let mline = c.sdp_m_line_index.unwrap_or(0);
+    webrtc.emit_by_name::<()>("add-ice-candidate", &[&mline, &line]);
+}
+
+/// `Ok` if a promise resolved with a reply that is not an error.
+fn check_reply(
+    what: &str,
+    reply: Result<Option<&gst::StructureRef>, gst::PromiseError>,
+) -> Result<(), String> {
+    match reply {
+        Ok(Some(s)) => match s.get::<glib::Error>("error") {
+            Ok(err) => Err(format!("{what} failed: {}", err.message())),
+            Err(_) => Ok(()),
+        },
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!("{what} failed: {e:?}")),
+    }
+}
+
+fn create_answer(webrtc: &gst::Element, out: &Outbox) {
+    let promise = {
+        let webrtc = webrtc.clone();
+        let out = out.clone();
+        gst::Promise::with_change_func(move |reply| {
+            let answer = match reply {
+                Ok(Some(s)) => s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
+                _ => None,
+            };
+            let Some(answer) = answer else {
+                out.end(
+                    ErrorCode::AgentError,
+                    "webrtcbin could not create an answer",
+                );
+                return;
+            };
+            webrtc.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+            let sdp = match answer.sdp().as_text() {
+                Ok(sdp) => sdp,
+                Err(e) => {
+                    out.end(
+                        ErrorCode::AgentError,
+                        format!("answer SDP not printable: {e}"),
+                    );
+                    return;
+                }
+            };
+            info!(session = %out.id, "answer created");
+            watch_dtls(&webrtc, out.clone());
+            out.send(AgentToController::Answer {
+                session_id: out.id.clone(),
+                sdp,
+            });
+        })
+    };
+    webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
+}
+
+fn connect_signals(webrtc: &gst::Element, out: &Outbox) {
+    let o = out.clone();
+    webrtc.connect("on-ice-candidate", false, move |values| {
+        let mline = values.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+        if let Some(candidate) = values.get(2).and_then(|v| v.get::<String>().ok()) {
+            debug!(session = %o.id, mline, %candidate, "local candidate");
+            o.send(AgentToController::Candidate {
+                session_id: o.id.clone(),
+                candidate: IceCandidate {
+                    candidate,
+                    sdp_mid: None,
+                    sdp_m_line_index: Some(mline),
+                    username_fragment: None,
+                },
+            });
+        }
+        None
+    });
+
+    let o = out.clone();
+    webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
+        let state = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+        debug!(session = %o.id, ?state, "ICE gathering state");
+        if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+            o.send(AgentToController::Candidate {
+                session_id: o.id.clone(),
+                candidate: IceCandidate::end_of_candidates(0),
+            });
+        }
+    });
+
+    let o = out.clone();
+    webrtc.connect_notify(Some("ice-connection-state"), move |w, _| {
+        let state = w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state");
+        let name = enum_nick(&state);
+        info!(session = %o.id, "ICE connection state: {name}");
+        o.state(format!("ice:{name}"));
+    });
+
+    let o = out.clone();
+    webrtc.connect_notify(Some("connection-state"), move |w, _| {
+        use gst_webrtc::WebRTCPeerConnectionState as S;
+        let state = w.property::<S>("connection-state");
+        let name = enum_nick(&state);
+        info!(session = %o.id, "peer connection state: {name}");
+        o.state(format!("peer:{name}"));
+        if state == S::Failed {
+            o.end(
+                ErrorCode::AgentError,
+                "peer connection failed (ICE or DTLS could not complete)",
+            );
+        }
+    });
+
+    let o = out.clone();
+    webrtc.connect("on-data-channel", false, move |values| {
+        if let Some(ch) = values
+            .get(1)
+            .and_then(|v| v.get::<gst_webrtc::WebRTCDataChannel>().ok())
+        {
+            info!(session = %o.id, label = ch.label().as_deref().unwrap_or(""), "data channel opened by viewer");
+        }
+        None
+    });
+}
+
+/// Logs the DTLS transport's state ("DTLS handshake complete" once it is).
+fn watch_dtls(webrtc: &gst::Element, out: Outbox) {
+    let transport = webrtc
+        .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])
+        .and_then(|t| t.sender())
+        .and_then(|s| s.transport());
+    let Some(transport) = transport else {
+        warn!(session = %out.id, "no DTLS transport to watch");
+        return;
+    };
+    transport.connect_state_notify(move |t| {
+        use gst_webrtc::WebRTCDTLSTransportState as S;
+        let state = t.state();
+        match state {
+            S::Connected => info!(session = %out.id, "DTLS handshake complete"),
+            S::Connecting => info!(session = %out.id, "DTLS handshake initiated"),
+            S::Failed => warn!(session = %out.id, "DTLS handshake failed"),
+            _ => debug!(session = %out.id, ?state, "DTLS state"),
+        }
+        out.state(format!("dtls:{}", enum_nick(&state)));
+    });
+}
+
+/// Pipeline errors end the session (and only this session).
+fn watch_bus(pipeline: &gst::Pipeline, out: &Outbox) {
+    let Some(bus) = pipeline.bus() else { return };
+    let out = out.clone();
+    bus.set_sync_handler(move |_, msg| {
+        match msg.view() {
+            gst::MessageView::Error(err) => {
+                let src = err
+                    .src()
+                    .map(|s| s.path_string().to_string())
+                    .unwrap_or_default();
+                warn!(session = %out.id, "pipeline error from {src}: {} ({:?})", err.error(), err.debug());
+                out.end(
+                    ErrorCode::AgentError,
+                    format!("media pipeline failed: {}", err.error()),
+                );
+            }
+            gst::MessageView::Warning(w) => {
+                debug!(session = %out.id, "pipeline warning: {}", w.error());
+            }
+            _ => {}
+        }
+        gst::BusSyncReply::Drop
+    });
+}
+
+fn enum_nick<T: glib::value::ToValue>(v: &T) -> String {
+    let value = v.to_value();
+    glib::EnumValue::from_value(&value)
+        .map(|(_, e)| e.nick().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,66 @@
+//! `vdesk-xpaint`: paints a block on an X display, then repaints it with each colour read from
+//! standard input (`RRGGBB` per line), printing `painted RRGGBB <unix-µs>` after each `XSync`.
+//! The stimulus of the browser tests and the latency bench; see the library for the painting.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use vdesk_xpaint::{now_us, parse_colour, Painter};
+
+#[derive(Parser, Debug)]
+#[command(about = "Paint a coloured block on an X display and repaint it on demand")]
+struct Args {
+    /// X display (defaults to $DISPLAY).
+    #[arg(long, env = "DISPLAY")]
+    display: String,
+    /// The block: X,Y,WIDTH,HEIGHT in screen pixels.
+    #[arg(long, default_value = "100,100,200,200")]
+    rect: String,
+    /// First colour of the block, RRGGBB.
+    #[arg(long, default_value = "ff0000")]
+    color: String,
+    /// Also fill the whole screen (the root window) with this colour first, RRGGBB.
+    #[arg(long)]
+    background: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let v: Vec<i64> = args
+        .rect
+        .split(',')
+        .map(|v| v.trim().parse::<i64>())
+        .collect::<Result<_, _>>()
+        .context("--rect must be X,Y,WIDTH,HEIGHT")?;
+    let [x, y, w, h] = v[..] else {
+        bail!("--rect must be X,Y,WIDTH,HEIGHT");
+    };
+    let rect = (
+        i16::try_from(x)?,
+        i16::try_from(y)?,
+        u16::try_from(w)?,
+        u16::try_from(h)?,
+    );
+    let colour = parse_colour(&args.color).map_err(|e| anyhow!("--color: {e}"))?;
+    let background = match &args.background {
+        Some(b) => Some(parse_colour(b).map_err(|e| anyhow!("--background: {e}"))?),
+        None => None,
+    };
+    let painter = Painter::new(&args.display, rect, colour, background).map_err(|e| anyhow!(e))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {}", now_us())?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_colour(&line).and_then(|c| Ok((c, painter.paint(c)?))) {
+            Ok((c, t)) => writeln!(out, "painted {c:06x} {t}")?,
+            Err(e) => writeln!(out, "error {e}")?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
