@@ -77,9 +77,17 @@ pub async fn run(
                 return Err(e);
             }
             Err(Disconnect::Retry(why)) => {
+                // The controller ends these sessions on its side too (viewers get `ended` and
+                // reconnect), so keeping them would only leak pipelines.
+                if !sessions.map.is_empty() {
+                    warn!(
+                        "ending {} session(s): controller link lost",
+                        sessions.map.len()
+                    );
+                    sessions.clear();
+                }
                 warn!(
-                    "controller link down ({why}); {} session(s) keep streaming; retrying in {:.1}s",
-                    sessions.map.len(),
+                    "controller link down ({why}); retrying in {:.1}s",
                     backoff.as_secs_f32()
                 );
             }

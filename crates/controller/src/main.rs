@@ -1,1 +1,89 @@
-fn main(){}
+//! `vdesk-controller`: parse and check the configuration, start logging, serve until SIGINT or
+//! SIGTERM, then let sessions end cleanly (at most [`GRACE`]). The composition root only; all
+//! behaviour lives in the library.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{info, warn};
+use vdesk_controller::{serve, AppState, Args, Config};
+
+/// How long open connections may take to close after the shutdown signal.
+const GRACE: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = match Config::from_args(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vdesk-controller: {e}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let addr = listener.local_addr()?;
+    let vms: Vec<&str> = config.vms.iter().map(|v| v.as_str()).collect();
+    info!(
+        %addr,
+        vms = %vms.join(","),
+        ice_servers = config.ice_servers.len(),
+        idle_timeout_s = config.session_idle_timeout.as_secs(),
+        "vdesk controller listening; viewer at http://{addr}/vm/{{vm_id}}"
+    );
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(serve(listener, AppState::new(config), async {
+        let _ = stopped.await;
+    }));
+    tokio::select! {
+        result = &mut server => return Ok(result??),
+        () = shutdown_signal() => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(GRACE, server).await {
+        Ok(result) => result??,
+        Err(_) => warn!(
+            "connections still open {} s after shutdown; exiting anyway",
+            GRACE.as_secs()
+        ),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}

@@ -1,6 +1,6 @@
 //! Signalling messages and ids shared by the vdesk controller, agent and viewer: serde types and
 //! their validation only. No I/O, no async, no GStreamer: both sides depend on this crate, and the
-//! viewer's JavaScript is checked against the JSON it produces (see `web/test/protocol.test.mjs`).
+//! viewer's JavaScript is checked against the JSON it produces (see `crates/protocol/tests/fixtures.rs` and `web/test/unit.test.mjs`).
 
 mod ids;
 mod messages;

@@ -1,0 +1,87 @@
+//! vdesk's controller: the HTTP server that serves the viewer and relays WebRTC signalling
+//! between browsers and the agents inside VMs. No media and no GStreamer pass through here.
+//!
+//! [`app`] builds the router over an [`AppState`]; [`serve`] runs it on a listener with the
+//! relay's ticker and a graceful shutdown. The signalling logic is the socket-free
+//! [`relay::Relay`]; everything else adapts HTTP, SSE and WebSocket to it.
+
+pub mod agent_ws;
+pub mod assets;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod relay;
+pub mod routes;
+pub mod sse;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+use tracing::info;
+use vdesk_protocol::ErrorCode;
+
+pub use auth::AgentToken;
+pub use config::{Args, Config, ConfigError};
+pub use error::AppError;
+pub use state::AppState;
+
+/// How often the relay checks idle sessions and expires tombstones.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Every route of docs/protocol.md, with JSON errors for unknown routes and methods.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.config().max_body_bytes;
+    Router::new()
+        .merge(routes::pages::routes())
+        .merge(assets::routes())
+        .merge(routes::vms::routes())
+        .merge(routes::session::routes())
+        .merge(sse::routes())
+        .merge(agent_ws::routes())
+        .fallback(|method: Method, uri: Uri| async move {
+            AppError::not_found(format!("no route for {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::BadRequest,
+                format!("{method} is not allowed on {}", uri.path()),
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        // Refusals (404, 503...) are normal answers, logged by the relay; not tower's errors.
+        .layer(TraceLayer::new_for_http().on_failure(()))
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes; then every session ends with
+/// `shutting_down`, agents and viewers are told, and their connections close.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ticker = tokio::spawn(state.clone().run_ticker(TICK));
+    let on_shutdown = state.clone();
+    // Events and candidates are small writes that must leave at once: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("shutting down: ending every session");
+            on_shutdown.shutdown();
+        })
+        .await;
+    ticker.abort();
+    result
+}

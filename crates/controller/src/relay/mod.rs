@@ -1,0 +1,761 @@
+//! The signalling relay as a state machine with no sockets, no tasks and no clock: inputs are
+//! calls (an agent connected, sent a message, left; a viewer created a session, posted a
+//! candidate, polled, opened or closed an event stream; time passed), outputs are [`Outbound`]
+//! messages addressed to an agent connection or a viewer's session, collected with
+//! [`Relay::take_outbound`]. The HTTP/WebSocket/SSE adapters deliver them. Time is always passed
+//! in, so the idle timeout and tombstones are tested without sleeping.
+
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use vdesk_protocol::{
+    AgentToController, CandidateList, ControllerToAgent, ControllerToViewer, ErrorCode,
+    IceCandidate, IceServer, SdpType, SessionDescription, SessionId, Side, ValidationError, VmId,
+    VmInfo, PROTOCOL_VERSION,
+};
+
+use crate::auth::AgentToken;
+use session::Session;
+pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_PEER_STATES};
+
+/// How long an ended session is remembered, so that late requests get 410 and its reason.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+/// Longest `peerState` string relayed.
+pub const MAX_STATE_LEN: usize = 64;
+/// Longest human-readable reason relayed from an agent.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// One agent WebSocket connection, numbered by the adapter. A VM's agent may reconnect, so
+/// messages go to a connection, not to a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What the relay wants delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// Send `msg` on agent connection `conn`.
+    ToAgent {
+        conn: ConnId,
+        msg: ControllerToAgent,
+    },
+    /// Close agent connection `conn` (after the messages queued before this one).
+    CloseAgent { conn: ConnId },
+    /// Push event `seq` of `session` to the viewer's open event streams. After an `ended`
+    /// event the streams close.
+    ToViewer {
+        session: SessionId,
+        seq: u64,
+        event: ControllerToViewer,
+    },
+}
+
+/// Why a request on the relay was refused; the HTTP adapter maps each to a status and code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RelayError {
+    #[error("VM {0} is not known")]
+    VmNotFound(VmId),
+    #[error("VM agent is offline")]
+    AgentOffline,
+    #[error("session not found")]
+    SessionNotFound,
+    /// The session is a tombstone: it ended with this code and reason.
+    #[error("{reason}")]
+    Ended { code: ErrorCode, reason: String },
+    #[error("{0}")]
+    Invalid(ValidationError),
+    #[error("too many {0} in this session")]
+    TooMany(&'static str),
+    #[error("the controller is shutting down")]
+    ShuttingDown,
+}
+
+impl RelayError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RelayError::VmNotFound(_) => ErrorCode::VmNotFound,
+            RelayError::AgentOffline => ErrorCode::AgentOffline,
+            RelayError::SessionNotFound => ErrorCode::SessionNotFound,
+            RelayError::Ended { code, .. } => *code,
+            RelayError::Invalid(_) => ErrorCode::BadRequest,
+            RelayError::TooMany(_) => ErrorCode::TooManyRequests,
+            RelayError::ShuttingDown => ErrorCode::ShuttingDown,
+        }
+    }
+}
+
+impl From<ValidationError> for RelayError {
+    fn from(e: ValidationError) -> Self {
+        RelayError::Invalid(e)
+    }
+}
+
+/// Settings of the relay (a subset of [`crate::Config`]).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub agent_token: AgentToken,
+    pub ice_servers: Vec<IceServer>,
+    pub idle_timeout: Duration,
+    pub tombstone_ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnState {
+    AwaitingHello,
+    Registered(VmId),
+    /// Refused or replaced: everything it still sends is ignored until it is gone.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Tombstone {
+    code: ErrorCode,
+    reason: String,
+    until: Instant,
+}
+
+/// The relay: registry of VMs and agent connections, live sessions and tombstones.
+#[derive(Debug)]
+pub struct Relay {
+    cfg: RelayConfig,
+    /// Every known VM and its registered agent connection, if any.
+    vms: BTreeMap<VmId, Option<ConnId>>,
+    conns: HashMap<ConnId, ConnState>,
+    sessions: HashMap<SessionId, Session>,
+    tombstones: HashMap<SessionId, Tombstone>,
+    outbox: Vec<Outbound>,
+    shutting_down: bool,
+}
+
+impl Relay {
+    pub fn new(cfg: RelayConfig, known_vms: impl IntoIterator<Item = VmId>) -> Self {
+        Self {
+            cfg,
+            vms: known_vms.into_iter().map(|vm| (vm, None)).collect(),
+            conns: HashMap::new(),
+            sessions: HashMap::new(),
+            tombstones: HashMap::new(),
+            outbox: Vec::new(),
+            shutting_down: false,
+        }
+    }
+
+    /// Messages produced since the last call, in the order they must be delivered.
+    pub fn take_outbound(&mut self) -> Vec<Outbound> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.cfg.ice_servers
+    }
+
+    pub fn vms(&self) -> Vec<VmInfo> {
+        self.vms
+            .iter()
+            .map(|(vm, conn)| VmInfo {
+                vm_id: vm.clone(),
+                online: conn.is_some(),
+            })
+            .collect()
+    }
+
+    pub fn vm(&self, vm: &VmId) -> Option<VmInfo> {
+        self.vms.get(vm).map(|conn| VmInfo {
+            vm_id: vm.clone(),
+            online: conn.is_some(),
+        })
+    }
+
+    /// The viewer's offer of a live session.
+    pub fn offer(&self, id: &SessionId) -> Option<&SessionDescription> {
+        self.sessions.get(id).map(|s| &s.offer)
+    }
+
+    /// Number of live (not ended) sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // agent side
+    // -----------------------------------------------------------------------------------------
+
+    /// A new agent connection; it must say `hello` first.
+    pub fn agent_connected(&mut self, conn: ConnId) {
+        debug!(conn = %conn, "agent connection opened");
+        self.conns.insert(conn, ConnState::AwaitingHello);
+    }
+
+    /// A frame from an agent that is not a valid message. Before `hello` this closes the
+    /// connection; after it, the frame is refused and ignored.
+    pub fn agent_bad_frame(&mut self, conn: ConnId, problem: &str) {
+        match self.conns.get(&conn) {
+            Some(ConnState::AwaitingHello) => {
+                warn!(conn = %conn, problem, "agent's first message is not a valid hello");
+                self.refuse(
+                    conn,
+                    ErrorCode::BadRequest,
+                    format!("expected a hello message: {problem}"),
+                );
+            }
+            Some(ConnState::Registered(vm)) => {
+                warn!(conn = %conn, vm = %vm, problem, "malformed message from agent ignored");
+                self.send_agent(
+                    conn,
+                    ControllerToAgent::Error {
+                        code: ErrorCode::BadRequest,
+                        message: problem.to_owned(),
+                    },
+                );
+            }
+            Some(ConnState::Closed) | None => {}
+        }
+    }
+
+    /// The agent did not say `hello` in time.
+    pub fn agent_hello_timeout(&mut self, conn: ConnId) {
+        if self.conns.get(&conn) == Some(&ConnState::AwaitingHello) {
+            warn!(conn = %conn, "agent did not say hello in time");
+            self.refuse(
+                conn,
+                ErrorCode::BadRequest,
+                "no hello received in time".into(),
+            );
+        }
+    }
+
+    pub fn agent_message(&mut self, conn: ConnId, msg: AgentToController, now: Instant) {
+        let state = self.conns.get(&conn).cloned();
+        match (state, msg) {
+            (None | Some(ConnState::Closed), _) => {}
+            (
+                Some(ConnState::AwaitingHello),
+                AgentToController::Hello {
+                    vm_id,
+                    token,
+                    protocol_version,
+                    agent_version,
+                },
+            ) => self.hello(conn, vm_id, &token, protocol_version, &agent_version, now),
+            (Some(ConnState::AwaitingHello), _) => {
+                self.agent_bad_frame(conn, "the first message must be hello")
+            }
+            (Some(ConnState::Registered(_)), AgentToController::Hello { .. }) => {
+                self.agent_error(conn, ErrorCode::BadRequest, "hello was already received")
+            }
+            (Some(ConnState::Registered(vm)), msg) => {
+                self.agent_session_message(conn, &vm, msg, now)
+            }
+        }
+    }
+
+    /// The agent connection is gone: every session of its VM ends with `agent_disconnected`.
+    pub fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
+        let Some(state) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let ConnState::Registered(vm) = state {
+            info!(vm = %vm, conn = %conn, "agent left");
+            if let Some(slot) = self.vms.get_mut(&vm) {
+                *slot = None;
+            }
+            self.end_sessions_of(
+                conn,
+                ErrorCode::AgentDisconnected,
+                "VM agent disconnected",
+                now,
+            );
+        } else {
+            debug!(conn = %conn, "agent connection closed before registering");
+        }
+    }
+
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        vm: VmId,
+        token: &str,
+        protocol_version: u32,
+        agent_version: &str,
+        now: Instant,
+    ) {
+        if self.shutting_down {
+            return self.refuse(
+                conn,
+                ErrorCode::ShuttingDown,
+                "the controller is shutting down".into(),
+            );
+        }
+        if !self.cfg.agent_token.matches(token) {
+            warn!(conn = %conn, vm = %vm, "agent refused: wrong token");
+            return self.refuse(conn, ErrorCode::Unauthorized, "invalid agent token".into());
+        }
+        if protocol_version != PROTOCOL_VERSION {
+            warn!(conn = %conn, vm = %vm, protocol_version, "agent refused: protocol version");
+            return self.refuse(
+                conn,
+                ErrorCode::BadRequest,
+                format!(
+                    "protocolVersion {protocol_version} is not supported; this controller speaks {PROTOCOL_VERSION}"
+                ),
+            );
+        }
+        let previous = self.vms.insert(vm.clone(), Some(conn)).flatten();
+        if let Some(old) = previous {
+            warn!(vm = %vm, old = %old, new = %conn, "agent replaced by a new connection");
+            self.conns.insert(old, ConnState::Closed);
+            self.send_agent(
+                old,
+                ControllerToAgent::Error {
+                    code: ErrorCode::Conflict,
+                    message: "another agent connected for this VM".into(),
+                },
+            );
+            self.outbox.push(Outbound::CloseAgent { conn: old });
+            self.end_sessions_of(
+                old,
+                ErrorCode::AgentDisconnected,
+                "VM agent disconnected (replaced by a new connection)",
+                now,
+            );
+        }
+        self.conns.insert(conn, ConnState::Registered(vm.clone()));
+        let agent_version: String = agent_version.chars().take(64).collect();
+        info!(vm = %vm, conn = %conn, agent_version, "agent registered");
+        self.send_agent(
+            conn,
+            ControllerToAgent::Welcome {
+                ice_servers: self.cfg.ice_servers.clone(),
+            },
+        );
+    }
+
+    fn agent_session_message(
+        &mut self,
+        conn: ConnId,
+        vm: &VmId,
+        msg: AgentToController,
+        now: Instant,
+    ) {
+        let id = match &msg {
+            AgentToController::Hello { .. } => return,
+            AgentToController::Answer { session_id, .. }
+            | AgentToController::Candidate { session_id, .. }
+            | AgentToController::PeerState { session_id, .. }
+            | AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
+        };
+        match self.sessions.get(&id) {
+            Some(s) if s.agent == conn => {}
+            _ if self.tombstones.contains_key(&id) => {
+                debug!(session = %id, vm = %vm, "agent message for an ended session ignored");
+                return;
+            }
+            _ => {
+                return self.agent_error(
+                    conn,
+                    ErrorCode::SessionNotFound,
+                    &format!("session {id} not found"),
+                )
+            }
+        }
+        let result = match msg {
+            AgentToController::Hello { .. } => Ok(()),
+            AgentToController::Answer { sdp, .. } => self.set_answer(&id, sdp),
+            AgentToController::Candidate { candidate, .. } => {
+                self.add_candidate(&id, Side::Vm, candidate)
+            }
+            AgentToController::PeerState { state, .. } => self.peer_state(&id, state),
+            AgentToController::SessionEnded { code, reason, .. } => {
+                let reason = clean_reason(&reason, "the VM agent ended the session");
+                info!(session = %id, vm = %vm, "agent ended the session");
+                self.end_session(&id, code, &reason, false, now);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            let message = e.to_string();
+            self.agent_error(conn, e.code(), &message);
+        }
+    }
+
+    fn set_answer(&mut self, id: &SessionId, sdp: String) -> Result<(), RelayError> {
+        let s = self
+            .sessions
+            .get_mut(id)
+            .ok_or(RelayError::SessionNotFound)?;
+        if s.answer.is_some() {
+            return Err(ValidationError::new("sdp", "answer was already received").into());
+        }
+        let answer = SessionDescription {
+            kind: SdpType::Answer,
+            sdp,
+        };
+        answer.validate(SdpType::Answer)?;
+        info!(session = %id, vm = %s.vm, "answer received");
+        s.answer = Some(answer.sdp.clone());
+        let mut events = vec![ControllerToViewer::Answer { sdp: answer.sdp }];
+        // The VM's candidates that came before the answer follow it, in their order.
+        events.extend(
+            s.vm_side
+                .all
+                .iter()
+                .cloned()
+                .map(|candidate| ControllerToViewer::Candidate { candidate }),
+        );
+        for event in events {
+            self.send_viewer(id, event);
+        }
+        Ok(())
+    }
+
+    fn add_candidate(
+        &mut self,
+        id: &SessionId,
+        from: Side,
+        c: IceCandidate,
+    ) -> Result<(), RelayError> {
+        c.validate()?;
+        let s = self
+            .sessions
+            .get_mut(id)
+            .ok_or(RelayError::SessionNotFound)?;
+        let q = s.queue(from);
+        if q.all.len() >= MAX_CANDIDATES_PER_SIDE {
+            return Err(RelayError::TooMany("candidates"));
+        }
+        q.all.push(c.clone());
+        if c.is_end_of_candidates() {
+            debug!(session = %id, side = ?from, "end of candidates");
+        }
+        match from {
+            Side::Browser => {
+                let conn = s.agent;
+                self.send_agent(
+                    conn,
+                    ControllerToAgent::Candidate {
+                        session_id: id.clone(),
+                        candidate: c,
+                    },
+                );
+            }
+            Side::Vm => {
+                if s.answer.is_some() {
+                    self.send_viewer(id, ControllerToViewer::Candidate { candidate: c });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peer_state(&mut self, id: &SessionId, state: String) -> Result<(), RelayError> {
+        if state.is_empty() || state.len() > MAX_STATE_LEN || state.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "state",
+                format!("must be 1 to {MAX_STATE_LEN} bytes without control characters"),
+            )
+            .into());
+        }
+        let s = self
+            .sessions
+            .get_mut(id)
+            .ok_or(RelayError::SessionNotFound)?;
+        info!(session = %id, vm = %s.vm, state, "peer state");
+        if s.peer_states >= MAX_PEER_STATES {
+            return Ok(());
+        }
+        s.peer_states += 1;
+        self.send_viewer(id, ControllerToViewer::PeerState { state });
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // viewer side (and the agents' HTTP routes)
+    // -----------------------------------------------------------------------------------------
+
+    /// A viewer's offer for `vm`: the session is created and the offer goes to the VM's agent.
+    pub fn create_session(
+        &mut self,
+        vm: VmId,
+        offer: SessionDescription,
+        now: Instant,
+    ) -> Result<SessionId, RelayError> {
+        if self.shutting_down {
+            return Err(RelayError::ShuttingDown);
+        }
+        offer.validate(SdpType::Offer).map_err(|e| {
+            RelayError::Invalid(ValidationError::new(
+                if e.field == "type" {
+                    "offer.type"
+                } else {
+                    "offer.sdp"
+                },
+                e.problem,
+            ))
+        })?;
+        let conn = match self.vms.get(&vm) {
+            None => return Err(RelayError::VmNotFound(vm)),
+            Some(None) => return Err(RelayError::AgentOffline),
+            Some(Some(conn)) => *conn,
+        };
+        let id = loop {
+            let id = SessionId::random();
+            if !self.sessions.contains_key(&id) && !self.tombstones.contains_key(&id) {
+                break id;
+            }
+        };
+        info!(session = %id, vm = %vm, conn = %conn, "session created");
+        self.send_agent(
+            conn,
+            ControllerToAgent::Offer {
+                session_id: id.clone(),
+                sdp: offer.sdp.clone(),
+                ice_servers: self.cfg.ice_servers.clone(),
+            },
+        );
+        self.sessions
+            .insert(id.clone(), Session::new(vm, conn, offer, now));
+        Ok(id)
+    }
+
+    /// The agent's answer, if it came. Counts as viewer activity.
+    pub fn answer(
+        &mut self,
+        id: &SessionId,
+        now: Instant,
+    ) -> Result<Option<SessionDescription>, RelayError> {
+        let s = self.live(id)?;
+        s.last_seen = now;
+        Ok(s.answer.clone().map(|sdp| SessionDescription {
+            kind: SdpType::Answer,
+            sdp,
+        }))
+    }
+
+    /// A candidate posted over HTTP, by the viewer (`from: browser`) or an agent (`from: vm`;
+    /// the adapter has checked its token).
+    pub fn post_candidate(
+        &mut self,
+        id: &SessionId,
+        from: Side,
+        candidate: IceCandidate,
+        now: Instant,
+    ) -> Result<(), RelayError> {
+        let s = self.live(id)?;
+        if from == Side::Browser {
+            s.last_seen = now;
+        }
+        self.add_candidate(id, from, candidate)
+    }
+
+    /// `GET .../candidates/{side}`: the candidates of `side` not returned by this route before.
+    pub fn poll_candidates(
+        &mut self,
+        id: &SessionId,
+        side: Side,
+        now: Instant,
+    ) -> Result<CandidateList, RelayError> {
+        let s = self.live(id)?;
+        if side == Side::Vm {
+            s.last_seen = now; // the viewer reads the VM's candidates
+        }
+        Ok(s.poll(side))
+    }
+
+    /// The viewer left (`DELETE`): the agent is told to end the session.
+    pub fn viewer_left(&mut self, id: &SessionId, now: Instant) -> Result<(), RelayError> {
+        self.live(id)?;
+        self.end_session(
+            id,
+            ErrorCode::ViewerLeft,
+            "the viewer closed the session",
+            true,
+            now,
+        );
+        Ok(())
+    }
+
+    /// A new event stream: returns the events after `after` (0 = all) to replay; from now on
+    /// new events of the session come as [`Outbound::ToViewer`].
+    pub fn stream_opened(
+        &mut self,
+        id: &SessionId,
+        after: u64,
+        now: Instant,
+    ) -> Result<Vec<(u64, ControllerToViewer)>, RelayError> {
+        let s = self.live(id)?;
+        s.open_streams += 1;
+        s.last_seen = now;
+        debug!(session = %id, after, streams = s.open_streams, "event stream opened");
+        Ok(s.events_after(after))
+    }
+
+    pub fn stream_closed(&mut self, id: &SessionId, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.open_streams = s.open_streams.saturating_sub(1);
+            s.last_seen = now;
+            debug!(session = %id, streams = s.open_streams, "event stream closed");
+        }
+    }
+
+    /// Time passed: idle sessions end, old tombstones are forgotten.
+    pub fn tick(&mut self, now: Instant) {
+        let timeout = self.cfg.idle_timeout;
+        let idle: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_idle(now, timeout))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            let reason = format!("the viewer was idle for {} s", timeout.as_secs());
+            self.end_session(&id, ErrorCode::IdleTimeout, &reason, true, now);
+        }
+        self.tombstones.retain(|_, t| t.until > now);
+    }
+
+    /// The controller stops: every session ends with `shutting_down` (both sides are told) and
+    /// every agent connection is closed. New sessions and agents are refused from now on.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let ids: Vec<SessionId> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            self.end_session(
+                &id,
+                ErrorCode::ShuttingDown,
+                "the controller is shutting down",
+                true,
+                now,
+            );
+        }
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort();
+        for conn in conns {
+            self.conns.insert(conn, ConnState::Closed);
+            self.outbox.push(Outbound::CloseAgent { conn });
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // helpers
+    // -----------------------------------------------------------------------------------------
+
+    fn live(&mut self, id: &SessionId) -> Result<&mut Session, RelayError> {
+        if let Some(t) = self.tombstones.get(id) {
+            return Err(RelayError::Ended {
+                code: t.code,
+                reason: t.reason.clone(),
+            });
+        }
+        self.sessions.get_mut(id).ok_or(RelayError::SessionNotFound)
+    }
+
+    fn end_session(
+        &mut self,
+        id: &SessionId,
+        code: ErrorCode,
+        reason: &str,
+        tell_agent: bool,
+        now: Instant,
+    ) {
+        let Some(mut s) = self.sessions.remove(id) else {
+            return;
+        };
+        info!(session = %id, vm = %s.vm, ?code, reason, "session ended");
+        let event = ControllerToViewer::Ended {
+            code,
+            reason: reason.to_owned(),
+        };
+        let seq = s.push_event(event.clone());
+        self.outbox.push(Outbound::ToViewer {
+            session: id.clone(),
+            seq,
+            event,
+        });
+        if tell_agent && self.conns.get(&s.agent) == Some(&ConnState::Registered(s.vm.clone())) {
+            self.send_agent(
+                s.agent,
+                ControllerToAgent::EndSession {
+                    session_id: id.clone(),
+                    code,
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+        self.tombstones.insert(
+            id.clone(),
+            Tombstone {
+                code,
+                reason: reason.to_owned(),
+                until: now + self.cfg.tombstone_ttl,
+            },
+        );
+    }
+
+    fn end_sessions_of(&mut self, conn: ConnId, code: ErrorCode, reason: &str, now: Instant) {
+        let mut ids: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.agent == conn)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        for id in ids {
+            self.end_session(&id, code, reason, false, now);
+        }
+    }
+
+    fn refuse(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        self.conns.insert(conn, ConnState::Closed);
+        self.send_agent(conn, ControllerToAgent::Error { code, message });
+        self.outbox.push(Outbound::CloseAgent { conn });
+    }
+
+    fn agent_error(&mut self, conn: ConnId, code: ErrorCode, message: &str) {
+        self.send_agent(
+            conn,
+            ControllerToAgent::Error {
+                code,
+                message: message.to_owned(),
+            },
+        );
+    }
+
+    fn send_agent(&mut self, conn: ConnId, msg: ControllerToAgent) {
+        self.outbox.push(Outbound::ToAgent { conn, msg });
+    }
+
+    fn send_viewer(&mut self, id: &SessionId, event: ControllerToViewer) {
+        if let Some(s) = self.sessions.get_mut(id) {
+            let seq = s.push_event(event.clone());
+            self.outbox.push(Outbound::ToViewer {
+                session: id.clone(),
+                seq,
+                event,
+            });
+        }
+    }
+}
+
+/// A reason from the network, fit for a log line and the viewer: one line, bounded.
+fn clean_reason(reason: &str, fallback: &str) -> String {
+    let r: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_REASON_LEN)
+        .collect();
+    if r.trim().is_empty() {
+        fallback.to_owned()
+    } else {
+        r
+    }
+}

@@ -1,0 +1,7 @@
+//! The HTTP routes of docs/protocol.md, one file per family: pages (HTML), vms (registry and ICE
+//! config), session (offer, answer, candidates, end). Handlers only parse, call the relay and
+//! render; they hold no state of their own.
+
+pub mod pages;
+pub mod session;
+pub mod vms;

@@ -1,0 +1,97 @@
+//! The session routes: create (the offer), answer, candidate (post), candidates (poll) and
+//! end (`DELETE`). The event stream is in `sse.rs`. The agent-only variants (`from: "vm"`,
+//! `candidates/browser`) check the agent token here; everything else is the relay's business.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use vdesk_protocol::{CandidateList, CreateSession, PostCandidate, SessionCreated, Side};
+
+use crate::error::AppError;
+use crate::extract::{ApiJson, SessionParam, SideParam};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/webrtc/session", post(create))
+        .route("/api/webrtc/session/{id}", delete(end))
+        .route("/api/webrtc/session/{id}/answer", get(answer))
+        .route("/api/webrtc/session/{id}/candidate", post(candidate))
+        .route(
+            "/api/webrtc/session/{id}/candidates/{side}",
+            get(candidates),
+        )
+}
+
+fn session_url(id: &vdesk_protocol::SessionId) -> String {
+    format!("/api/webrtc/session/{id}")
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateSession>,
+) -> Result<Response, AppError> {
+    let vm_id = body.vm_id;
+    let vm = vm_id.clone();
+    let session_id = state.relay(move |r, now| r.create_session(vm, body.offer, now))?;
+    let location = session_url(&session_id);
+    let created = SessionCreated {
+        events_url: format!("{location}/events"),
+        session_id,
+        vm_id,
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(created),
+    )
+        .into_response())
+}
+
+async fn answer(
+    State(state): State<AppState>,
+    SessionParam(id): SessionParam,
+) -> Result<Response, AppError> {
+    Ok(match state.relay(|r, now| r.answer(&id, now))? {
+        Some(answer) => Json(answer).into_response(),
+        None => (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response(),
+    })
+}
+
+async fn candidate(
+    State(state): State<AppState>,
+    SessionParam(id): SessionParam,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PostCandidate>,
+) -> Result<StatusCode, AppError> {
+    if body.from == Side::Vm && !state.config().agent_token.authorizes(&headers) {
+        return Err(AppError::unauthorized());
+    }
+    state.relay(|r, now| r.post_candidate(&id, body.from, body.candidate, now))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn candidates(
+    State(state): State<AppState>,
+    SessionParam(id): SessionParam,
+    SideParam(side): SideParam,
+    headers: HeaderMap,
+) -> Result<Json<CandidateList>, AppError> {
+    if side == Side::Browser && !state.config().agent_token.authorizes(&headers) {
+        return Err(AppError::unauthorized());
+    }
+    Ok(Json(
+        state.relay(|r, now| r.poll_candidates(&id, side, now))?,
+    ))
+}
+
+async fn end(
+    State(state): State<AppState>,
+    SessionParam(id): SessionParam,
+) -> Result<StatusCode, AppError> {
+    state.relay(|r, now| r.viewer_left(&id, now))?;
+    Ok(StatusCode::NO_CONTENT)
+}

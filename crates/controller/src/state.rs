@@ -1,0 +1,178 @@
+//! The shared state of the HTTP/WebSocket adapters: one mutex owning the [`Relay`] plus the
+//! senders of every agent connection and every open event stream, and the delivery of the
+//! relay's [`Outbound`] messages to them (immediately, under the same lock, so ordering holds and
+//! a new event stream's replay and its live events neither overlap nor leave a gap). The lock is
+//! never held across an `.await`. No HTTP parsing here.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use vdesk_protocol::{ControllerToAgent, ControllerToViewer, SessionId};
+
+use crate::config::Config;
+use crate::relay::{ConnId, Outbound, Relay, RelayConfig, TOMBSTONE_TTL};
+
+/// What an agent connection's task is asked to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentCommand {
+    Send(ControllerToAgent),
+    Close,
+}
+
+/// One event for an open event stream: sequence number and event.
+pub type ViewerEvent = (u64, ControllerToViewer);
+
+/// The relay and the channels to everyone connected. Locked as a whole.
+#[derive(Debug)]
+pub struct Hub {
+    pub relay: Relay,
+    agents: HashMap<ConnId, mpsc::UnboundedSender<AgentCommand>>,
+    streams: HashMap<SessionId, Vec<mpsc::UnboundedSender<ViewerEvent>>>,
+}
+
+impl Hub {
+    /// Delivers everything the relay produced. Channels are unbounded: per session the relay
+    /// bounds what it produces (candidate and state caps), and agents are authenticated.
+    fn flush(&mut self) {
+        for out in self.relay.take_outbound() {
+            match out {
+                Outbound::ToAgent { conn, msg } => {
+                    if let Some(tx) = self.agents.get(&conn) {
+                        let _ = tx.send(AgentCommand::Send(msg));
+                    }
+                }
+                Outbound::CloseAgent { conn } => {
+                    if let Some(tx) = self.agents.get(&conn) {
+                        let _ = tx.send(AgentCommand::Close);
+                    }
+                }
+                Outbound::ToViewer {
+                    session,
+                    seq,
+                    event,
+                } => {
+                    let ended = matches!(event, ControllerToViewer::Ended { .. });
+                    if let Some(subs) = self.streams.get_mut(&session) {
+                        subs.retain(|tx| tx.send((seq, event.clone())).is_ok());
+                    }
+                    if ended {
+                        // Dropping the senders ends the streams once they have sent `ended`.
+                        self.streams.remove(&session);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers an agent connection's channel (before the relay hears of it).
+    pub fn add_agent(&mut self, conn: ConnId, tx: mpsc::UnboundedSender<AgentCommand>) {
+        self.agents.insert(conn, tx);
+        self.relay.agent_connected(conn);
+    }
+
+    pub fn remove_agent(&mut self, conn: ConnId, now: Instant) {
+        self.agents.remove(&conn);
+        self.relay.agent_disconnected(conn, now);
+    }
+
+    /// Registers an event stream of `session` that gets every event after the replay.
+    pub fn add_stream(&mut self, session: SessionId, tx: mpsc::UnboundedSender<ViewerEvent>) {
+        self.streams.entry(session).or_default().push(tx);
+    }
+}
+
+/// A locked hub; delivers the relay's output when dropped, so no caller can forget to.
+#[derive(Debug)]
+pub struct HubGuard<'a>(MutexGuard<'a, Hub>);
+
+impl std::ops::Deref for HubGuard<'_> {
+    type Target = Hub;
+    fn deref(&self) -> &Hub {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HubGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Hub {
+        &mut self.0
+    }
+}
+
+impl Drop for HubGuard<'_> {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    hub: Mutex<Hub>,
+    next_conn: AtomicU64,
+}
+
+/// Cheap to clone; handed to every handler.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(config: Config) -> Self {
+        let relay = Relay::new(
+            RelayConfig {
+                agent_token: config.agent_token.clone(),
+                ice_servers: config.ice_servers.clone(),
+                idle_timeout: config.session_idle_timeout,
+                tombstone_ttl: TOMBSTONE_TTL,
+            },
+            config.vms.iter().cloned(),
+        );
+        Self(Arc::new(Shared {
+            config,
+            hub: Mutex::new(Hub {
+                relay,
+                agents: HashMap::new(),
+                streams: HashMap::new(),
+            }),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// Locks the hub. Output of the relay is delivered when the guard drops.
+    pub fn hub(&self) -> HubGuard<'_> {
+        // A panic while holding the lock cannot leave the relay half-updated in a way that
+        // matters more than stopping the whole service would, so a poisoned lock is used as is.
+        HubGuard(self.0.hub.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `f` on the relay with the current time, then delivers its output.
+    pub fn relay<R>(&self, f: impl FnOnce(&mut Relay, Instant) -> R) -> R {
+        let mut hub = self.hub();
+        f(&mut hub.relay, Instant::now())
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.0.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Ends every session, tells everyone, closes agent connections and event streams.
+    pub fn shutdown(&self) {
+        self.relay(|r, now| r.shutdown(now));
+    }
+
+    /// Ticks the relay every `period` (idle timeouts, tombstones) until the task is dropped.
+    pub async fn run_ticker(self, period: Duration) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            self.relay(|r, now| r.tick(now));
+        }
+    }
+}

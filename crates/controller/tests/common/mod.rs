@@ -1,0 +1,163 @@
+//! Helpers shared by the integration tests: a configured state, requests, JSON bodies, and a fake
+//! agent driving `agent_ws::run` through channels (no socket).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::Message;
+use axum::http::{Request, Response};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+use vdesk_controller::agent_ws::{self, AgentTiming};
+use vdesk_controller::{AgentToken, AppState, Config};
+use vdesk_protocol::{ControllerToAgent, VmId};
+
+pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub const OFFER: &str =
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+pub const ANSWER: &str =
+    "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+/// Upper bound for anything a test waits for; a hang fails instead of blocking the suite.
+pub const WAIT: Duration = Duration::from_secs(3);
+
+pub fn config() -> Config {
+    let mut c = Config::new(AgentToken::new(TOKEN));
+    c.vms = vec![VmId::new("demo").unwrap()];
+    c.ice_servers = vec![vdesk_protocol::IceServer {
+        urls: vec!["stun:192.0.2.1:3478".into()],
+        username: None,
+        credential: None,
+    }];
+    c
+}
+
+pub fn state() -> AppState {
+    AppState::new(config())
+}
+
+pub fn cand(n: u32) -> Value {
+    json!({"candidate": format!("candidate:{n} 1 UDP 2122252543 192.0.2.{n} 5000{n} typ host"),
+           "sdpMid": "0", "sdpMLineIndex": 0})
+}
+
+pub fn eoc() -> Value {
+    json!({"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0})
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub fn post_json(uri: &str, body: &Value) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+pub fn with_token(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    req
+}
+
+pub async fn send(app: &Router, req: Request<Body>) -> Response<Body> {
+    app.clone().oneshot(req).await.unwrap()
+}
+
+pub async fn body_text(resp: Response<Body>) -> String {
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+pub async fn body_json(resp: Response<Body>) -> Value {
+    let text = body_text(resp).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts a JSON error with `status` and `code`; returns the message.
+pub async fn expect_error(resp: Response<Body>, status: u16, code: &str) -> String {
+    assert_eq!(resp.status().as_u16(), status);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json",
+        "errors are JSON"
+    );
+    let v = body_json(resp).await;
+    assert_eq!(v["error"]["code"], code, "{v}");
+    v["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// An agent connection served by `agent_ws::run`, fed and read through channels.
+pub struct FakeAgent {
+    pub to_server: mpsc::UnboundedSender<Message>,
+    pub from_server: mpsc::UnboundedReceiver<Message>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAgent {
+    pub fn connect(state: &AppState, timing: AgentTiming) -> Self {
+        let (to_server, server_rx) = mpsc::unbounded_channel::<Message>();
+        let (server_tx, from_server) = mpsc::unbounded_channel::<Message>();
+        let sink = Box::pin(futures_util::sink::unfold(
+            server_tx,
+            |tx, msg: Message| async move {
+                tx.send(msg).map_err(|_| ())?;
+                Ok::<_, ()>(tx)
+            },
+        ));
+        let stream = Box::pin(futures_util::stream::unfold(
+            server_rx,
+            |mut rx| async move { rx.recv().await.map(|m| (Ok::<_, Infallible>(m), rx)) },
+        ));
+        let task = tokio::spawn(agent_ws::run(state.clone(), sink, stream, timing));
+        Self {
+            to_server,
+            from_server,
+            task,
+        }
+    }
+
+    /// Connects and says hello for `vm`, checking the welcome.
+    pub async fn registered(state: &AppState, vm: &str) -> Self {
+        let mut a = Self::connect(state, AgentTiming::default());
+        a.send(json!({"type": "hello", "vmId": vm, "token": TOKEN,
+                      "protocolVersion": 1, "agentVersion": "test"}));
+        match a.recv().await {
+            ControllerToAgent::Welcome { ice_servers } => assert_eq!(ice_servers.len(), 1),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        a
+    }
+
+    pub fn send(&self, v: Value) {
+        self.to_server
+            .send(Message::Text(v.to_string().into()))
+            .unwrap();
+    }
+
+    /// Next frame that is not a ping.
+    pub async fn frame(&mut self) -> Message {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.from_server.recv())
+                .await
+                .expect("agent got nothing in time")
+                .expect("agent channel closed");
+            if !matches!(m, Message::Ping(_)) {
+                return m;
+            }
+        }
+    }
+
+    pub async fn recv(&mut self) -> ControllerToAgent {
+        match self.frame().await {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}

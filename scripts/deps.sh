@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what vdesk needs on Debian 12, skipping what is already there: GStreamer 1.22 with
+# the WebRTC plugins, Xvfb and a small desktop, Chromium for the browser tests, and the npm
+# packages of web/. Safe to run again. Used by demo.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools
+  xvfb x11-utils x11-xserver-utils openbox xterm x11-apps
+  chromium imagemagick openssl curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+
+if [ "${VDESK_SKIP_NPM:-0}" != 1 ]; then
+  if ! command -v npm >/dev/null; then
+    echo "npm not found: apt-get install nodejs npm (Node 18+), then run this again" >&2
+    exit 1
+  fi
+  if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules ]; then
+    echo "==> npm ci (web/)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

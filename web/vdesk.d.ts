@@ -1,0 +1,318 @@
+// vdesk.d.ts: TypeScript declarations of vdesk.js (the embeddable viewer) and of the JSON it
+// exchanges with the controller. The wire types mirror crates/protocol/src/messages.rs; the unit
+// tests check that every example in web/test/fixtures/messages.json (which the Rust tests check
+// against the Rust types) fits a declaration here.
+
+// ---------------------------------------------------------------------------------------------
+// Wire messages (docs/protocol.md)
+// ---------------------------------------------------------------------------------------------
+
+/** 1..=64 of [A-Za-z0-9._-], not starting with '.'. */
+export type VmId = string;
+/** 32 lowercase hex digits. */
+export type SessionId = string;
+
+/** `RTCIceCandidateInit`; an empty `candidate` is end-of-candidates. (Rust: IceCandidate) */
+export interface IceCandidate {
+  candidate: string;
+  sdpMid?: string;
+  sdpMLineIndex?: number;
+  usernameFragment?: string;
+}
+
+/** `RTCIceServer`. (Rust: IceServer) */
+export interface IceServer {
+  urls: string[];
+  username?: string;
+  credential?: string;
+}
+
+/** `RTCSessionDescriptionInit`; also the 200 reply of `GET .../answer`. */
+export interface SessionDescription {
+  type: 'offer' | 'answer';
+  sdp: string;
+}
+
+/** The 202 reply of `GET .../answer` while the VM has not answered. (No Rust type.) */
+export interface AnswerPending {
+  status: 'pending';
+}
+
+export type Side = 'vm' | 'browser';
+
+/** Stable error codes of the controller (Rust: ErrorCode). */
+export type ErrorCode =
+  | 'bad_request'
+  | 'not_found'
+  | 'vm_not_found'
+  | 'session_not_found'
+  | 'agent_offline'
+  | 'agent_disconnected'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'payload_too_large'
+  | 'conflict'
+  | 'too_many_requests'
+  | 'agent_error'
+  | 'idle_timeout'
+  | 'viewer_left'
+  | 'shutting_down'
+  | 'internal';
+
+/** Codes the viewer reports on its own, besides the controller's. */
+export type ViewerErrorCode =
+  | 'timeout'
+  | 'ice_failed'
+  | 'network'
+  | 'bad_response'
+  | 'bad_answer'
+  | 'webrtc_unsupported'
+  | 'bad_vm_id';
+
+/** `GET /api/vms/{vmId}` reply, and an item of `GET /api/vms`. */
+export interface VmInfo {
+  vmId: VmId;
+  online: boolean;
+}
+
+/** `GET /api/vms` reply. */
+export interface VmList {
+  vms: VmInfo[];
+}
+
+/** `GET /api/webrtc/config` reply. */
+export interface RtcConfig {
+  iceServers: IceServer[];
+}
+
+/** `POST /api/webrtc/session` body. */
+export interface CreateSession {
+  vmId: VmId;
+  offer: SessionDescription & { type: 'offer' };
+}
+
+/** `POST /api/webrtc/session` reply (201). */
+export interface SessionCreated {
+  sessionId: SessionId;
+  vmId: VmId;
+  eventsUrl: string;
+}
+
+/** `POST /api/webrtc/session/{id}/candidate` body; `candidate: null` is end-of-candidates. */
+export interface PostCandidate {
+  candidate: IceCandidate | null;
+  from: Side;
+}
+
+/** `GET /api/webrtc/session/{id}/candidates/{vm|browser}` reply. */
+export interface CandidateList {
+  candidates: IceCandidate[];
+  complete: boolean;
+}
+
+/** Every error reply. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string };
+}
+
+/** SSE `answer` event data. */
+export interface AnswerEvent {
+  type: 'answer';
+  sdp: string;
+}
+
+/** SSE `candidate` event data. */
+export interface CandidateEvent {
+  type: 'candidate';
+  candidate: IceCandidate;
+}
+
+/** SSE `peerState` event data: the agent's peer state, e.g. "ice:connected" (for display/logs). */
+export interface PeerStateEvent {
+  type: 'peerState';
+  state: string;
+}
+
+/** SSE `ended` event data; the stream closes after it. */
+export interface EndedEvent {
+  type: 'ended';
+  code: ErrorCode;
+  reason: string;
+}
+
+/** What the controller tells a viewer about its session (SSE `event:` = `type`). */
+export type ControllerToViewer = AnswerEvent | CandidateEvent | PeerStateEvent | EndedEvent;
+
+// ---------------------------------------------------------------------------------------------
+// Stages and errors
+// ---------------------------------------------------------------------------------------------
+
+export type Stage =
+  | 'idle'
+  | 'signalling'
+  | 'ice-checking'
+  | 'dtls'
+  | 'connected'
+  | 'streaming'
+  | 'failed'
+  | 'closed';
+
+/** All stages in order; a stage never moves backwards within one attempt. */
+export const STAGES: readonly Stage[];
+export const TERMINAL_STAGES: readonly Stage[];
+/** Words for a person, e.g. 'ice-checking' -> "Checking network paths (ICE)…". */
+export const STAGE_LABELS: Readonly<Record<Stage, string>>;
+
+export interface ErrorInfo {
+  code: ErrorCode | ViewerErrorCode | string;
+  /** Short, for a person, e.g. "VM agent is offline". */
+  message: string;
+  /** What may be wrong and what to do. */
+  hint: string;
+  /** What the server said, when it said something else than `message`; may be ''. */
+  detail: string;
+}
+
+export interface ViewerErrorDetail extends ErrorInfo {
+  /** The stage the attempt had reached when it failed. */
+  stage: Stage;
+  /** Whether the viewer retries on its own. */
+  willRetry: boolean;
+  /** In how many ms, when it does. */
+  retryInMs: number | null;
+}
+
+export const ERROR_TEXTS: Readonly<
+  Record<string, { message: string; hint: string; messageNoRetry?: string; retry?: false }>
+>;
+
+export class VdeskError extends Error {
+  constructor(code: string, detail?: string, options?: { status?: number });
+  readonly code: string;
+  readonly detail: string;
+  /** HTTP status, when the error came from a reply. */
+  readonly status?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers (exported for tests and for apps that build their own UI)
+// ---------------------------------------------------------------------------------------------
+
+export function stageRank(stage: string): number;
+export function nextStage(current: Stage, proposed: Stage | string): Stage;
+export function stageForIceConnectionState(state: RTCIceConnectionState | string): Stage | null;
+export function stageForConnectionState(state: RTCPeerConnectionState | string): Stage | null;
+export function describeError(
+  code: string,
+  options?: { vmId?: string; stage?: Stage; detail?: string; willRetry?: boolean },
+): ErrorInfo;
+export function isRetryable(code: string): boolean;
+export function retryDelay(failures: number, baseMs?: number, maxMs?: number): number;
+export function errorFromResponse(status: number, body: unknown): VdeskError;
+
+export const VIEWER_MESSAGE_TYPES: readonly ControllerToViewer['type'][];
+export function isValidVmId(s: unknown): s is VmId;
+export function vmIdFromPath(pathname: string): string | null;
+export function candidateInit(c: unknown): IceCandidate | null;
+export function isEndOfCandidates(c: { candidate?: string | null } | null | undefined): boolean;
+export function candidateKey(init: IceCandidate): string;
+export type ParsedViewerMessage =
+  | AnswerEvent
+  | (CandidateEvent & { endOfCandidates: boolean })
+  | PeerStateEvent
+  | { type: 'ended'; code: string; reason: string };
+export function parseViewerMessage(data: string | object, eventName?: string): ParsedViewerMessage;
+export function parseAnswerPoll(status: number, body: unknown): string | null;
+export function parseCandidateList(body: unknown): CandidateList;
+export function parseVmInfo(body: unknown): VmInfo;
+export function parseRtcConfig(body: unknown): RtcConfig;
+export function parseSessionCreated(body: unknown): SessionCreated;
+export function createSessionBody(vmId: VmId, offer: { sdp: string }): CreateSession;
+export function candidatePostBody(
+  c: RTCIceCandidate | IceCandidate | null | undefined,
+): PostCandidate & { from: 'browser' };
+export function joinUrl(baseUrl: string, path: string): string;
+export const api: {
+  readonly vm: (vmId: VmId) => string;
+  readonly config: () => string;
+  readonly sessions: () => string;
+  readonly session: (id: SessionId) => string;
+  readonly answer: (id: SessionId) => string;
+  readonly candidate: (id: SessionId) => string;
+  readonly vmCandidates: (id: SessionId) => string;
+  readonly events: (id: SessionId) => string;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The viewer
+// ---------------------------------------------------------------------------------------------
+
+export interface VdeskViewerOptions {
+  /** The VM to show. */
+  vmId: VmId;
+  /** Where the controller is, e.g. "https://vdesk.example.org"; '' = this page's origin. */
+  baseUrl?: string;
+  /** An attempt that is not streaming after this long fails with 'timeout'. Default 15000. */
+  connectTimeoutMs?: number;
+  /** Retry after errors (not after vm_not_found and other hopeless ones). Default true. */
+  autoRetry?: boolean;
+  /** First retry delay; doubles per failure up to 10 s. Default 2000. */
+  retryDelayMs?: number;
+  /** Where the `[WebRTC] ...` lines go. Default console; null for silence. */
+  logger?: Pick<Console, 'log'> & Partial<Pick<Console, 'debug' | 'info' | 'warn' | 'error'>> | null;
+}
+
+export interface VdeskViewerEventMap {
+  stage: CustomEvent<{ stage: Stage }>;
+  error: CustomEvent<ViewerErrorDetail>;
+  retrying: CustomEvent<{ attempt: number; delayMs: number }>;
+  firstframe: CustomEvent<{ msSinceConnect: number }>;
+  peerstate: CustomEvent<{ state: string }>;
+}
+
+export class VdeskViewer extends EventTarget {
+  constructor(videoElement: HTMLVideoElement, options: VdeskViewerOptions);
+  /** The current stage. */
+  readonly stage: Stage;
+  /** The current attempt's peer connection, or null. */
+  readonly pc: RTCPeerConnection | null;
+  /** The current attempt's session id, once the controller has given one. */
+  readonly sessionId: SessionId | null;
+  readonly vmId: VmId;
+  /** The 'input' data channel of the current attempt (for remote control), or null. */
+  readonly inputChannel: RTCDataChannel | null;
+  /** The last error reported since the last first frame, or null. */
+  readonly lastError: ErrorInfo | null;
+  /** Attempts started so far. */
+  readonly attempts: number;
+  /** The inbound video RTP stats (framesDecoded, framesPerSecond, ...), or null. */
+  videoStats(): Promise<RTCInboundRtpStreamStats | null>;
+  /** Starts a new attempt; true once the first frame is decoded, false if it failed or was
+   *  closed. Never rejects. */
+  connect(): Promise<boolean>;
+  /** Ends the session (DELETE with keepalive) and stays closed until connect()/retry(). */
+  close(): void;
+  /** connect() now, skipping a pending back-off. */
+  retry(): Promise<boolean>;
+
+  addEventListener<K extends keyof VdeskViewerEventMap>(
+    type: K,
+    listener: (this: VdeskViewer, ev: VdeskViewerEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  removeEventListener<K extends keyof VdeskViewerEventMap>(
+    type: K,
+    listener: (this: VdeskViewer, ev: VdeskViewerEventMap[K]) => unknown,
+    options?: boolean | EventListenerOptions,
+  ): void;
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void;
+}

@@ -1,0 +1,108 @@
+// viewer.js: the script of the /vm/{vmId} page. It takes the VM id from the address, runs a
+// VdeskViewer on <video id="screen">, and turns its events into the loading overlay and the error
+// panel. All WebRTC and signalling lives in vdesk.js; nothing here talks to the network.
+
+import { VdeskViewer, STAGE_LABELS, STAGES, describeError, isValidVmId, vmIdFromPath } from './vdesk.js';
+
+const $ = (id) => document.getElementById(id);
+const video = $('screen');
+const loading = $('loading');
+const errorPanel = $('error');
+const stageText = $('stage-text');
+const countdown = $('retry-countdown');
+const retryButton = $('retry-now');
+
+const vmId = vmIdFromPath(location.pathname);
+document.title = vmId ? `vdesk — ${vmId}` : 'vdesk';
+for (const el of document.querySelectorAll('.vm-id')) el.textContent = vmId ?? '';
+
+let countdownTimer = null;
+
+function stopCountdown() {
+  clearInterval(countdownTimer);
+  countdownTimer = null;
+}
+
+function show(el) {
+  el.hidden = false;
+  el.classList.remove('fading');
+}
+
+function fadeOut(el) {
+  if (el.hidden) return;
+  el.classList.add('fading');
+  setTimeout(() => {
+    if (el.classList.contains('fading')) el.hidden = true;
+  }, 260);
+}
+
+function showStage(stage) {
+  stageText.textContent = STAGE_LABELS[stage] ?? stage;
+  const rank = STAGES.indexOf(stage);
+  for (const li of loading.querySelectorAll('.steps li')) {
+    const r = STAGES.indexOf(li.dataset.step);
+    li.classList.toggle('done', r < rank);
+    li.classList.toggle('active', r === rank);
+  }
+}
+
+function showError({ code, message, hint, detail, willRetry }) {
+  $('error-message').textContent = message;
+  $('error-hint').textContent = hint;
+  $('error-detail').textContent = detail ?? '';
+  $('error-detail').hidden = !detail;
+  $('error-code').textContent = code;
+  retryButton.textContent = willRetry ? 'Retry now' : 'Retry';
+  countdown.textContent = '';
+  stopCountdown();
+  loading.hidden = true;
+  show(errorPanel);
+}
+
+function startCountdown(delayMs) {
+  stopCountdown();
+  const until = Date.now() + delayMs;
+  const tick = () => {
+    const s = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+    countdown.textContent = `retrying in ${s}s`;
+    if (s === 0) stopCountdown();
+  };
+  tick();
+  countdownTimer = setInterval(tick, 250);
+}
+
+if (!isValidVmId(vmId)) {
+  showError({ ...describeError('bad_vm_id', { vmId: vmId ?? '', willRetry: false }), willRetry: false });
+  document.querySelector('#error .actions').hidden = true;
+  window.vdeskViewer = null;
+} else {
+  const viewer = new VdeskViewer(video, { vmId });
+  window.vdeskViewer = viewer;
+
+  viewer.addEventListener('stage', ({ detail: { stage } }) => {
+    if (stage === 'streaming') {
+      stopCountdown();
+      fadeOut(loading);
+      fadeOut(errorPanel);
+    } else if (stage === 'signalling' || stage === 'ice-checking' || stage === 'dtls' || stage === 'connected') {
+      if (!errorPanel.hidden) {
+        // A retry is under way: keep the last error up, say what is happening.
+        stopCountdown();
+        countdown.textContent = `reconnecting: ${(STAGE_LABELS[stage] ?? stage).replace(/…$/, '')}…`;
+      } else {
+        showStage(stage);
+        show(loading);
+      }
+    }
+  });
+  viewer.addEventListener('error', ({ detail }) => showError(detail));
+  viewer.addEventListener('retrying', ({ detail: { delayMs } }) => startCountdown(delayMs));
+  retryButton.addEventListener('click', () => {
+    stopCountdown();
+    countdown.textContent = 'reconnecting…';
+    viewer.retry();
+  });
+
+  showStage('signalling');
+  viewer.connect();
+}
