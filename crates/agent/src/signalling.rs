@@ -228,6 +228,7 @@ fn handle(
             session_id,
             sdp,
             ice_servers,
+            permission,
         } => {
             let refuse = |code, reason: String| {
                 warn!(session = %session_id, "refusing offer: {reason}");
@@ -249,7 +250,7 @@ fn handle(
                     ),
                 );
             }
-            info!(session = %session_id, "offer received");
+            info!(session = %session_id, ?permission, "offer received");
             match Session::start(
                 session_id.clone(),
                 &sdp,

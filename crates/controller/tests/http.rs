@@ -40,6 +40,7 @@ async fn open_session(state: &vdesk_controller::AppState) -> (axum::Router, Fake
             session_id,
             sdp,
             ice_servers,
+            ..
         } => {
             assert_eq!(session_id, id);
             assert_eq!(sdp, OFFER);

@@ -105,6 +105,17 @@ impl SessionDescription {
     }
 }
 
+/// What a viewer may do in a session: watch only, or also send input. Enforced by the agent
+/// (it drops input from a view-only session) and decided by the controller (from the viewer's
+/// token). A message without it means `View`: the safe side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    #[default]
+    View,
+    Control,
+}
+
 /// Which peer a candidate comes from, in the report's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -198,6 +209,8 @@ pub enum ControllerToAgent {
         session_id: SessionId,
         sdp: String,
         ice_servers: Vec<IceServer>,
+        #[serde(default)]
+        permission: Permission,
     },
     /// A candidate of the viewer's peer (empty `candidate` = end of candidates).
     Candidate {
@@ -421,6 +434,7 @@ mod tests {
                 session_id: sid(),
                 sdp: "v=0".into(),
                 ice_servers: vec![],
+                permission: Permission::Control,
             },
             ControllerToAgent::EndSession {
                 session_id: sid(),
@@ -449,6 +463,15 @@ mod tests {
         assert_eq!(v["type"], "endSession");
         assert_eq!(v["sessionId"], sid().as_str());
         assert_eq!(v["code"], "agent_offline");
+    }
+
+    #[test]
+    fn an_offer_without_permission_is_view_only() {
+        let v = json!({"type": "offer", "sessionId": sid(), "sdp": "v=0", "iceServers": []});
+        match serde_json::from_value::<ControllerToAgent>(v).unwrap() {
+            ControllerToAgent::Offer { permission, .. } => assert_eq!(permission, Permission::View),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
     AgentToController, CandidateList, ControllerToAgent, ControllerToViewer, ErrorCode,
-    IceCandidate, IceServer, SdpType, SessionDescription, SessionId, Side, ValidationError, VmId,
-    VmInfo, PROTOCOL_VERSION,
+    IceCandidate, IceServer, Permission, SdpType, SessionDescription, SessionId, Side,
+    ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
 };
 
 use crate::auth::AgentToken;
@@ -520,6 +520,8 @@ impl Relay {
                 session_id: id.clone(),
                 sdp: offer.sdp.clone(),
                 ice_servers: self.cfg.ice_servers.clone(),
+                // No viewer auth yet (issue 7): every viewer may control.
+                permission: Permission::Control,
             },
         );
         self.sessions

@@ -94,7 +94,8 @@ impl Fixture {
                 msg: C::Offer {
                     session_id: id.clone(),
                     sdp: OFFER.into(),
-                    ice_servers: vec![]
+                    ice_servers: vec![],
+                    permission: vdesk_protocol::Permission::Control,
                 }
             }]
         );
