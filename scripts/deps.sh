@@ -12,6 +12,9 @@ packages=(
   xvfb x11-utils x11-xserver-utils openbox xterm x11-apps
   chromium imagemagick openssl curl
 )
+# Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
+read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"
+packages+=("${extra[@]}" iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -221,3 +221,24 @@ pub fn check_plugins(codecs: &[Codec]) -> Result<(), String> {
         ))
     }
 }
+
+/// Pays the one-time costs at start-up instead of on the first viewer's clock: loads every
+/// plugin a session uses, and makes GStreamer generate (and cache for the process) the DTLS
+/// certificate that every `webrtcbin` then shares, which alone takes hundreds of milliseconds.
+/// Returns how long it took.
+pub fn warm_up(codecs: &[Codec]) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let mut names = vec!["dtlsdec", "webrtcbin", "ximagesrc", "videoconvert", "queue"];
+    for codec in codecs {
+        match codec {
+            Codec::Vp8 => names.extend(["vp8enc", "rtpvp8pay"]),
+            Codec::H264 => names.extend(["x264enc", "h264parse", "rtph264pay"]),
+        }
+    }
+    for name in names {
+        // Created and dropped at once: only the side effects (plugin loaded, certificate
+        // cached) are wanted. A missing element was already reported by `check_plugins`.
+        let _ = gst::ElementFactory::make(name).build();
+    }
+    start.elapsed()
+}

@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use vdesk_xpaint::{now_us, parse_colour, Painter};
+use vdesk_xpaint::{now_us, parse_colour, Animator, Painter};
 
 #[derive(Parser, Debug)]
 #[command(about = "Paint a coloured block on an X display and repaint it on demand")]
@@ -23,31 +23,47 @@ struct Args {
     /// Also fill the whole screen (the root window) with this colour first, RRGGBB.
     #[arg(long)]
     background: Option<String>,
+    /// Also animate this region (X,Y,WIDTH,HEIGHT) with scrolling bars: a busy screen.
+    #[arg(long)]
+    busy: Option<String>,
+    /// Frames per second of the --busy animation.
+    #[arg(long, default_value_t = 60)]
+    busy_fps: u32,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let v: Vec<i64> = args
-        .rect
+fn parse_rect(flag: &str, s: &str) -> Result<(i16, i16, u16, u16)> {
+    let v: Vec<i64> = s
         .split(',')
         .map(|v| v.trim().parse::<i64>())
         .collect::<Result<_, _>>()
-        .context("--rect must be X,Y,WIDTH,HEIGHT")?;
+        .with_context(|| format!("{flag} must be X,Y,WIDTH,HEIGHT"))?;
     let [x, y, w, h] = v[..] else {
-        bail!("--rect must be X,Y,WIDTH,HEIGHT");
+        bail!("{flag} must be X,Y,WIDTH,HEIGHT");
     };
-    let rect = (
+    Ok((
         i16::try_from(x)?,
         i16::try_from(y)?,
         u16::try_from(w)?,
         u16::try_from(h)?,
-    );
+    ))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rect = parse_rect("--rect", &args.rect)?;
     let colour = parse_colour(&args.color).map_err(|e| anyhow!("--color: {e}"))?;
     let background = match &args.background {
         Some(b) => Some(parse_colour(b).map_err(|e| anyhow!("--background: {e}"))?),
         None => None,
     };
     let painter = Painter::new(&args.display, rect, colour, background).map_err(|e| anyhow!(e))?;
+    let _busy = match &args.busy {
+        Some(r) => Some(
+            Animator::start(&args.display, parse_rect("--busy", r)?, args.busy_fps)
+                .map_err(|e| anyhow!(e))?,
+        ),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready {}", now_us())?;
     out.flush()?;
