@@ -155,10 +155,14 @@ const VIDEO_PROBE = ({ bx, by }) => {
   const c = new OffscreenCanvas(1, 1);
   const ctx = c.getContext('2d', { willReadFrequently: true });
   window.__frames = [];
+  if (window.__bench_raf) { const tick = () => requestAnimationFrame(tick); tick(); }
   const onFrame = (now, md) => {
     ctx.drawImage(v, bx, by, 1, 1, 0, 0, 1, 1);
     const d = ctx.getImageData(0, 0, 1, 1).data;
-    window.__frames.push([performance.timeOrigin + (md.expectedDisplayTime ?? now), d[0], d[1], d[2]]);
+    // The later of the callback's time and the frame's expected display time: never optimistic.
+    const t = Math.max(now, md.expectedDisplayTime ?? now);
+    const abs = (x) => (x == null ? null : performance.timeOrigin + x);
+    window.__frames.push([abs(t), d[0], d[1], d[2], abs(md.receiveTime), abs(md.presentationTime)]);
     v.requestVideoFrameCallback(onFrame);
   };
   v.requestVideoFrameCallback(onFrame);
@@ -200,6 +204,7 @@ async function clockOffset(page) {
 /** Paints SAMPLES new colours at random intervals and matches each to the first frame showing it. */
 async function measure(page, stim, offsetMs) {
   const lat = [];
+  const parts = [];
   let misses = 0;
   for (let i = 1; i <= SAMPLES; i++) {
     const colour = COLOURS[i % COLOURS.length];
@@ -212,11 +217,22 @@ async function measure(page, stim, offsetMs) {
     while (!seen && Date.now() < end) {
       await sleep(30);
       const frames = await page.evaluate(() => window.__frames.slice());
-      seen = frames.find((f) => f[0] - offsetMs >= painted - 1 && close(f.slice(1), want));
+      seen = frames.find((f) => f[0] - offsetMs >= painted - 1 && close(f.slice(1, 4), want));
     }
-    if (seen) lat.push(seen[0] - offsetMs - painted); else misses++;
+    if (seen) {
+      lat.push(seen[0] - offsetMs - painted);
+      const [shown, , , , received, presented] = seen;
+      if (received != null && presented != null) {
+        parts.push({ toReceived: received - offsetMs - painted, toPresented: presented - received, toShown: shown - presented });
+        if (process.env.BENCH_DEBUG) console.error(`sample ${(shown - offsetMs - painted).toFixed(1)} = ${parts.at(-1).toReceived.toFixed(1)} + ${parts.at(-1).toPresented.toFixed(1)} + ${parts.at(-1).toShown.toFixed(1)}`);
+      }
+    } else misses++;
   }
-  return { lat, misses };
+  const med = (k) => stats(parts.map((p) => p[k])).p50;
+  const split = parts.length
+    ? { toReceivedMs: med('toReceived'), toPresentedMs: med('toPresented'), toShownMs: med('toShown') }
+    : null;
+  return { lat, misses, split };
 }
 
 function stats(xs) {
@@ -288,6 +304,7 @@ async function runOne(cfg) {
         document.addEventListener('DOMContentLoaded', hook);
       });
     }
+    if (process.env.BENCH_RAF) await page.addInitScript(() => { window.__bench_raf = true; });
     await page.goto(sut.url);
     const want0 = rgbOf(COLOURS[0]);
     if (sut.kind === 'video') {
@@ -324,13 +341,22 @@ async function runOne(cfg) {
       ? (frames1.framesDecoded - frames0.framesDecoded) / secs : busyUpdates / secs;
 
     const off = await clockOffset(page);
-    const { lat, misses } = await measure(page, stim, off.offset);
+    const { lat, misses, split } = await measure(page, stim, off.offset);
+    const st = sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null;
+    const per = (total, count) => (st && st[count] ? (1000 * st[total]) / st[count] : NaN);
+    const breakdown = st ? {
+      jitterBufferMs: per('jitterBufferDelay', 'jitterBufferEmittedCount'),
+      decodeMs: per('totalDecodeTime', 'framesDecoded'),
+      processingMs: per('totalProcessingDelay', 'framesDecoded'),
+      interFrameMs: per('totalInterFrameDelay', 'framesDecoded'),
+      framesDropped: st.framesDropped,
+    } : null;
     return {
       ...cfg, codec: cfg.system === 'novnc' ? 'VNC' : cfg.codec, ...stats(lat), misses,
       fps, serverCpu: (100 * (cpu1.server - cpu0.server)) / secs,
       browserCpu: (100 * (cpu1.browser - cpu0.browser)) / secs,
       kbps: ((bytes1 - bytes0) * 8) / 1000 / secs, // all traffic between the peers crosses lo
-      firstFrameMs, clockRttMs: off.rtt,
+      firstFrameMs, clockRttMs: off.rtt, breakdown: breakdown && { ...breakdown, ...split },
     };
   } catch (e) {
     return { ...cfg, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
@@ -398,6 +424,16 @@ function ratios(results) {
   return lines.join('\n');
 }
 
+function breakdownTable(results) {
+  const rows = ['| codec | screen | content | X paint → last packet received (capture wait, capture, encode, send) ms | received → presented (jitter buffer, decode) ms | presented → shown (compositor) ms | avg jitter buffer ms | avg decode ms | frames dropped |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  for (const r of results.filter((x) => x.breakdown)) {
+    const b = r.breakdown;
+    rows.push(`| ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(b.toReceivedMs, 1)} | ${f(b.toPresentedMs, 1)} | ${f(b.toShownMs, 1)} | ${f(b.jitterBufferMs, 1)} | ${f(b.decodeMs, 1)} | ${b.framesDropped ?? '–'} |`);
+  }
+  return rows.join('\n');
+}
+
 const results = [];
 for (const cfg of configs()) {
   process.stderr.write(`bench: ${name(cfg)} ... `);
@@ -408,7 +444,8 @@ for (const cfg of configs()) {
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const header = `Run ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
   `agent at ${FPS} fps, ${SAMPLES} samples per row; command: bench/run.sh ${process.argv.slice(2).join(' ')}`;
-const md = `${header}\n\n${table(results)}\n\nRatios (same run):\n\n${ratios(results)}\n`;
+const md = `${header}\n\n${table(results)}\n\nRatios (same run):\n\n${ratios(results)}\n\n` +
+  `Where vdesk's time goes (medians over the samples; averages from Chromium's getStats):\n\n${breakdownTable(results)}\n`;
 await mkdir(opt.out, { recursive: true });
 await writeFile(path.join(opt.out, 'latest.md'), md);
 await writeFile(path.join(opt.out, 'latest.json'), JSON.stringify({ header, results }, null, 2));

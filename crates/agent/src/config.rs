@@ -7,7 +7,7 @@ use url::Url;
 use vdesk_protocol::VmId;
 
 use crate::codec::Codec;
-use crate::pipeline::MediaSettings;
+use crate::pipeline::{CaptureMode, MediaSettings};
 
 /// vdesk agent: streams this VM's X display to browsers over WebRTC.
 ///
@@ -65,6 +65,17 @@ pub struct Args {
         value_name = "LIST"
     )]
     pub codecs: Vec<Codec>,
+
+    /// How to capture the screen: "damage" sends a frame as soon as X reports a change (lowest
+    /// latency, near-zero cost on a static screen; needs the DAMAGE and XFIXES extensions);
+    /// "ximagesrc" captures at a fixed --framerate and draws the pointer into the picture.
+    #[arg(
+        long,
+        env = "VDESK_CAPTURE",
+        default_value = "damage",
+        value_name = "MODE"
+    )]
+    pub capture: CaptureMode,
 
     /// Most viewers streamed at once; further offers are refused with a clear error.
     #[arg(
@@ -145,6 +156,7 @@ impl Config {
             token: args.token.clone(),
             media: MediaSettings {
                 display,
+                capture: args.capture,
                 framerate: args.framerate,
                 bitrate_kbps: args.bitrate_kbps,
                 show_pointer: true,

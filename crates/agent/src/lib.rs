@@ -1,6 +1,7 @@
 //! vdesk agent library: runs inside a VM, connects out to the controller, and answers each
 //! viewer's offer with a real WebRTC peer (GStreamer `webrtcbin`) streaming the X display.
 
+pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod ice;
