@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod config;
 pub mod ice;
+pub mod input;
 pub mod pipeline;
 pub mod session;
 pub mod signalling;
