@@ -50,11 +50,12 @@ export function wheelSteps(acc, { deltaX = 0, deltaY = 0, deltaMode = 0 }) {
   const per = deltaMode === 1 ? WHEEL_LINES_PER_STEP : deltaMode === 2 ? 1 : WHEEL_PIXELS_PER_STEP;
   acc.x += deltaX / per;
   acc.y += deltaY / per;
-  const take = (v) => Math.max(-MAX_WHEEL_STEPS, Math.min(MAX_WHEEL_STEPS, Math.trunc(v)));
+  const take = (v) => Math.max(-MAX_WHEEL_STEPS, Math.min(MAX_WHEEL_STEPS, Math.trunc(v))) || 0;
   const dx = take(acc.x);
   const dy = take(acc.y);
-  acc.x -= dx;
-  acc.y -= dy;
+  // Keep only the fraction of a notch: what was over the cap is dropped, not scrolled later.
+  acc.x = (acc.x - dx) % 1;
+  acc.y = (acc.y - dy) % 1;
   return { dx, dy };
 }
 
