@@ -121,7 +121,6 @@ impl Session {
         permission: Permission,
         input: Option<&InputSettings>,
     ) -> Result<Session, SessionError> {
-        let input = input.map(|s| SessionInput::start(id.clone(), permission, s));
         let mut media = media.clone();
         if input.is_none() || permission == Permission::View {
             media.show_pointer = true;
@@ -132,6 +131,8 @@ impl Session {
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
         let (guard, webrtc) = pipeline::build(&format!("session-{short}"), media, &choice)?;
+        let capture = pipeline::capture_restarter(guard.pipeline());
+        let input = input.map(|s| SessionInput::start(id.clone(), permission, s, capture));
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
               profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
 

@@ -107,7 +107,9 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       env: { RUST_LOG: process.env.RUST_LOG ?? 'info' },
     });
     await waitForHttp(`${url}/healthz`, { check: () => procs.assertRunning(controller) });
-    const agent = procs.spawn(`${name} agent`, AGENT, ['--controller', url, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`], {
+    const agentArgs = ['--controller', url, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`];
+    if (name === 'resize') agentArgs.push('--allow-resize');
+    const agent = procs.spawn(`${name} agent`, AGENT, agentArgs, {
       env: { VDESK_LOG: process.env.VDESK_LOG ?? 'info,vdesk_agent=debug', GST_DEBUG: process.env.GST_DEBUG ?? '1' },
     });
     await waitForHttp(`${url}/api/vms/demo`, {
@@ -118,8 +120,12 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
   }
 
   async function openViewer(url, label) {
+    return openViewerWith(url, label, VIEWPORT);
+  }
+
+  async function openViewerWith(url, label, viewport) {
     const p = await browser.newPage();
-    await p.setViewportSize(VIEWPORT);
+    await p.setViewportSize(viewport);
     recordConsole(p, label, consoleLines);
     await p.goto(`${url}/vm/demo`);
     await waitFor(`${label} streaming`, async () => (await viewerState(p)).stage === 'streaming', { timeoutMs: 30000 });
@@ -277,7 +283,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       await cdp.detach();
     }));
 
-  it('draws the VM cursor in the page (a CSS cursor from the agent's image)', () =>
+  it("draws the VM cursor in the page (a CSS cursor from the agent's image)", () =>
     reportingFailures(reports, async () => {
       const css = await waitFor('a cursor image from the agent', () =>
         page.evaluate(() => {
@@ -336,6 +342,33 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       await sleep(1000);
       assert.deepEqual(probe.since(m).filter((e) => e.ev === 'key' || e.ev === 'button'), [], 'X saw no input from the view-only viewer');
       assert.match(procs.report(), /input refused: this session is view-only/);
+      await viewer.close();
+    }));
+
+  it('resizes the VM screen to the window, and the stream follows without a reconnect', () =>
+    reportingFailures(reports, async () => {
+      const url = await startPair('resize', ['--default-permission', 'control']);
+      // The agent of this pair allows resizing; it shares the X display with the others.
+      const viewer = await openViewerWith(url, 'resize', { width: 1000, height: 600 });
+      const before = await viewer.evaluate(() => ({ id: window.vdeskViewer.sessionId, attempts: window.vdeskViewer.attempts }));
+      await viewer.evaluate(() => window.vdeskViewer.input.setResize(true));
+      await waitFor('the video is 1000x600', async () => {
+        const s = await viewerState(viewer);
+        return s.videoWidth === 1000 && s.videoHeight === 600;
+      }, { timeoutMs: 20000 });
+      const { stdout } = await run('xdpyinfo', [], { env: env() });
+      assert.match(stdout, /dimensions:\s+1000x600 pixels/);
+      const after = await viewer.evaluate(() => ({ id: window.vdeskViewer.sessionId, attempts: window.vdeskViewer.attempts, stage: window.vdeskViewer.stage }));
+      assert.deepEqual(after, { ...before, stage: 'streaming' }, 'same session, no new attempt');
+      // Frames keep coming at the new size.
+      const f0 = (await viewerState(viewer)).framesDecoded;
+      await waitFor('more frames after the resize', async () => (await viewerState(viewer)).framesDecoded > f0 + 10, { timeoutMs: 10000 });
+      // And a click lands 1:1 on the new screen.
+      const m = probe.mark();
+      await viewer.mouse.click(700, 500);
+      await waitFor('the click', () => probe.since(m, 'button').some((e) => !e.down));
+      const press = probe.since(m, 'button').find((e) => e.down);
+      assert.ok(Math.abs(press.rootX - 700) <= 1 && Math.abs(press.rootY - 500) <= 1, `click at ${press.rootX},${press.rootY}`);
       await viewer.close();
     }));
 });

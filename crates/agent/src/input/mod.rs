@@ -12,7 +12,7 @@ mod inject;
 pub mod keys;
 pub mod resize;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,6 +33,10 @@ use x11rb::rust_connection::RustConnection;
 use atoms::Atoms;
 use clipboard::Clipboard;
 use inject::Injector;
+
+/// Stops (`false`) and restarts (`true`) the session's screen capture around a screen size
+/// change, so that the capture reopens at the new size inside the same pipeline.
+pub type CaptureHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// What remote control may do on this agent.
 #[derive(Debug, Clone)]
@@ -118,11 +122,12 @@ impl SessionInput {
         id: SessionId,
         permission: Permission,
         settings: &InputSettings,
+        capture: Option<CaptureHook>,
     ) -> Arc<SessionInput> {
         let out = Arc::new(Out::default());
         let x = match permission {
             Permission::View => None,
-            Permission::Control => match XSide::start(&id, settings, out.clone()) {
+            Permission::Control => match XSide::start(&id, settings, out.clone(), capture) {
                 Ok(x) => Some(x),
                 Err(e) => {
                     warn!(session = %id, "remote control unavailable: {e}");
@@ -234,7 +239,12 @@ impl Drop for SessionInput {
 }
 
 impl XSide {
-    fn start(id: &SessionId, settings: &InputSettings, out: Arc<Out>) -> Result<XSide, String> {
+    fn start(
+        id: &SessionId,
+        settings: &InputSettings,
+        out: Arc<Out>,
+        capture: Option<CaptureHook>,
+    ) -> Result<XSide, String> {
         let (conn, screen) = x11rb::connect(Some(&settings.display))
             .map_err(|e| format!("cannot open X display {}: {e}", settings.display))?;
         let conn = Arc::new(conn);
@@ -294,6 +304,7 @@ impl XSide {
         conn.flush().map_err(|e| e.to_string())?;
 
         // What the viewer sees first: the screen size and the cursor.
+        let mut initial_size = 0;
         if let Ok(g) = conn
             .get_geometry(root)
             .map_err(|e| e.to_string())
@@ -303,6 +314,7 @@ impl XSide {
                 width: u32::from(g.width),
                 height: u32::from(g.height),
             });
+            initial_size = pack(u32::from(g.width), u32::from(g.height));
         }
         match cursor::current(&*conn) {
             Ok(Some(c)) => out.send(&c),
@@ -312,11 +324,14 @@ impl XSide {
 
         let clipboard = Arc::new(Clipboard::default());
         let (tx, rx) = mpsc::channel::<Cmd>();
+        let last_size = Arc::new(AtomicU64::new(initial_size));
         let short = id.as_str()[..8].to_owned();
         let worker = {
             let conn = conn.clone();
             let clipboard = clipboard.clone();
             let allow_resize = settings.allow_resize && randr;
+            let capture_w = capture.clone();
+            let last_size_w = last_size.clone();
             let out = out.clone();
             let id = id.clone();
             std::thread::Builder::new()
@@ -333,7 +348,17 @@ impl XSide {
                             }
                             Cmd::Viewer(ViewerToAgent::Resize { width, height }) => {
                                 if allow_resize {
-                                    if let Err(e) = resize::set_screen_size(&*conn, root, width, height) {
+                                    if let Some(c) = &capture_w {
+                                        c(false);
+                                    }
+                                    let r = resize::set_screen_size(&*conn, root, width, height);
+                                    if r.is_ok() {
+                                        last_size_w.store(pack(width, height), Ordering::SeqCst);
+                                    }
+                                    if let Some(c) = &capture_w {
+                                        c(true);
+                                    }
+                                    if let Err(e) = r {
                                         warn!(session = %id, "resize to {width}x{height} refused: {e}");
                                         out.send(&AgentToViewer::Notice { code: "resize_failed".into(), message: e });
                                     }
@@ -365,7 +390,13 @@ impl XSide {
             let id = id.clone();
             std::thread::Builder::new()
                 .name(format!("xevents-{short}"))
-                .spawn(move || event_loop(&conn, &atoms, win, &clipboard, &out, &id))
+                .spawn(move || {
+                    let size = SizeWatch {
+                        last: last_size,
+                        capture,
+                    };
+                    event_loop(&conn, &atoms, win, &clipboard, &out, &size, &id)
+                })
                 .map_err(|e| e.to_string())?
         };
         info!(session = %id, display = %settings.display, "remote control ready");
@@ -396,12 +427,37 @@ impl XSide {
     }
 }
 
+fn pack(w: u32, h: u32) -> u64 {
+    (u64::from(w) << 32) | u64::from(h)
+}
+
+/// The screen size the capture runs at, and how to restart it when the size changes.
+struct SizeWatch {
+    last: Arc<AtomicU64>,
+    capture: Option<CaptureHook>,
+}
+
+impl SizeWatch {
+    /// The screen is `w`×`h` now: restart the capture if that is news (someone else resized).
+    fn changed(&self, w: u32, h: u32) {
+        let old = self.last.swap(pack(w, h), Ordering::SeqCst);
+        if old != 0 && old != pack(w, h) {
+            if let Some(c) = &self.capture {
+                info!("screen is now {w}x{h}: restarting the capture");
+                c(false);
+                c(true);
+            }
+        }
+    }
+}
+
 fn event_loop(
     conn: &RustConnection,
     atoms: &Atoms,
     win: Window,
     clipboard: &Clipboard,
     out: &Out,
+    size: &SizeWatch,
     id: &SessionId,
 ) {
     let mut clip_out_serial = 0u64;
@@ -448,10 +504,14 @@ fn event_loop(
             },
             Event::SelectionRequest(r) => clipboard.answer(conn, atoms, &r),
             Event::SelectionClear(_) => clipboard.lost(),
-            Event::RandrScreenChangeNotify(e) => out.send(&AgentToViewer::ScreenSize {
-                width: u32::from(e.width),
-                height: u32::from(e.height),
-            }),
+            Event::RandrScreenChangeNotify(e) => {
+                let (w, h) = (u32::from(e.width), u32::from(e.height));
+                size.changed(w, h);
+                out.send(&AgentToViewer::ScreenSize {
+                    width: w,
+                    height: h,
+                });
+            }
             Event::Error(e) => debug!(session = %id, "X error: {e:?}"),
             _ => {}
         }
