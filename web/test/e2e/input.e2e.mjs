@@ -46,6 +46,25 @@ const SCALE = VIEWPORT.width / SCREEN.width;
 const TOP = (VIEWPORT.height - SCREEN.height * SCALE) / 2;
 const toClient = (x, y) => ({ x: x * SCALE + SCALE / 2, y: TOP + y * SCALE + SCALE / 2 });
 
+/** Pixels of the video in the 24x24 square around screen point (x, y) that differ from the
+ *  probe window's background (#202020) by more than 60 in some channel: a drawn cursor. */
+async function cursorPixels(page, x, y) {
+  return page.evaluate(({ x, y, screen }) => {
+    const v = document.getElementById('screen');
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth;
+    c.height = v.videoHeight;
+    const ctx = c.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(v, 0, 0);
+    const sx = Math.round((x * c.width) / screen.width);
+    const sy = Math.round((y * c.height) / screen.height);
+    const d = ctx.getImageData(sx - 12, sy - 12, 24, 24).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if ([0, 1, 2].some((k) => Math.abs(d[i + k] - 32) > 60)) n++;
+    return n;
+  }, { x, y, screen: SCREEN });
+}
+
 /** The probe's JSON lines, and what it holds pressed. */
 class Probe {
   events = [];
@@ -292,6 +311,12 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
         }),
       );
       assert.match(css, /\) \d+ \d+, default$/);
+      // The stream leaves the pointer out: around it the video shows the probe's flat background.
+      const at = toClient(640, 360);
+      await page.mouse.move(at.x, at.y);
+      await waitFor('the pointer at 640,360 in X', () => probe.events.findLast((e) => e.ev === 'motion')?.rootX === 640);
+      await sleep(1000);
+      assert.equal(await cursorPixels(page, 640, 360), 0, 'pixels that differ from the background around the pointer');
     }));
 
   it('releases every key and button when the video loses focus, and when the channel closes', () =>
@@ -342,6 +367,11 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       await sleep(1000);
       assert.deepEqual(probe.since(m).filter((e) => e.ev === 'key' || e.ev === 'button'), [], 'X saw no input from the view-only viewer');
       assert.match(procs.report(), /input refused: this session is view-only/);
+      // A view-only viewer has no local cursor to draw: the VM's pointer is in its video.
+      const last = probe.events.findLast((e) => e.ev === 'motion' || e.ev === 'button');
+      await waitFor('the pointer drawn in the view-only stream', async () => (await cursorPixels(viewer, last.rootX, last.rootY)) > 5, {
+        timeoutMs: 5000,
+      });
       await viewer.close();
     }));
 
