@@ -400,5 +400,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       const press = probe.since(m, 'button').find((e) => e.down);
       assert.ok(Math.abs(press.rootX - 700) <= 1 && Math.abs(press.rootY - 500) <= 1, `click at ${press.rootX},${press.rootY}`);
       await viewer.close();
+      // The session's end stops its X threads (they join; nothing hangs).
+      await waitFor('the agent stopped remote control', () => /remote control stopped/.test(procs.report()), { timeoutMs: 10000 });
     }));
 });

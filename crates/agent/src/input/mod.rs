@@ -424,6 +424,7 @@ impl XSide {
         for t in threads {
             let _ = t.join();
         }
+        debug!("remote control stopped: input released, X connection closed");
     }
 }
 
