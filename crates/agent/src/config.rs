@@ -7,6 +7,7 @@ use url::Url;
 use vdesk_protocol::VmId;
 
 use crate::codec::Codec;
+use crate::input::InputSettings;
 use crate::pipeline::{CaptureMode, MediaSettings};
 
 /// vdesk agent: streams this VM's X display to browsers over WebRTC.
@@ -86,6 +87,17 @@ pub struct Args {
     )]
     pub max_sessions: usize,
 
+    /// Let viewers set the screen size to their window's (RandR). On Xvfb the screen can only
+    /// shrink below the size Xvfb was started with.
+    #[arg(long, env = "VDESK_ALLOW_RESIZE")]
+    pub allow_resize: bool,
+
+    /// Draw the X cursor into the video for every viewer. By default a viewer with control draws
+    /// the cursor itself (sent as an image on change), which keeps pointer motion local; a
+    /// view-only viewer always gets it in the video.
+    #[arg(long, env = "VDESK_STREAM_CURSOR")]
+    pub stream_cursor: bool,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. info or vdesk_agent=debug.
     #[arg(long, env = "VDESK_LOG", default_value = "info", value_name = "FILTER")]
     pub log: String,
@@ -101,6 +113,7 @@ pub struct Config {
     pub media: MediaSettings,
     pub codecs: Vec<Codec>,
     pub max_sessions: usize,
+    pub input: InputSettings,
 }
 
 /// A flag that is wrong, and why.
@@ -154,12 +167,16 @@ impl Config {
             ws_url,
             vm_id,
             token: args.token.clone(),
+            input: InputSettings {
+                display: display.clone(),
+                allow_resize: args.allow_resize,
+            },
             media: MediaSettings {
                 display,
                 capture: args.capture,
                 framerate: args.framerate,
                 bitrate_kbps: args.bitrate_kbps,
-                show_pointer: true,
+                show_pointer: args.stream_cursor,
             },
             codecs: args.codecs.clone(),
             max_sessions: args.max_sessions,

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod ice;
+pub mod input;
 pub mod pipeline;
 pub mod session;
 pub mod signalling;

@@ -66,6 +66,33 @@ impl Drop for PipelineGuard {
     }
 }
 
+/// Stops (`false`) and restarts (`true`) the capture element of a running pipeline: after a
+/// screen size change, `ximagesrc` has to reopen the display to capture the new size, and
+/// restarting it alone renegotiates the caps downstream (the encoder reconfigures) without
+/// touching the WebRTC connection.
+pub fn capture_restarter(
+    pipeline: &gst::Pipeline,
+) -> Option<std::sync::Arc<dyn Fn(bool) + Send + Sync>> {
+    let src = pipeline.by_name("capture")?;
+    if src.is::<gstreamer_app::AppSrc>() {
+        // Damage-driven capture follows size changes by itself (see `capture.rs`).
+        return None;
+    }
+    Some(std::sync::Arc::new(move |run: bool| {
+        let r = if run {
+            src.sync_state_with_parent().map_err(|e| e.to_string())
+        } else {
+            src.set_state(gst::State::Null)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = r {
+            let what = if run { "restart" } else { "stop" };
+            tracing::warn!("could not {what} the capture: {e}");
+        }
+    }))
+}
+
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use vdesk_protocol::{IceServer, VmId};
+use vdesk_protocol::{IceServer, Permission, VmId};
 
 use crate::auth::AgentToken;
 
@@ -103,6 +103,17 @@ pub struct Args {
         value_name = "BYTES"
     )]
     pub max_body_bytes: usize,
+
+    /// What every viewer may do until viewer tokens decide it: control (input, clipboard,
+    /// resize) or view (watch only; the agent drops its input). Tests use `view`.
+    #[arg(
+        long,
+        env = "VDESK_DEFAULT_PERMISSION",
+        default_value = "control",
+        value_parser = ["view", "control"],
+        value_name = "view|control"
+    )]
+    pub default_permission: String,
 }
 
 /// A password read from the command line; `Debug` never shows it.
@@ -170,6 +181,8 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     pub session_idle_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Sent with every offer (until viewer tokens decide per viewer).
+    pub default_permission: Permission,
 }
 
 impl Config {
@@ -182,6 +195,7 @@ impl Config {
             ice_servers: Vec::new(),
             session_idle_timeout: Duration::from_secs(30),
             max_body_bytes: 131_072,
+            default_permission: Permission::Control,
         }
     }
 
@@ -245,6 +259,11 @@ impl Config {
             ice_servers,
             session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
             max_body_bytes: args.max_body_bytes,
+            default_permission: if args.default_permission == "view" {
+                Permission::View
+            } else {
+                Permission::Control
+            },
         })
     }
 }
@@ -283,6 +302,7 @@ impl fmt::Debug for Config {
             .field("ice_server_urls", &urls)
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("default_permission", &self.default_permission)
             .finish()
     }
 }

@@ -126,6 +126,7 @@ impl AppState {
                 ice_servers: config.ice_servers.clone(),
                 idle_timeout: config.session_idle_timeout,
                 tombstone_ttl: TOMBSTONE_TTL,
+                default_permission: config.default_permission,
             },
             config.vms.iter().cloned(),
         );

@@ -107,6 +107,8 @@ pub struct RelayConfig {
     pub ice_servers: Vec<IceServer>,
     pub idle_timeout: Duration,
     pub tombstone_ttl: Duration,
+    /// Sent with every offer (until viewer tokens decide per viewer).
+    pub default_permission: Permission,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -520,8 +522,8 @@ impl Relay {
                 session_id: id.clone(),
                 sdp: offer.sdp.clone(),
                 ice_servers: self.cfg.ice_servers.clone(),
-                // No viewer auth yet (issue 7): every viewer may control.
-                permission: Permission::Control,
+                // No viewer auth yet (issue 7): one permission for every viewer.
+                permission: self.cfg.default_permission,
             },
         );
         self.sessions

@@ -46,6 +46,7 @@ impl Fixture {
                 ice_servers: vec![],
                 idle_timeout: Duration::from_secs(30),
                 tombstone_ttl: TOMBSTONE_TTL,
+                default_permission: vdesk_protocol::Permission::Control,
             },
             [vm("known")],
         );
