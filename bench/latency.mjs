@@ -39,6 +39,7 @@ const CHROMIUM_ARGS = [
 ];
 const BLOCK = { x: 100, y: 100, w: 160, h: 160 };
 const COLOURS = ['ff0000', '00ff00', '0000ff', 'ffff00', 'ff00ff', '00ffff'];
+const CLICK_COLOURS = ['ff8000', '0080ff', '80ff00', 'ff0080'];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -126,16 +127,28 @@ function loopbackBytes() {
 
 async function startStimulus(procs, display, busy, width, height) {
   const args = ['--display', `:${display}`, '--rect', `${BLOCK.x},${BLOCK.y},${BLOCK.w},${BLOCK.h}`,
-    '--color', COLOURS[0], '--background', '202020'];
+    '--color', COLOURS[0], '--background', '202020', '--click-colors', CLICK_COLOURS.join(',')];
   if (busy) args.push('--busy', `${Math.round(width / 3)},${Math.round(height / 3)},${Math.round(width / 2)},${Math.round(height / 2)}`, '--busy-fps', '60');
   const p = procs.spawn('xpaint', path.join(BIN, 'vdesk-xpaint'), args);
   const lines = createInterface({ input: p.stdout });
   const waiting = [];
-  lines.on('line', (l) => { const w = waiting.shift(); if (w) w(l); });
+  const clicks = [];
+  lines.on('line', (l) => {
+    if (l.startsWith('clicked')) { clicks.push(l); return; }
+    const w = waiting.shift(); if (w) w(l);
+  });
   const next = () => new Promise((r) => waiting.push(r));
   const ready = await Promise.race([next(), sleep(5000).then(() => null)]);
   if (!ready?.startsWith('ready')) throw new Error(`xpaint did not start: ${p.log.join('')}`);
   return {
+    /** The next `clicked RRGGBB received painted` line, as ms since epoch. */
+    async click(timeoutMs = 3000) {
+      const end = Date.now() + timeoutMs;
+      while (!clicks.length && Date.now() < end) await sleep(5);
+      const l = clicks.shift();
+      const m = l && /^clicked (\w+) (\d+) (\d+)/.exec(l);
+      return m ? { colour: m[1], received: Number(m[2]) / 1000, painted: Number(m[3]) / 1000 } : null;
+    },
     async paint(colour) {
       const reply = next();
       p.stdin.write(`${colour}\n`);
@@ -233,6 +246,52 @@ async function measure(page, stim, offsetMs) {
     ? { toReceivedMs: med('toReceived'), toPresentedMs: med('toPresented'), toShownMs: med('toShown') }
     : null;
   return { lat, misses, split };
+}
+
+/** Where on the page (CSS px) screen pixel (x, y) is shown, for a <video> (object-fit: contain)
+ *  or noVNC's canvas. */
+async function pagePoint(page, kind, x, y) {
+  return page.evaluate(({ kind, x, y }) => {
+    const el = document.querySelector(kind === 'video' ? 'video' : 'canvas');
+    const r = el.getBoundingClientRect();
+    const w = kind === 'video' ? el.videoWidth : el.width;
+    const h = kind === 'video' ? el.videoHeight : el.height;
+    const scale = Math.min(r.width / w, r.height / h);
+    return { x: r.left + (r.width - w * scale) / 2 + x * scale, y: r.top + (r.height - h * scale) / 2 + y * scale };
+  }, { kind, x, y });
+}
+
+/** Clicks the block in the page; the stimulus repaints it on the click; the time from the
+ *  browser's pointerdown to the first frame showing the new colour is input-to-photon. */
+async function measureClicks(page, stim, kind, offsetMs, samples) {
+  await page.evaluate(() => {
+    window.__downs = [];
+    window.addEventListener('pointerdown', (e) => window.__downs.push(performance.timeOrigin + e.timeStamp), true);
+  });
+  const at = await pagePoint(page, kind, BLOCK.x + BLOCK.w / 2, BLOCK.y + BLOCK.h / 2);
+  const total = [];
+  const inputLeg = [];
+  let misses = 0;
+  for (let i = 0; i < samples; i++) {
+    await sleep(200 + Math.random() * 250);
+    await page.evaluate(() => { window.__frames.length = 0; window.__downs.length = 0; });
+    await page.mouse.click(at.x, at.y);
+    const c = await stim.click();
+    const down = (await page.evaluate(() => window.__downs[0])) ?? null;
+    if (!c || down == null) { misses++; continue; }
+    const want = rgbOf(c.colour);
+    let seen = null;
+    const end = Date.now() + 2000;
+    while (!seen && Date.now() < end) {
+      await sleep(30);
+      const frames = await page.evaluate(() => window.__frames.slice());
+      seen = frames.find((f) => f[0] >= down && close(f.slice(1, 4), want));
+    }
+    if (!seen) { misses++; continue; }
+    total.push(seen[0] - down);
+    inputLeg.push(c.received - (down - offsetMs));
+  }
+  return { total: stats(total), inputLeg: stats(inputLeg), misses };
 }
 
 function stats(xs) {
@@ -342,6 +401,7 @@ async function runOne(cfg) {
 
     const off = await clockOffset(page);
     const { lat, misses, split } = await measure(page, stim, off.offset);
+    const clicks = await measureClicks(page, stim, sut.kind, off.offset, Math.max(5, Math.round(SAMPLES / 2)));
     const st = sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null;
     const per = (total, count) => (st && st[count] ? (1000 * st[total]) / st[count] : NaN);
     const breakdown = st ? {
@@ -356,7 +416,7 @@ async function runOne(cfg) {
       fps, serverCpu: (100 * (cpu1.server - cpu0.server)) / secs,
       browserCpu: (100 * (cpu1.browser - cpu0.browser)) / secs,
       kbps: ((bytes1 - bytes0) * 8) / 1000 / secs, // all traffic between the peers crosses lo
-      firstFrameMs, clockRttMs: off.rtt, breakdown: breakdown && { ...breakdown, ...split },
+      firstFrameMs, clockRttMs: off.rtt, clicks, breakdown: breakdown && { ...breakdown, ...split },
     };
   } catch (e) {
     return { ...cfg, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
@@ -434,6 +494,16 @@ function breakdownTable(results) {
   return rows.join('\n');
 }
 
+function clickTable(results) {
+  const rows = ['| system | codec | screen | content | input-to-photon p50 ms | p95 ms | of which browser → X (p50) ms | n (miss) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |'];
+  for (const r of results.filter((x) => x.clicks)) {
+    const c = r.clicks;
+    rows.push(`| ${r.system} | ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(c.total.p50)} | ${f(c.total.p95)} | ${f(c.inputLeg.p50, 1)} | ${c.total.n} (${c.misses}) |`);
+  }
+  return rows.join('\n');
+}
+
 const results = [];
 for (const cfg of configs()) {
   process.stderr.write(`bench: ${name(cfg)} ... `);
@@ -445,6 +515,7 @@ const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
 const header = `Run ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
   `agent at ${FPS} fps, ${SAMPLES} samples per row; command: bench/run.sh ${process.argv.slice(2).join(' ')}`;
 const md = `${header}\n\n${table(results)}\n\nRatios (same run):\n\n${ratios(results)}\n\n` +
+  `Input to photon (a click on the block in the page until the frame that shows the block repainted by the X client that received the click):\n\n${clickTable(results)}\n\n` +
   `Where vdesk's time goes (medians over the samples; averages from Chromium's getStats):\n\n${breakdownTable(results)}\n`;
 await mkdir(opt.out, { recursive: true });
 await writeFile(path.join(opt.out, 'latest.md'), md);

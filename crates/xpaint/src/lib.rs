@@ -87,6 +87,11 @@ impl Painter {
         self.sync()
     }
 
+    /// The block's window, e.g. to watch it for clicks from another connection.
+    pub fn window(&self) -> Window {
+        self.win
+    }
+
     /// Repaints the block; returns the time right after the X server has it.
     pub fn paint(&self, colour: u32) -> Result<u128, Error> {
         self.conn.change_window_attributes(
@@ -194,4 +199,29 @@ impl Drop for Animator {
             let _ = t.join();
         }
     }
+}
+
+/// Calls `on_click(received_us)` for each button press on `window`, from a thread of its own with
+/// a connection of its own, until that connection fails. For the input-to-photon measurement.
+pub fn watch_clicks(
+    display: &str,
+    window: Window,
+    on_click: impl Fn(u128) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    use x11rb::protocol::xproto::EventMask;
+    use x11rb::protocol::Event;
+    let (conn, _) = x11rb::connect(Some(display))
+        .map_err(|e| format!("cannot open X display {display}: {e}"))?;
+    conn.change_window_attributes(
+        window,
+        &ChangeWindowAttributesAux::new().event_mask(EventMask::BUTTON_PRESS),
+    )?
+    .check()?;
+    Ok(std::thread::spawn(move || {
+        while let Ok(event) = conn.wait_for_event() {
+            if let Event::ButtonPress(_) = event {
+                on_click(now_us());
+            }
+        }
+    }))
 }

@@ -26,6 +26,10 @@ struct Args {
     /// Also animate this region (X,Y,WIDTH,HEIGHT) with scrolling bars: a busy screen.
     #[arg(long)]
     busy: Option<String>,
+    /// Repaint the block with the next of these colours (RRGGBB,...) on each click on it, printing
+    /// `clicked RRGGBB <received-µs> <painted-µs>`: the input-to-photon stimulus.
+    #[arg(long, value_delimiter = ',')]
+    click_colors: Vec<String>,
     /// Frames per second of the --busy animation.
     #[arg(long, default_value_t = 60)]
     busy_fps: u32,
@@ -64,19 +68,42 @@ fn main() -> Result<()> {
         ),
         None => None,
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "ready {}", now_us())?;
-    out.flush()?;
+    let painter = std::sync::Arc::new(painter);
+    if !args.click_colors.is_empty() {
+        let colours = args
+            .click_colors
+            .iter()
+            .map(|c| parse_colour(c).map_err(|e| anyhow!("--click-colors: {e}")))
+            .collect::<Result<Vec<u32>>>()?;
+        let p = painter.clone();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        vdesk_xpaint::watch_clicks(&args.display, painter.window(), move |received| {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let c = colours[i % colours.len()];
+            let _ = match p.paint(c) {
+                Ok(t) => say(&format!("clicked {c:06x} {received} {t}")),
+                Err(e) => say(&format!("error {e}")),
+            };
+        })
+        .map_err(|e| anyhow!(e))?;
+    }
+    say(&format!("ready {}", now_us()))?;
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         match parse_colour(&line).and_then(|c| Ok((c, painter.paint(c)?))) {
-            Ok((c, t)) => writeln!(out, "painted {c:06x} {t}")?,
-            Err(e) => writeln!(out, "error {e}")?,
+            Ok((c, t)) => say(&format!("painted {c:06x} {t}"))?,
+            Err(e) => say(&format!("error {e}"))?,
         }
-        out.flush()?;
     }
     Ok(())
+}
+
+/// One line to stdout, flushed; stdout is locked only for the line (the click thread writes too).
+fn say(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
 }
