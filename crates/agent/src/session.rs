@@ -2,7 +2,8 @@
 //! offer, sends back webrtcbin's own answer, trickles candidates both ways (holding the viewer's
 //! until the offer is applied), and reports ICE / DTLS / peer-connection states. It never talks
 //! to the network itself: everything it has to say goes out as `AgentToController` messages on
-//! a channel, and dropping the `Session` frees its pipeline.
+//! a channel, and dropping the `Session` frees its pipeline. A new offer on a live session (the
+//! viewer's ICE restart) is applied to the same peer and answered again.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,9 @@ use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
-use vdesk_protocol::{AgentToController, ErrorCode, IceCandidate, IceServer, SessionId};
+use vdesk_protocol::{
+    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, ResumedSession, SessionId,
+};
 
 use crate::codec::{self, Codec, CodecChoice};
 use crate::ice;
@@ -30,6 +33,8 @@ pub enum SessionError {
     BadOffer,
     #[error("could not start the pipeline: {0}")]
     Start(String),
+    #[error("a new offer must keep the session's codec and media lines: {0}")]
+    Renegotiation(String),
 }
 
 /// Where the viewer's candidates go: held until the offer has been applied, then added.
@@ -39,6 +44,15 @@ enum RemoteCandidates {
     Ready,
 }
 
+/// The SDP of the session's latest offer and answer, for `resume`.
+#[derive(Debug, Default)]
+struct Descriptions {
+    offer: String,
+    answer: Option<String>,
+    /// The DTLS transport is watched once, whatever the number of answers.
+    dtls_watched: bool,
+}
+
 /// A running peer. Drop it to end the session and free its pipeline.
 #[derive(Debug)]
 pub struct Session {
@@ -46,6 +60,9 @@ pub struct Session {
     webrtc: gst::Element,
     remote: Arc<Mutex<RemoteCandidates>>,
     choice: CodecChoice,
+    permission: Permission,
+    out: Outbox,
+    sdp: Arc<Mutex<Descriptions>>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -89,6 +106,27 @@ impl Session {
         codecs: &[Codec],
         tx: UnboundedSender<AgentToController>,
     ) -> Result<Session, SessionError> {
+        Self::start_with(
+            id,
+            offer_sdp,
+            ice_servers,
+            media,
+            codecs,
+            Permission::View,
+            tx,
+        )
+    }
+
+    /// [`Session::start`], remembering the viewer's permission (reported again on `resume`).
+    pub fn start_with(
+        id: SessionId,
+        offer_sdp: &str,
+        ice_servers: &[IceServer],
+        media: &MediaSettings,
+        codecs: &[Codec],
+        permission: Permission,
+        tx: UnboundedSender<AgentToController>,
+    ) -> Result<Session, SessionError> {
         let choice = codec::choose(offer_sdp, codecs)?;
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;
@@ -112,6 +150,10 @@ impl Session {
 
         let out = Outbox { id: id.clone(), tx };
         let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
+        let sdp = Arc::new(Mutex::new(Descriptions {
+            offer: offer_sdp.to_owned(),
+            ..Descriptions::default()
+        }));
         connect_signals(&webrtc, &out);
         watch_bus(guard.pipeline(), &out);
 
@@ -127,30 +169,51 @@ impl Session {
             .set_state(gst::State::Playing)
             .map_err(|e| SessionError::Start(e.to_string()))?;
 
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        let promise = {
-            let webrtc = webrtc.clone();
-            let out = out.clone();
-            let remote = remote.clone();
-            gst::Promise::with_change_func(move |reply| {
-                if let Err(reason) = check_reply("set-remote-description", reply) {
-                    out.end(ErrorCode::AgentError, reason);
-                    return;
-                }
-                flush_pending(&webrtc, &remote);
-                create_answer(&webrtc, &out);
-            })
-        };
-        webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+        apply_offer(&webrtc, offer, &out, &remote, &sdp);
 
         Ok(Session {
             id,
             webrtc,
             remote,
             choice,
+            permission,
+            out,
+            sdp,
             _pipeline: guard,
         })
+    }
+
+    /// Applies a new offer from the viewer on this live session (an ICE restart) and answers it
+    /// on the same peer; the answer goes out as an `Answer` message. The offer must keep the
+    /// codec this session's pipeline sends.
+    pub fn renegotiate(&self, offer_sdp: &str) -> Result<(), SessionError> {
+        let again = codec::choose(offer_sdp, &[self.choice.codec])
+            .map_err(|e| SessionError::Renegotiation(e.to_string()))?;
+        if again.payload_type != self.choice.payload_type {
+            return Err(SessionError::Renegotiation(format!(
+                "payload type {} became {}",
+                self.choice.payload_type, again.payload_type
+            )));
+        }
+        let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
+            .map_err(|_| SessionError::BadOffer)?;
+        info!(session = %self.id, "new offer from the viewer (ICE restart)");
+        lock(&self.sdp).offer = offer_sdp.to_owned();
+        // The viewer's new candidates belong to the new offer: hold them until it is applied.
+        *lock(&self.remote) = RemoteCandidates::Pending(Vec::new());
+        apply_offer(&self.webrtc, offer, &self.out, &self.remote, &self.sdp);
+        Ok(())
+    }
+
+    /// What `resume` says about this session.
+    pub fn resume_info(&self) -> ResumedSession {
+        let sdp = lock(&self.sdp);
+        ResumedSession {
+            session_id: self.id.clone(),
+            offer: Some(sdp.offer.clone()),
+            answer: sdp.answer.clone(),
+            permission: self.permission,
+        }
     }
 
     pub fn id(&self) -> &SessionId {
@@ -169,6 +232,32 @@ impl Session {
             RemoteCandidates::Ready => add_candidate(&self.webrtc, &candidate),
         }
     }
+}
+
+/// Sets `offer` as the remote description, then answers it.
+fn apply_offer(
+    webrtc: &gst::Element,
+    offer: gst_sdp::SDPMessage,
+    out: &Outbox,
+    remote: &Arc<Mutex<RemoteCandidates>>,
+    sdp: &Arc<Mutex<Descriptions>>,
+) {
+    let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+    let promise = {
+        let webrtc = webrtc.clone();
+        let out = out.clone();
+        let remote = remote.clone();
+        let sdp = sdp.clone();
+        gst::Promise::with_change_func(move |reply| {
+            if let Err(reason) = check_reply("set-remote-description", reply) {
+                out.end(ErrorCode::AgentError, reason);
+                return;
+            }
+            flush_pending(&webrtc, &remote);
+            create_answer(&webrtc, &out, &sdp);
+        })
+    };
+    webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,10 +301,11 @@ fn check_reply(
     }
 }
 
-fn create_answer(webrtc: &gst::Element, out: &Outbox) {
+fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<Descriptions>>) {
     let promise = {
         let webrtc = webrtc.clone();
         let out = out.clone();
+        let descriptions = descriptions.clone();
         gst::Promise::with_change_func(move |reply| {
             let answer = match reply {
                 Ok(Some(s)) => s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
@@ -240,7 +330,14 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox) {
                 }
             };
             info!(session = %out.id, "answer created");
-            watch_dtls(&webrtc, out.clone());
+            let first = {
+                let mut d = lock(&descriptions);
+                d.answer = Some(sdp.clone());
+                !std::mem::replace(&mut d.dtls_watched, true)
+            };
+            if first {
+                watch_dtls(&webrtc, out.clone());
+            }
             out.send(AgentToController::Answer {
                 session_id: out.id.clone(),
                 sdp,

@@ -266,7 +266,7 @@ async fn stream_and_check_colour(codec: Codec) {
                 }
                 AgentToController::PeerState { state, .. } => states.push(state),
                 AgentToController::SessionEnded { reason, .. } => panic!("session ended: {reason}"),
-                AgentToController::Hello { .. } => unreachable!(),
+                AgentToController::Hello { .. } | AgentToController::Resume { .. } => unreachable!(),
             },
             Some(c) = brx.recv() => session.add_remote_candidate(c),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
