@@ -76,7 +76,9 @@ if (!isValidVmId(vmId)) {
   document.querySelector('#error .actions').hidden = true;
   window.vdeskViewer = null;
 } else {
-  const viewer = new VdeskViewer(video, { vmId });
+  // ?relay=1 forces every media packet through the TURN server (a test and diagnosis knob).
+  const relay = new URLSearchParams(location.search).get('relay') === '1';
+  const viewer = new VdeskViewer(video, { vmId, iceTransportPolicy: relay ? 'relay' : 'all' });
   window.vdeskViewer = viewer;
 
   viewer.addEventListener('stage', ({ detail: { stage } }) => {
