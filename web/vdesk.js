@@ -452,8 +452,10 @@ const POLL_KEEPALIVE_MS = 2000; // afterwards: notices the session's end, keeps 
 const POLL_MAX_NETWORK_ERRORS = 4;
 const MAX_RETRY_DELAY_MS = 10000;
 // Once media has flowed, a broken path is repaired in place (ICE restart) rather than by a new
-// session: after ICE has been 'disconnected' this long, or at once when it is 'failed'.
-const ICE_DISCONNECTED_GRACE_MS = 2000;
+// session: after ICE has been 'disconnected' this long (a short drop heals by itself), or at once
+// when it is 'failed'. An agent that cannot restart ICE (webrtcbin 1.22) ends the session
+// instead, and the viewer starts a fresh one at once, without showing an error.
+const ICE_DISCONNECTED_GRACE_MS = 5000;
 // An ICE restart that has not reconnected after this long is tried again, up to MAX_ICE_RESTARTS
 // times; then the attempt fails and a fresh session is started (the usual retry).
 const ICE_RESTART_TIMEOUT_MS = 10000;
@@ -624,6 +626,9 @@ export class VdeskViewer extends EventTarget {
       answers: new Set(), // answer SDPs applied (a replayed event stream repeats them)
       mediaUp: false, // ICE reached connected once: from now on the peer is repaired, not replaced
       restarting: false, // an ICE restart offer is out, its answer not applied yet
+      restartSent: false, // ... and the controller has it
+      restartedAt: -Infinity, // when the last ICE restart began
+      restartAbort: null,
       iceRestarts: 0, // ICE restarts since the path was last up
       restartTimer: null,
       eventsTimer: null,
@@ -772,6 +777,15 @@ export class VdeskViewer extends EventTarget {
   #pathUp(a) {
     clearTimeout(a.restartTimer);
     a.restartTimer = null;
+    if (a.restarting && !a.restartSent) {
+      // The old path healed before the restart offer left: take the offer back.
+      a.restartAbort?.abort();
+      a.restarting = false;
+      a.remoteDescriptionSet = true;
+      if (a.pc.signalingState === 'have-local-offer') {
+        a.pc.setLocalDescription({ type: 'rollback' }).catch((e) => this.#log('debug', '[WebRTC] rollback refused:', e?.message ?? e));
+      }
+    }
     if (a.mediaUp && a.iceRestarts > 0) {
       this.#log('log', `[WebRTC] Network path is back (after ${a.iceRestarts} ICE restart(s))`);
     }
@@ -801,6 +815,9 @@ export class VdeskViewer extends EventTarget {
     }
     a.iceRestarts += 1;
     a.restarting = true;
+    a.restartSent = false;
+    a.restartedAt = performance.now();
+    a.restartAbort = new AbortController();
     const state = a.pc.iceConnectionState;
     this.#log('log', `[WebRTC] Restarting ICE (attempt ${a.iceRestarts} of ${MAX_ICE_RESTARTS}, state ${state})`);
     this.#emit('icerestart', { attempt: a.iceRestarts, iceConnectionState: state });
@@ -824,9 +841,11 @@ export class VdeskViewer extends EventTarget {
       await this.#request(a, api.offer(a.sessionId), {
         method: 'POST',
         body: { type: 'offer', sdp: a.pc.localDescription.sdp },
+        signal: a.restartAbort.signal,
       });
+      a.restartSent = true;
     } catch (e) {
-      if (a.dead) return;
+      if (a.dead || a.restartAbort.signal.aborted) return;
       // The session is gone: a fresh one is the only way. Anything else (the controller or the
       // agent briefly away): the next restart, on the timer above, tries again.
       if (e instanceof VdeskError && (e.status === 404 || e.status === 410)) throw e;
@@ -1034,8 +1053,9 @@ export class VdeskViewer extends EventTarget {
   // --- HTTP ----------------------------------------------------------------------------------
 
   /** fetch + JSON, with errors as VdeskErrors ('network', or the server's code). */
-  async #request(a, path, { method = 'GET', body } = {}) {
-    const init = { method, signal: a.abort.signal, cache: 'no-store', headers: { Accept: 'application/json' } };
+  async #request(a, path, { method = 'GET', body, signal } = {}) {
+    const both = signal ? AbortSignal.any([a.abort.signal, signal]) : a.abort.signal;
+    const init = { method, signal: both, cache: 'no-store', headers: { Accept: 'application/json' } };
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -1074,6 +1094,14 @@ export class VdeskViewer extends EventTarget {
 
   #fail(a, err) {
     if (!a || a.dead || a !== this.#attempt) return;
+    if (a.restarting || performance.now() - a.restartedAt < ICE_RESTART_TIMEOUT_MS * 2) {
+      // The path was broken and repairing it in place did not work (an agent on webrtcbin 1.22
+      // ends the session when asked to restart ICE): a fresh session is the repair, at once and
+      // without an error. If that one fails too, its failure is shown as usual.
+      this.#log('log', `[WebRTC] ICE restart did not work (${err?.message ?? err}); starting a new session`);
+      this.connect();
+      return;
+    }
     const code = err instanceof VdeskError ? err.code : 'internal';
     const detail = err instanceof VdeskError ? err.detail : String(err?.stack ?? err);
     const stage = this.#stage;

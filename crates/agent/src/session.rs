@@ -2,8 +2,7 @@
 //! offer, sends back webrtcbin's own answer, trickles candidates both ways (holding the viewer's
 //! until the offer is applied), and reports ICE / DTLS / peer-connection states. It never talks
 //! to the network itself: everything it has to say goes out as `AgentToController` messages on
-//! a channel, and dropping the `Session` frees its pipeline. A new offer on a live session (the
-//! viewer's ICE restart) is applied to the same peer and answered again.
+//! a channel, and dropping the `Session` frees its pipeline.
 
 use std::sync::{Arc, Mutex};
 
@@ -33,8 +32,6 @@ pub enum SessionError {
     BadOffer,
     #[error("could not start the pipeline: {0}")]
     Start(String),
-    #[error("a new offer must keep the session's codec and media lines: {0}")]
-    Renegotiation(String),
 }
 
 /// Where the viewer's candidates go: held until the offer has been applied, then added.
@@ -49,8 +46,6 @@ enum RemoteCandidates {
 struct Descriptions {
     offer: String,
     answer: Option<String>,
-    /// The DTLS transport is watched once, whatever the number of answers.
-    dtls_watched: bool,
 }
 
 /// A running peer. Drop it to end the session and free its pipeline.
@@ -61,7 +56,6 @@ pub struct Session {
     remote: Arc<Mutex<RemoteCandidates>>,
     choice: CodecChoice,
     permission: Permission,
-    out: Outbox,
     sdp: Arc<Mutex<Descriptions>>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
@@ -177,32 +171,9 @@ impl Session {
             remote,
             choice,
             permission,
-            out,
             sdp,
             _pipeline: guard,
         })
-    }
-
-    /// Applies a new offer from the viewer on this live session (an ICE restart) and answers it
-    /// on the same peer; the answer goes out as an `Answer` message. The offer must keep the
-    /// codec this session's pipeline sends.
-    pub fn renegotiate(&self, offer_sdp: &str) -> Result<(), SessionError> {
-        let again = codec::choose(offer_sdp, &[self.choice.codec])
-            .map_err(|e| SessionError::Renegotiation(e.to_string()))?;
-        if again.payload_type != self.choice.payload_type {
-            return Err(SessionError::Renegotiation(format!(
-                "payload type {} became {}",
-                self.choice.payload_type, again.payload_type
-            )));
-        }
-        let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
-            .map_err(|_| SessionError::BadOffer)?;
-        info!(session = %self.id, "new offer from the viewer (ICE restart)");
-        lock(&self.sdp).offer = offer_sdp.to_owned();
-        // The viewer's new candidates belong to the new offer: hold them until it is applied.
-        *lock(&self.remote) = RemoteCandidates::Pending(Vec::new());
-        apply_offer(&self.webrtc, offer, &self.out, &self.remote, &self.sdp);
-        Ok(())
     }
 
     /// What `resume` says about this session.
@@ -330,14 +301,9 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
                 }
             };
             info!(session = %out.id, "answer created");
-            let first = {
-                let mut d = lock(&descriptions);
-                d.answer = Some(sdp.clone());
-                !std::mem::replace(&mut d.dtls_watched, true)
-            };
-            if first {
-                watch_dtls(&webrtc, out.clone());
-            }
+            debug!(session = %out.id, %sdp, "answer SDP");
+            lock(&descriptions).answer = Some(sdp.clone());
+            watch_dtls(&webrtc, out.clone());
             out.send(AgentToController::Answer {
                 session_id: out.id.clone(),
                 sdp,

@@ -1,6 +1,6 @@
 //! The agent's link to its controller: a WebSocket it dials out on (the VM needs no open port),
 //! with `hello`/`welcome` registration, reconnection with backoff, keep-alive pings, and the
-//! dispatch of offers, new offers, candidates and session ends to the `Session`s it owns. One
+//! dispatch of offers, candidates and session ends to the `Session`s it owns. One
 //! session's failure ends that session only. When the link drops the sessions keep streaming for
 //! `--resume-grace` and are announced again (`resume`) once it is back; on shutdown each one is
 //! ended with `shutting_down` before the link closes.
@@ -27,6 +27,9 @@ const DEAD_AFTER: Duration = Duration::from_secs(45);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The `sessionEnded` reason when a viewer asks for an ICE restart.
+pub const ICE_RESTART_UNSUPPORTED: &str =
+    "this VM agent cannot restart ICE on a running session (webrtcbin 1.22); start a new session";
 /// Longest wait for the close frame to leave on shutdown.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -419,19 +422,20 @@ fn handle(
             Some(s) => s.add_remote_candidate(candidate),
             None => debug!(session = %session_id, "candidate for unknown session"),
         },
-        ControllerToAgent::Reoffer { session_id, sdp } => match sessions.map.get(&session_id) {
-            Some(s) => {
-                if let Err(e) = s.renegotiate(&sdp) {
-                    warn!(session = %session_id, "new offer refused: {e}");
-                    let _ = tx.send(AgentToController::SessionEnded {
-                        session_id,
-                        code: ErrorCode::AgentError,
-                        reason: e.to_string(),
-                    });
-                }
+        ControllerToAgent::Reoffer { session_id, .. } => {
+            // webrtcbin 1.22 cannot answer an ICE restart: given a new offer with new ICE
+            // credentials it sets them as the remote ones but keeps its own, gathers nothing
+            // new, and the media does not come back (tried: see docs/operations.md). So the
+            // session ends, and the viewer replaces it with a fresh one at once.
+            if sessions.map.contains_key(&session_id) {
+                warn!(session = %session_id, "viewer asked for an ICE restart: not supported, ending the session");
+                let _ = tx.send(AgentToController::SessionEnded {
+                    session_id,
+                    code: ErrorCode::AgentError,
+                    reason: ICE_RESTART_UNSUPPORTED.into(),
+                });
             }
-            None => debug!(session = %session_id, "new offer for unknown session"),
-        },
+        }
         ControllerToAgent::EndSession {
             session_id,
             code,
