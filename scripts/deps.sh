@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vdesk needs on Debian 12, skipping what is already there: GStreamer 1.22 with
-# the WebRTC plugins, Xvfb and a small desktop, Chromium for the browser tests, and the npm
+# the WebRTC plugins, Xvfb and a small desktop, Chromium for the browser tests, coturn and
+# iproute2 (ip netns, tc) for the TURN and network-fault tests, and the npm
 # packages of web/. Safe to run again. Used by demo.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools
   xvfb x11-utils x11-xserver-utils openbox xterm x11-apps
   chromium imagemagick openssl curl
+  coturn iproute2
 )
 missing=()
 for p in "${packages[@]}"; do
