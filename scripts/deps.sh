@@ -24,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The tests start their own turnserver on loopback; the system-wide one the package may enable
+  # is not wanted on a test machine.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null \
+    && systemctl is-enabled coturn >/dev/null 2>&1; then
+    echo "==> coturn is for the tests only: disabling its system service"
+    $sudo_cmd systemctl disable --now coturn || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then
