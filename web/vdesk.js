@@ -1094,10 +1094,12 @@ export class VdeskViewer extends EventTarget {
 
   #fail(a, err) {
     if (!a || a.dead || a !== this.#attempt) return;
-    if (a.restarting || performance.now() - a.restartedAt < ICE_RESTART_TIMEOUT_MS * 2) {
+    const restartFailed = ['agent_error', 'ice_failed', 'session_not_found'].includes(err?.code);
+    if (restartFailed && (a.restarting || performance.now() - a.restartedAt < ICE_RESTART_TIMEOUT_MS * 2)) {
       // The path was broken and repairing it in place did not work (an agent on webrtcbin 1.22
-      // ends the session when asked to restart ICE): a fresh session is the repair, at once and
-      // without an error. If that one fails too, its failure is shown as usual.
+      // ends the session with agent_error when asked to restart ICE): a fresh session is the
+      // repair, at once and without an error. If that one fails too, its failure is shown as
+      // usual; so is anything else (the VM disconnected, the controller shutting down...).
       this.#log('log', `[WebRTC] ICE restart did not work (${err?.message ?? err}); starting a new session`);
       this.connect();
       return;
