@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vdesk needs on Debian 12, skipping what is already there: GStreamer 1.22 with
-# the WebRTC plugins, Xvfb and a small desktop, Chromium for the browser tests, and the npm
+# the WebRTC plugins, Xvfb and a small desktop, Chromium for the browser tests, coturn and
+# iproute2 (ip netns, tc) for the TURN and network-fault tests, and the npm
 # packages of web/. Safe to run again. Used by demo.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools
   xvfb x11-utils x11-xserver-utils x11-xkb-utils xclip openbox xterm x11-apps
   chromium imagemagick openssl curl
+  coturn iproute2
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"
@@ -25,6 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The tests start their own turnserver on loopback; the system-wide one the package may enable
+  # is not wanted on a test machine.
+  if [[ " ${missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null \
+    && systemctl is-enabled coturn >/dev/null 2>&1; then
+    echo "==> coturn is for the tests only: disabling its system service"
+    $sudo_cmd systemctl disable --now coturn || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null; then

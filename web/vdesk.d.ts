@@ -330,6 +330,8 @@ export const api: {
   readonly sessions: () => string;
   readonly session: (id: SessionId) => string;
   readonly answer: (id: SessionId) => string;
+  /** POST a new offer on the session (ICE restart). */
+  readonly offer: (id: SessionId) => string;
   readonly candidate: (id: SessionId) => string;
   readonly vmCandidates: (id: SessionId) => string;
   readonly events: (id: SessionId) => string;
@@ -352,6 +354,9 @@ export interface VdeskViewerOptions {
   retryDelayMs?: number;
   /** Where the `[WebRTC] ...` lines go. Default console; null for silence. */
   logger?: Pick<Console, 'log'> & Partial<Pick<Console, 'debug' | 'info' | 'warn' | 'error'>> | null;
+  /** 'relay' sends all media through the TURN server(s) of /api/webrtc/config (no direct or
+   *  STUN paths): for testing TURN and for networks that only allow it. Default 'all'. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
   /** Remote control (input.js): false for a watch-only viewer. Default {}. */
   input?: false | VdeskInputOptions;
 }
@@ -405,6 +410,11 @@ export interface VdeskViewerEventMap {
   retrying: CustomEvent<{ attempt: number; delayMs: number }>;
   firstframe: CustomEvent<{ msSinceConnect: number }>;
   peerstate: CustomEvent<{ state: string }>;
+  /** The network path broke after media flowed; an ICE restart is under way. */
+  icerestart: CustomEvent<{ attempt: number; iceConnectionState: RTCIceConnectionState }>;
+  /** The event stream to the controller was lost (false) or is back (true); the video kept
+   *  playing meanwhile. */
+  signalling: CustomEvent<{ connected: boolean }>;
 }
 
 export class VdeskViewer extends EventTarget {

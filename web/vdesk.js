@@ -203,8 +203,9 @@ export const ERROR_TEXTS = Object.freeze({
     hint: 'This viewer (or another tab with the same session) ended it.',
   },
   shutting_down: {
-    message: 'The controller is shutting down',
-    hint: 'It is probably being restarted; this page reconnects when it is back.',
+    message: 'Shutting down, reconnecting',
+    messageNoRetry: 'Shut down',
+    hint: 'The controller or the VM agent is being stopped, probably restarted; this page reconnects when it is back.',
   },
   internal: {
     message: 'The controller hit an internal error',
@@ -438,6 +439,7 @@ export const api = Object.freeze({
   sessions: () => '/api/webrtc/session',
   session: (id) => `/api/webrtc/session/${id}`,
   answer: (id) => `/api/webrtc/session/${id}/answer`,
+  offer: (id) => `/api/webrtc/session/${id}/offer`,
   candidate: (id) => `/api/webrtc/session/${id}/candidate`,
   vmCandidates: (id) => `/api/webrtc/session/${id}/candidates/vm`,
   events: (id) => `/api/webrtc/session/${id}/events`,
@@ -451,6 +453,15 @@ const POLL_FAST_MS = 250; // while waiting for the answer and the VM's candidate
 const POLL_KEEPALIVE_MS = 2000; // afterwards: notices the session's end, keeps it from idling out
 const POLL_MAX_NETWORK_ERRORS = 4;
 const MAX_RETRY_DELAY_MS = 10000;
+// Once media has flowed, a broken path is repaired in place (ICE restart) rather than by a new
+// session: after ICE has been 'disconnected' this long (a short drop heals by itself), or at once
+// when it is 'failed'. An agent that cannot restart ICE (webrtcbin 1.22) ends the session
+// instead, and the viewer starts a fresh one at once, without showing an error.
+const ICE_DISCONNECTED_GRACE_MS = 5000;
+// An ICE restart that has not reconnected after this long is tried again, up to MAX_ICE_RESTARTS
+// times; then the attempt fails and a fresh session is started (the usual retry).
+const ICE_RESTART_TIMEOUT_MS = 10000;
+const MAX_ICE_RESTARTS = 3;
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
@@ -471,7 +482,14 @@ function logTo(logger, level, ...args) {
 /**
  * Shows VM `vmId`'s desktop in `videoElement`. Events: 'stage' {stage}, 'error' {code, message,
  * hint, detail, willRetry, retryInMs}, 'retrying' {attempt, delayMs}, 'firstframe'
- * {msSinceConnect}, 'peerstate' {state}.
+ * {msSinceConnect}, 'peerstate' {state}, 'icerestart' {attempt, iceConnectionState},
+ * 'signalling' {connected} (the event stream to the controller was lost / is back while the
+ * media kept flowing).
+ *
+ * Once media flows, the peer connection is kept as long as it lives: a broken event stream (the
+ * controller restarting) is reopened in the background, a broken network path is repaired with
+ * an ICE restart over the same session; only `ended` or a peer that cannot be repaired start a
+ * new session.
  */
 export class VdeskViewer extends EventTarget {
   #video;
@@ -495,10 +513,14 @@ export class VdeskViewer extends EventTarget {
       autoRetry = true,
       retryDelayMs = 2000,
       logger = globalThis.console,
+      iceTransportPolicy = 'all',
     } = options;
     if (typeof vmId !== 'string' || !vmId) throw new TypeError('VdeskViewer: options.vmId is required');
+    if (iceTransportPolicy !== 'all' && iceTransportPolicy !== 'relay') {
+      throw new TypeError("VdeskViewer: options.iceTransportPolicy must be 'all' or 'relay'");
+    }
     this.#video = videoElement;
-    this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger };
+    this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, iceTransportPolicy };
     // Remote control (input.js); `input: false` makes a watch-only viewer.
     if (options.input !== false) this.#input = new VdeskInput(videoElement, { logger, ...(options.input ?? {}) });
   }
@@ -611,6 +633,17 @@ export class VdeskViewer extends EventTarget {
       outbox: [], // local candidate bodies waiting for the session id / the previous POST
       sending: false,
       frameWatch: null,
+      answers: new Set(), // answer SDPs applied (a replayed event stream repeats them)
+      mediaUp: false, // ICE reached connected once: from now on the peer is repaired, not replaced
+      restarting: false, // an ICE restart offer is out, its answer not applied yet
+      restartSent: false, // ... and the controller has it
+      restartedAt: -Infinity, // when the last ICE restart began
+      restartAbort: null,
+      iceRestarts: 0, // ICE restarts since the path was last up
+      restartTimer: null,
+      eventsTimer: null,
+      eventsFailures: 0,
+      signallingLost: false,
     };
     this.#attempt = a;
     this.#stage = 'idle';
@@ -630,7 +663,7 @@ export class VdeskViewer extends EventTarget {
     const { iceServers } = parseRtcConfig((await this.#request(a, api.config())).body);
     if (a.dead) return;
 
-    const pc = new RTCPeerConnection({ iceServers });
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: this.#opts.iceTransportPolicy });
     a.pc = pc;
     this.#wirePeer(a, pc);
     pc.addTransceiver('video', { direction: 'recvonly' });
@@ -661,6 +694,8 @@ export class VdeskViewer extends EventTarget {
       if (a.dead) return;
       const s = pc.iceConnectionState;
       this.#log('log', `[WebRTC] ICE connection state: ${s}`);
+      if (s === 'connected' || s === 'completed') this.#pathUp(a);
+      if ((s === 'disconnected' || s === 'failed') && a.mediaUp) return this.#pathDown(a, s);
       if (s === 'failed') return this.#fail(a, new VdeskError('ice_failed'));
       const stage = stageForIceConnectionState(s);
       if (stage) this.#setStage(a, stage);
@@ -669,6 +704,7 @@ export class VdeskViewer extends EventTarget {
       if (a.dead) return;
       const s = pc.connectionState;
       this.#log('log', `[WebRTC] Connection state: ${s}`);
+      if (s === 'failed' && a.mediaUp) return this.#pathDown(a, 'failed');
       if (s === 'failed') return this.#fail(a, new VdeskError('ice_failed', 'peer connection failed'));
       const stage = stageForConnectionState(s);
       if (stage) this.#setStage(a, stage);
@@ -748,6 +784,89 @@ export class VdeskViewer extends EventTarget {
     a.resolveDone(true);
   }
 
+  // --- repairing the path: ICE restart -------------------------------------------------------
+
+  #pathUp(a) {
+    clearTimeout(a.restartTimer);
+    a.restartTimer = null;
+    if (a.restarting && !a.restartSent) {
+      // The old path healed before the restart offer left: take the offer back.
+      a.restartAbort?.abort();
+      a.restarting = false;
+      a.remoteDescriptionSet = true;
+      if (a.pc.signalingState === 'have-local-offer') {
+        a.pc.setLocalDescription({ type: 'rollback' }).catch((e) => this.#log('debug', '[WebRTC] rollback refused:', e?.message ?? e));
+      }
+    }
+    if (a.mediaUp && a.iceRestarts > 0) {
+      this.#log('log', `[WebRTC] Network path is back (after ${a.iceRestarts} ICE restart(s))`);
+    }
+    a.mediaUp = true;
+    a.iceRestarts = 0;
+  }
+
+  /** ICE went 'disconnected' or 'failed' after media flowed: restart ICE unless it comes back. */
+  #pathDown(a, state) {
+    if (a.restartTimer !== null || a.restarting) return;
+    const delay = state === 'failed' ? 0 : ICE_DISCONNECTED_GRACE_MS;
+    this.#log('warn', `[WebRTC] Network path ${state}; ICE restart in ${delay} ms unless it recovers`);
+    a.restartTimer = setTimeout(() => {
+      a.restartTimer = null;
+      if (a.dead) return;
+      const s = a.pc.iceConnectionState;
+      if (s === 'connected' || s === 'completed') return;
+      this.#iceRestart(a).catch((e) => this.#fail(a, e));
+    }, delay);
+  }
+
+  /** A new offer with fresh ICE credentials over the same session; the VM answers it. */
+  async #iceRestart(a) {
+    if (a.dead) return;
+    if (a.iceRestarts >= MAX_ICE_RESTARTS) {
+      throw new VdeskError('ice_failed', `${MAX_ICE_RESTARTS} ICE restarts did not bring the network path back`);
+    }
+    a.iceRestarts += 1;
+    a.restarting = true;
+    a.restartSent = false;
+    a.restartedAt = performance.now();
+    a.restartAbort = new AbortController();
+    const state = a.pc.iceConnectionState;
+    this.#log('log', `[WebRTC] Restarting ICE (attempt ${a.iceRestarts} of ${MAX_ICE_RESTARTS}, state ${state})`);
+    this.#emit('icerestart', { attempt: a.iceRestarts, iceConnectionState: state });
+    // If this restart does not reconnect in time, the next one (or the failure) follows.
+    a.restartTimer = setTimeout(() => {
+      a.restartTimer = null;
+      if (a.dead) return;
+      const s = a.pc.iceConnectionState;
+      if (s === 'connected' || s === 'completed') return;
+      a.restarting = false;
+      this.#iceRestart(a).catch((e) => this.#fail(a, e));
+    }, ICE_RESTART_TIMEOUT_MS);
+    const offer = await a.pc.createOffer({ iceRestart: true });
+    if (a.dead) return;
+    await a.pc.setLocalDescription(offer);
+    if (a.dead) return;
+    // Candidates of the VM's new ICE generation wait for its new answer.
+    a.remoteDescriptionSet = false;
+    a.sentEnd = false;
+    try {
+      await this.#request(a, api.offer(a.sessionId), {
+        method: 'POST',
+        body: { type: 'offer', sdp: a.pc.localDescription.sdp },
+        signal: a.restartAbort.signal,
+      });
+      a.restartSent = true;
+    } catch (e) {
+      if (a.dead || a.restartAbort.signal.aborted) return;
+      // The session is gone: a fresh one is the only way. Anything else (the controller or the
+      // agent briefly away): the next restart, on the timer above, tries again.
+      if (e instanceof VdeskError && (e.status === 404 || e.status === 410)) throw e;
+      this.#log('warn', '[WebRTC] Could not send the ICE restart offer:', e.message);
+      return;
+    }
+    this.#sendCandidates(a);
+  }
+
   // --- signalling ----------------------------------------------------------------------------
 
   /** Posts queued local candidates, in order, once the session id is known. */
@@ -785,8 +904,27 @@ export class VdeskViewer extends EventTarget {
         if (!a.dead) this.#onMessage(a, ev.data, type);
       });
     }
+    es.onopen = () => {
+      if (a.dead || !a.signallingLost) return;
+      a.signallingLost = false;
+      a.eventsFailures = 0;
+      this.#log('log', '[WebRTC] Event stream to the controller is back');
+      this.#emit('signalling', { connected: true });
+    };
     es.onerror = () => {
       if (a.dead || a.polling) return;
+      if (a.mediaUp) {
+        // The media does not need the controller: keep the peer, get the events back. The
+        // browser reconnects by itself while the stream is CONNECTING; a CLOSED one (the
+        // controller answered with an error, e.g. while restarting) is reopened here.
+        if (!a.signallingLost) {
+          a.signallingLost = true;
+          this.#log('warn', '[WebRTC] Event stream to the controller lost; the video keeps playing');
+          this.#emit('signalling', { connected: false });
+        }
+        if (es.readyState === EventSource.CLOSED) this.#reopenEvents(a);
+        return;
+      }
       // Before the answer, or once the browser gives up on the stream: poll instead. (After the
       // answer the browser reconnects by itself with Last-Event-ID; nothing is lost.)
       if (!a.gotAnswer || es.readyState === EventSource.CLOSED) {
@@ -798,13 +936,34 @@ export class VdeskViewer extends EventTarget {
     };
   }
 
+  /** Reopens the event stream once the controller knows the session again (with back-off). */
+  #reopenEvents(a) {
+    if (a.es) a.es.close();
+    a.es = null;
+    clearTimeout(a.eventsTimer);
+    const delay = retryDelay(++a.eventsFailures, 1000, 5000);
+    a.eventsTimer = setTimeout(async () => {
+      if (a.dead) return;
+      try {
+        await this.#request(a, api.answer(a.sessionId));
+      } catch (e) {
+        if (a.dead) return;
+        // 410: the session ended meanwhile, with a reason. 404 (a restarted controller whose
+        // agent has not resumed the session yet), network errors, 5xx: try again.
+        if (e instanceof VdeskError && e.status === 410) return this.#fail(a, e);
+        return this.#reopenEvents(a);
+      }
+      this.#openEvents(a, api.events(a.sessionId));
+    }, delay);
+  }
+
   async #poll(a) {
     if (a.polling) return;
     a.polling = true;
     let networkErrors = 0;
     while (!a.dead) {
       try {
-        if (!a.gotAnswer) {
+        if (!a.gotAnswer || a.restarting) {
           const r = await this.#request(a, api.answer(a.sessionId));
           const sdp = parseAnswerPoll(r.status, r.body);
           if (sdp !== null) this.#onMessage(a, { type: 'answer', sdp });
@@ -818,6 +977,9 @@ export class VdeskViewer extends EventTarget {
         if (a.dead) return;
         if (e instanceof VdeskError && e.code === 'network' && ++networkErrors < POLL_MAX_NETWORK_ERRORS) {
           this.#log('warn', '[WebRTC] Poll failed, trying again:', e.detail);
+        } else if (a.mediaUp && !(e instanceof VdeskError && e.status === 410)) {
+          // As with the event stream: the media does not need the controller; keep polling.
+          this.#log('warn', '[WebRTC] Poll failed while the video plays, trying again:', e.message);
         } else {
           return this.#fail(a, e);
         }
@@ -853,15 +1015,22 @@ export class VdeskViewer extends EventTarget {
   }
 
   async #onAnswer(a, sdp) {
-    if (a.gotAnswer || a.dead) return;
+    if (a.dead || a.answers.has(sdp)) return; // a replayed event stream repeats answers
+    const restart = a.gotAnswer;
+    if (restart && !(a.restarting && a.pc.signalingState === 'have-local-offer')) return;
+    a.answers.add(sdp);
     a.gotAnswer = true;
-    this.#log('log', '[WebRTC] Received answer from VM');
+    this.#log('log', restart ? '[WebRTC] Received answer to the ICE restart from VM' : '[WebRTC] Received answer from VM');
     try {
       await a.pc.setRemoteDescription({ type: 'answer', sdp });
     } catch (e) {
       throw new VdeskError('bad_answer', e?.message ?? String(e));
     }
     if (a.dead) return;
+    if (restart) {
+      a.restarting = false;
+      a.seen.clear(); // the VM's new candidates may repeat old ones: they are new now
+    }
     a.remoteDescriptionSet = true;
     for (const c of a.inbox.splice(0)) await this.#onRemoteCandidate(a, c);
   }
@@ -896,8 +1065,9 @@ export class VdeskViewer extends EventTarget {
   // --- HTTP ----------------------------------------------------------------------------------
 
   /** fetch + JSON, with errors as VdeskErrors ('network', or the server's code). */
-  async #request(a, path, { method = 'GET', body } = {}) {
-    const init = { method, signal: a.abort.signal, cache: 'no-store', headers: { Accept: 'application/json' } };
+  async #request(a, path, { method = 'GET', body, signal } = {}) {
+    const both = signal ? AbortSignal.any([a.abort.signal, signal]) : a.abort.signal;
+    const init = { method, signal: both, cache: 'no-store', headers: { Accept: 'application/json' } };
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -936,6 +1106,16 @@ export class VdeskViewer extends EventTarget {
 
   #fail(a, err) {
     if (!a || a.dead || a !== this.#attempt) return;
+    const restartFailed = ['agent_error', 'ice_failed', 'session_not_found'].includes(err?.code);
+    if (restartFailed && (a.restarting || performance.now() - a.restartedAt < ICE_RESTART_TIMEOUT_MS * 2)) {
+      // The path was broken and repairing it in place did not work (an agent on webrtcbin 1.22
+      // ends the session with agent_error when asked to restart ICE): a fresh session is the
+      // repair, at once and without an error. If that one fails too, its failure is shown as
+      // usual; so is anything else (the VM disconnected, the controller shutting down...).
+      this.#log('log', `[WebRTC] ICE restart did not work (${err?.message ?? err}); starting a new session`);
+      this.connect();
+      return;
+    }
     const code = err instanceof VdeskError ? err.code : 'internal';
     const detail = err instanceof VdeskError ? err.detail : String(err?.stack ?? err);
     const stage = this.#stage;
@@ -971,6 +1151,8 @@ export class VdeskViewer extends EventTarget {
     if (!a || a.dead) return;
     a.dead = true;
     clearTimeout(a.timeout);
+    clearTimeout(a.restartTimer);
+    clearTimeout(a.eventsTimer);
     a.abort.abort();
     a.frameWatch?.();
     if (a.es) a.es.close();

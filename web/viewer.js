@@ -77,11 +77,13 @@ if (!isValidVmId(vmId)) {
   window.vdeskViewer = null;
 } else {
   // ?scale=1:1 shows one VM pixel per CSS pixel (default: fit); ?resize=1 asks the VM to take
-  // the window's size (the agent needs --allow-resize).
+  // the window's size (the agent needs --allow-resize); ?relay=1 forces every media packet
+  // through the TURN server (a test and diagnosis knob).
   const params = new URLSearchParams(location.search);
   const viewer = new VdeskViewer(video, {
     vmId,
     input: { scaling: params.get('scale') === '1:1' ? '1:1' : 'fit', resize: params.get('resize') === '1' },
+    iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
   });
   window.vdeskViewer = viewer;
 

@@ -97,6 +97,15 @@ pub struct Args {
     /// view-only viewer always gets it in the video.
     #[arg(long, env = "VDESK_STREAM_CURSOR")]
     pub stream_cursor: bool,
+    /// Seconds the running sessions are kept streaming when the link to the controller drops
+    /// (e.g. while the controller restarts); on reconnecting they are resumed. 0 ends them at once.
+    #[arg(
+        long,
+        env = "VDESK_RESUME_GRACE",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
+    pub resume_grace: u64,
 
     /// Log filter (tracing's EnvFilter syntax), e.g. info or vdesk_agent=debug.
     #[arg(long, env = "VDESK_LOG", default_value = "info", value_name = "FILTER")]
@@ -114,6 +123,8 @@ pub struct Config {
     pub codecs: Vec<Codec>,
     pub max_sessions: usize,
     pub input: InputSettings,
+    /// How long sessions outlive a lost controller link (`--resume-grace`).
+    pub resume_grace: std::time::Duration,
 }
 
 /// A flag that is wrong, and why.
@@ -163,6 +174,9 @@ impl Config {
         if args.max_sessions == 0 {
             return Err(bad("--max-sessions", "must be at least 1"));
         }
+        if args.resume_grace > 3600 {
+            return Err(bad("--resume-grace", "must be 0 to 3600 seconds"));
+        }
         Ok(Config {
             ws_url,
             vm_id,
@@ -180,6 +194,7 @@ impl Config {
             },
             codecs: args.codecs.clone(),
             max_sessions: args.max_sessions,
+            resume_grace: std::time::Duration::from_secs(args.resume_grace),
         })
     }
 }
@@ -251,6 +266,10 @@ mod tests {
             |a: Args, d: Option<&str>| Config::from_args(&a, d.map(Into::into)).unwrap_err().flag;
         assert_eq!(err(args(&[]), None), "--display");
         assert_eq!(err(args(&["--framerate", "0"]), Some(":0")), "--framerate");
+        assert_eq!(
+            err(args(&["--resume-grace", "7200"]), Some(":0")),
+            "--resume-grace"
+        );
         let mut a = args(&[]);
         a.vm_id = "a/b".into();
         assert_eq!(err(a, Some(":0")), "--vm-id");

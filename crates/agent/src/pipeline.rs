@@ -146,7 +146,7 @@ pub fn build(
                 &src,
                 CaptureSettings {
                     max_fps: media.framerate,
-                    idle: std::time::Duration::from_millis(500),
+                    idle: std::time::Duration::from_millis(100),
                 },
             )?;
             (vec![src.upcast()], Some(capture))

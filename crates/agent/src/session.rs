@@ -14,7 +14,7 @@ use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
-    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, SessionId,
+    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, ResumedSession, SessionId,
 };
 
 use crate::codec::{self, Codec, CodecChoice};
@@ -42,6 +42,13 @@ enum RemoteCandidates {
     Ready,
 }
 
+/// The SDP of the session's latest offer and answer, for `resume`.
+#[derive(Debug, Default)]
+struct Descriptions {
+    offer: String,
+    answer: Option<String>,
+}
+
 /// A running peer. Drop it to end the session and free its pipeline.
 #[derive(Debug)]
 pub struct Session {
@@ -51,6 +58,8 @@ pub struct Session {
     choice: CodecChoice,
     /// Remote control (dropping it releases whatever the viewer held).
     _input: Option<Arc<SessionInput>>,
+    permission: Permission,
+    sdp: Arc<Mutex<Descriptions>>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -106,10 +115,33 @@ impl Session {
         )
     }
 
+    /// [`Session::start`], remembering the viewer's permission (reported again on `resume`);
+    /// no remote control.
+    pub fn start_with(
+        id: SessionId,
+        offer_sdp: &str,
+        ice_servers: &[IceServer],
+        media: &MediaSettings,
+        codecs: &[Codec],
+        permission: Permission,
+        tx: UnboundedSender<AgentToController>,
+    ) -> Result<Session, SessionError> {
+        Self::start_with_input(
+            id,
+            offer_sdp,
+            ice_servers,
+            media,
+            codecs,
+            tx,
+            permission,
+            None,
+        )
+    }
+
     /// `start`, plus remote control through the viewer's data channels when `input` is given:
     /// with `Permission::Control` the viewer's input goes into X and the viewer draws the cursor
     /// (so the stream leaves it out); view-only input is dropped and the cursor stays in the
-    /// stream.
+    /// stream. The permission is remembered (reported again on `resume`).
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_input(
         id: SessionId,
@@ -122,10 +154,12 @@ impl Session {
         input: Option<&InputSettings>,
     ) -> Result<Session, SessionError> {
         let mut media = media.clone();
-        if input.is_none() || permission == Permission::View {
-            // Nobody draws the cursor in the browser: put it in the picture, which only
-            // ximagesrc can do (damage capture copies the screen without the pointer).
+        if input.is_some() && permission == Permission::View {
+            // A view-only viewer gets no cursor messages: the cursor goes into the picture.
             media.show_pointer = true;
+        }
+        if media.show_pointer {
+            // Only ximagesrc draws the pointer (damage capture copies the screen without it).
             media.capture = pipeline::CaptureMode::Ximagesrc;
         }
         let media = &media;
@@ -154,6 +188,10 @@ impl Session {
 
         let out = Outbox { id: id.clone(), tx };
         let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
+        let sdp = Arc::new(Mutex::new(Descriptions {
+            offer: offer_sdp.to_owned(),
+            ..Descriptions::default()
+        }));
         connect_signals(&webrtc, &out, input.clone());
         watch_bus(guard.pipeline(), &out);
 
@@ -169,22 +207,7 @@ impl Session {
             .set_state(gst::State::Playing)
             .map_err(|e| SessionError::Start(e.to_string()))?;
 
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        let promise = {
-            let webrtc = webrtc.clone();
-            let out = out.clone();
-            let remote = remote.clone();
-            gst::Promise::with_change_func(move |reply| {
-                if let Err(reason) = check_reply("set-remote-description", reply) {
-                    out.end(ErrorCode::AgentError, reason);
-                    return;
-                }
-                flush_pending(&webrtc, &remote);
-                create_answer(&webrtc, &out);
-            })
-        };
-        webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
+        apply_offer(&webrtc, offer, &out, &remote, &sdp);
 
         Ok(Session {
             id,
@@ -192,8 +215,21 @@ impl Session {
             remote,
             choice,
             _input: input,
+            permission,
+            sdp,
             _pipeline: guard,
         })
+    }
+
+    /// What `resume` says about this session.
+    pub fn resume_info(&self) -> ResumedSession {
+        let sdp = lock(&self.sdp);
+        ResumedSession {
+            session_id: self.id.clone(),
+            offer: Some(sdp.offer.clone()),
+            answer: sdp.answer.clone(),
+            permission: self.permission,
+        }
     }
 
     pub fn id(&self) -> &SessionId {
@@ -212,6 +248,32 @@ impl Session {
             RemoteCandidates::Ready => add_candidate(&self.webrtc, &candidate),
         }
     }
+}
+
+/// Sets `offer` as the remote description, then answers it.
+fn apply_offer(
+    webrtc: &gst::Element,
+    offer: gst_sdp::SDPMessage,
+    out: &Outbox,
+    remote: &Arc<Mutex<RemoteCandidates>>,
+    sdp: &Arc<Mutex<Descriptions>>,
+) {
+    let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+    let promise = {
+        let webrtc = webrtc.clone();
+        let out = out.clone();
+        let remote = remote.clone();
+        let sdp = sdp.clone();
+        gst::Promise::with_change_func(move |reply| {
+            if let Err(reason) = check_reply("set-remote-description", reply) {
+                out.end(ErrorCode::AgentError, reason);
+                return;
+            }
+            flush_pending(&webrtc, &remote);
+            create_answer(&webrtc, &out, &sdp);
+        })
+    };
+    webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -255,10 +317,11 @@ fn check_reply(
     }
 }
 
-fn create_answer(webrtc: &gst::Element, out: &Outbox) {
+fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<Descriptions>>) {
     let promise = {
         let webrtc = webrtc.clone();
         let out = out.clone();
+        let descriptions = descriptions.clone();
         gst::Promise::with_change_func(move |reply| {
             let answer = match reply {
                 Ok(Some(s)) => s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
@@ -283,6 +346,8 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox) {
                 }
             };
             info!(session = %out.id, "answer created");
+            debug!(session = %out.id, %sdp, "answer SDP");
+            lock(&descriptions).answer = Some(sdp.clone());
             watch_dtls(&webrtc, out.clone());
             out.send(AgentToController::Answer {
                 session_id: out.id.clone(),

@@ -1,14 +1,18 @@
 //! The agent's link to its controller: a WebSocket it dials out on (the VM needs no open port),
 //! with `hello`/`welcome` registration, reconnection with backoff, keep-alive pings, and the
-//! dispatch of offers, candidates and session ends to the `Session`s it owns. One session's
-//! failure ends that session only.
+//! dispatch of offers, candidates and session ends to the `Session`s it owns. One
+//! session's failure ends that session only. When the link drops the sessions keep streaming for
+//! `--resume-grace` and are announced again (`resume`) once it is back; on shutdown each one is
+//! ended with `shutting_down` before the link closes.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, error, info, warn};
 use vdesk_protocol::{
@@ -23,6 +27,11 @@ const DEAD_AFTER: Duration = Duration::from_secs(45);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The `sessionEnded` reason when a viewer asks for an ICE restart.
+pub const ICE_RESTART_UNSUPPORTED: &str =
+    "this VM agent cannot restart ICE on a running session (webrtcbin 1.22); start a new session";
+/// Longest wait for the close frame to leave on shutdown.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the agent stopped for good (as opposed to reconnecting).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +39,10 @@ pub enum FatalError {
     #[error("the controller refused this agent: {0} (check --vm-id and --token)")]
     Refused(String),
 }
+
+/// Most messages kept for the controller while the link is down; beyond it, candidates and
+/// states are dropped (session ends never are).
+const MAX_PENDING: usize = 1024;
 
 /// The sessions this agent is streaming, by id.
 #[derive(Debug, Default)]
@@ -51,56 +64,117 @@ impl Sessions {
             self.remove(&id);
         }
     }
+
+    /// Frees every session and waits until their pipelines are stopped.
+    async fn stop_all(&mut self) {
+        let all: Vec<Session> = self.map.drain().map(|(_, s)| s).collect();
+        let _ = tokio::task::spawn_blocking(move || drop(all)).await;
+    }
 }
 
-/// Runs until `shutdown` resolves or the controller refuses the agent for good.
+/// What happened while the controller link was down: what the sessions said (to be sent once
+/// it is back), and until when the sessions are kept.
+#[derive(Debug, Default)]
+struct Offline {
+    pending: Vec<AgentToController>,
+    keep_until: Option<Instant>,
+}
+
+impl Offline {
+    /// Takes one message a session produced while the link was down.
+    fn take(&mut self, msg: AgentToController, sessions: &mut Sessions) {
+        if let AgentToController::SessionEnded { session_id, .. } = &msg {
+            if !sessions.map.contains_key(session_id) {
+                return;
+            }
+            sessions.remove(session_id);
+        } else if self.pending.len() >= MAX_PENDING {
+            return;
+        }
+        self.pending.push(msg);
+    }
+}
+
+/// Runs until `shutdown` resolves or the controller refuses the agent for good. On `shutdown`
+/// every session is ended with `shutting_down` (the controller tells the viewers) and every
+/// pipeline is stopped before this returns.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), FatalError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentToController>();
     let mut sessions = Sessions::default();
+    let mut offline = Offline::default();
     let mut backoff = BACKOFF_START;
     tokio::pin!(shutdown);
     loop {
-        let outcome = tokio::select! {
-            r = connect_and_serve(&config, &tx, &mut rx, &mut sessions, &mut backoff) => r,
-            () = &mut shutdown => {
-                info!("shutting down: ending {} session(s)", sessions.map.len());
-                sessions.clear();
+        let outcome = connect_and_serve(
+            &config,
+            &tx,
+            &mut rx,
+            &mut sessions,
+            &mut offline,
+            &mut backoff,
+            shutdown.as_mut(),
+        )
+        .await;
+        match outcome {
+            Ok(()) => {
+                sessions.stop_all().await;
                 return Ok(());
             }
-        };
-        match outcome {
             Err(Disconnect::Fatal(e)) => {
-                sessions.clear();
+                sessions.stop_all().await;
                 return Err(e);
             }
             Err(Disconnect::Retry(why)) => {
-                // The controller ends these sessions on its side too (viewers get `ended` and
-                // reconnect), so keeping them would only leak pipelines.
-                if !sessions.map.is_empty() {
+                if !sessions.map.is_empty() && offline.keep_until.is_none() {
+                    // The media flows peer to peer without us: keep it flowing, and resume the
+                    // sessions with the controller once it is back (it may just be restarting).
+                    offline.keep_until = Some(Instant::now() + config.resume_grace);
                     warn!(
-                        "ending {} session(s): controller link lost",
-                        sessions.map.len()
+                        "controller link lost: keeping {} session(s) for up to {}s",
+                        sessions.map.len(),
+                        config.resume_grace.as_secs()
                     );
-                    sessions.clear();
                 }
                 warn!(
                     "controller link down ({why}); retrying in {:.1}s",
                     backoff.as_secs_f32()
                 );
             }
-            Ok(()) => {}
         }
-        tokio::select! {
-            () = sleep(backoff) => {}
-            () = &mut shutdown => {
-                sessions.clear();
-                return Ok(());
+        let wake = Instant::now() + backoff;
+        loop {
+            let give_up = offline.keep_until;
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => break,
+                () = &mut shutdown => {
+                    info!("shutting down: ending {} session(s) (no controller to tell)", sessions.map.len());
+                    sessions.stop_all().await;
+                    return Ok(());
+                }
+                () = sleep_until_some(give_up) => {
+                    warn!(
+                        "ending {} session(s): the controller did not come back within {}s",
+                        sessions.map.len(),
+                        config.resume_grace.as_secs()
+                    );
+                    sessions.clear();
+                    offline = Offline::default();
+                }
+                Some(msg) = rx.recv() => offline.take(msg, &mut sessions),
             }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Sleeps until `t`, or forever without one.
+async fn sleep_until_some(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -109,21 +183,28 @@ enum Disconnect {
     Fatal(FatalError),
 }
 
+/// One connection: hello, welcome, resume, then serve until it drops (`Err`) or `shutdown`
+/// resolves (`Ok`, after telling the controller that every session ends).
 async fn connect_and_serve(
     config: &Config,
     tx: &mpsc::UnboundedSender<AgentToController>,
     rx: &mut mpsc::UnboundedReceiver<AgentToController>,
     sessions: &mut Sessions,
+    offline: &mut Offline,
     backoff: &mut Duration,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<(), Disconnect> {
     let retry = |what: &str, e: &dyn std::fmt::Display| Disconnect::Retry(format!("{what}: {e}"));
-    let (ws, _) = timeout(
+    let connect = timeout(
         HANDSHAKE_TIMEOUT,
         tokio_tungstenite::connect_async(config.ws_url.as_str()),
-    )
-    .await
-    .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?
-    .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?;
+    );
+    let (ws, _) = tokio::select! {
+        r = connect => r
+            .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?
+            .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?,
+        () = &mut shutdown => return Ok(()),
+    };
     let (mut sink, mut stream) = ws.split();
 
     let hello = AgentToController::Hello {
@@ -139,12 +220,11 @@ async fn connect_and_serve(
     // Wait for welcome (or a refusal).
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
-        let frame = timeout(
-            deadline.saturating_duration_since(Instant::now()),
-            stream.next(),
-        )
-        .await
-        .map_err(|_| Disconnect::Retry("no welcome from the controller".into()))?;
+        let frame = tokio::select! {
+            f = timeout(deadline.saturating_duration_since(Instant::now()), stream.next()) => f
+                .map_err(|_| Disconnect::Retry("no welcome from the controller".into()))?,
+            () = &mut shutdown => return Ok(()),
+        };
         let Some(frame) = frame else {
             return Err(Disconnect::Retry("closed before welcome".into()));
         };
@@ -170,8 +250,34 @@ async fn connect_and_serve(
         }
     }
 
-    // Anything sessions said while we were away is stale for the new controller connection.
-    while rx.try_recv().is_ok() {}
+    // Tell the controller what happened while we were away: sessions that ended, then the ones
+    // still streaming (`resume`, always sent: an empty list ends what it kept for us), then what
+    // those said meanwhile.
+    while let Ok(msg) = rx.try_recv() {
+        offline.take(msg, sessions);
+    }
+    offline.keep_until = None;
+    let (ends, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut offline.pending)
+        .into_iter()
+        .partition(|m| matches!(m, AgentToController::SessionEnded { .. }));
+    let mut resumed: Vec<_> = sessions.map.values().map(Session::resume_info).collect();
+    resumed.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+    if !resumed.is_empty() {
+        info!("resuming {} session(s) with the controller", resumed.len());
+    }
+    let rest = rest
+        .into_iter()
+        .filter(|m| session_of(m).is_some_and(|id| sessions.map.contains_key(id)));
+    let catch_up: Vec<AgentToController> = ends
+        .into_iter()
+        .chain([AgentToController::Resume { sessions: resumed }])
+        .chain(rest)
+        .collect();
+    for msg in catch_up {
+        sink.send(Message::text(to_json(&msg)))
+            .await
+            .map_err(|e| retry("resuming", &e))?;
+    }
 
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_heard = Instant::now();
@@ -213,7 +319,50 @@ async fn connect_and_serve(
                 }
                 sink.send(Message::Ping(Vec::new().into())).await.map_err(|e| retry("ping", &e))?;
             }
+            () = &mut shutdown => {
+                say_goodbye(&mut sink, sessions).await;
+                return Ok(());
+            }
         }
+    }
+}
+
+/// On shutdown: every session ends with `shutting_down` (the controller tells its viewer), then
+/// the WebSocket closes cleanly. Best effort: a broken link changes nothing about stopping.
+async fn say_goodbye<S>(sink: &mut S, sessions: &Sessions)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    info!(
+        "shutting down: ending {} session(s) and telling the controller",
+        sessions.map.len()
+    );
+    let mut ids: Vec<&SessionId> = sessions.map.keys().collect();
+    ids.sort();
+    for id in ids {
+        let msg = AgentToController::SessionEnded {
+            session_id: id.clone(),
+            code: ErrorCode::ShuttingDown,
+            reason: "the VM agent is shutting down".into(),
+        };
+        if sink.send(Message::text(to_json(&msg))).await.is_err() {
+            return;
+        }
+    }
+    let close = CloseFrame {
+        code: CloseCode::Away,
+        reason: "agent shutting down".into(),
+    };
+    let _ = timeout(GOODBYE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
+}
+
+fn session_of(msg: &AgentToController) -> Option<&SessionId> {
+    match msg {
+        AgentToController::Answer { session_id, .. }
+        | AgentToController::Candidate { session_id, .. }
+        | AgentToController::PeerState { session_id, .. }
+        | AgentToController::SessionEnded { session_id, .. } => Some(session_id),
+        AgentToController::Hello { .. } | AgentToController::Resume { .. } => None,
     }
 }
 
@@ -274,6 +423,20 @@ fn handle(
             Some(s) => s.add_remote_candidate(candidate),
             None => debug!(session = %session_id, "candidate for unknown session"),
         },
+        ControllerToAgent::Reoffer { session_id, .. } => {
+            // webrtcbin 1.22 cannot answer an ICE restart: given a new offer with new ICE
+            // credentials it sets them as the remote ones but keeps its own, gathers nothing
+            // new, and the media does not come back (tried: see docs/operations.md). So the
+            // session ends, and the viewer replaces it with a fresh one at once.
+            if sessions.map.contains_key(&session_id) {
+                warn!(session = %session_id, "viewer asked for an ICE restart: not supported, ending the session");
+                let _ = tx.send(AgentToController::SessionEnded {
+                    session_id,
+                    code: ErrorCode::AgentError,
+                    reason: ICE_RESTART_UNSUPPORTED.into(),
+                });
+            }
+        }
         ControllerToAgent::EndSession {
             session_id,
             code,

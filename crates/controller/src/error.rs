@@ -70,6 +70,7 @@ impl From<RelayError> for AppError {
             RelayError::Ended { .. } => StatusCode::GONE,
             RelayError::Invalid(_) => StatusCode::BAD_REQUEST,
             RelayError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            RelayError::Conflict(_) => StatusCode::CONFLICT,
         };
         let message = match &e {
             RelayError::VmNotFound(_) => "VM not found".to_owned(),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use vdesk_protocol::{ControllerToAgent, ControllerToViewer, SessionId};
 
 use crate::config::Config;
-use crate::relay::{ConnId, Outbound, Relay, RelayConfig, TOMBSTONE_TTL};
+use crate::relay::{ConnId, Outbound, Relay, RelayConfig, AGENT_GRACE, TOMBSTONE_TTL};
 
 /// What an agent connection's task is asked to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +127,7 @@ impl AppState {
                 idle_timeout: config.session_idle_timeout,
                 tombstone_ttl: TOMBSTONE_TTL,
                 default_permission: config.default_permission,
+                agent_grace: AGENT_GRACE,
             },
             config.vms.iter().cloned(),
         );

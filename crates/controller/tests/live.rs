@@ -1,7 +1,7 @@
 //! The controller on a real loopback socket: a fake agent over tokio-tungstenite, a viewer over
 //! HTTP (reqwest) reading the event stream as raw chunks. Checks that answer and candidates flow
-//! both ways, end-of-candidates included, and that killing the agent or stopping the controller
-//! reaches the viewer as `ended`.
+//! both ways, end-of-candidates included, and that an agent restarted without its sessions or
+//! stopping the controller reaches the viewer as `ended`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -217,14 +217,18 @@ async fn signalling_flows_both_ways_and_agent_death_ends_the_session() {
     );
     assert_eq!(sse.next().await.unwrap().1, "peerState");
 
-    // The agent dies without a goodbye: the viewer hears `ended` and the stream closes.
+    // The agent dies without a goodbye; the session waits for it (it may only have lost its
+    // link). A new agent process comes back without the session: the viewer hears `ended`.
     drop(ws);
+    let mut ws = agent(addr).await;
+    send_ws(&mut ws, json!({"type": "resume", "sessions": []})).await;
     let ended = sse.next().await.unwrap();
     assert_eq!(ended.0, 5);
     assert_eq!(ended.1, "ended");
     assert_eq!(
         ended.2,
-        json!({"type": "ended", "code": "agent_disconnected", "reason": "VM agent disconnected"})
+        json!({"type": "ended", "code": "agent_disconnected",
+               "reason": "VM agent disconnected (it restarted without this session)"})
     );
     assert!(sse.next().await.is_none(), "stream closes after ended");
 
@@ -232,13 +236,25 @@ async fn signalling_flows_both_ways_and_agent_death_ends_the_session() {
     assert_eq!(resp.status(), 410);
     let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
     assert_eq!(v["error"]["code"], "agent_disconnected");
-    let resp = client
-        .get(format!("http://{addr}/api/vms/demo"))
-        .send()
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-    assert_eq!(v, json!({"vmId": "demo", "online": false}));
+    // Once that agent is gone too, the VM is offline.
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let resp = client
+            .get(format!("http://{addr}/api/vms/demo"))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        if v == json!({"vmId": "demo", "online": false}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "VM still online: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let mut server = server;
     server.stop.take().unwrap().send(()).unwrap();

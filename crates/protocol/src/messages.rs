@@ -192,6 +192,26 @@ pub enum AgentToController {
         code: ErrorCode,
         reason: String,
     },
+    /// Sent once right after `welcome`: the sessions this agent still streams (kept alive while
+    /// its link to the controller was down, e.g. across a controller restart). The controller
+    /// adopts or re-attaches each one, or ends it with `endSession`; sessions of this VM that it
+    /// knows and that are not listed end (`agent_disconnected`). An empty list is normal.
+    Resume { sessions: Vec<ResumedSession> },
+}
+
+/// One session an agent still streams, as announced in `resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumedSession {
+    pub session_id: SessionId,
+    /// The viewer's (latest) offer, so that a controller that never saw it can adopt the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
+    /// The agent's (latest) answer, if it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default)]
+    pub permission: Permission,
 }
 
 /// What a controller sends an agent.
@@ -217,6 +237,9 @@ pub enum ControllerToAgent {
         session_id: SessionId,
         candidate: IceCandidate,
     },
+    /// A new offer from the viewer on an existing session (an ICE restart): the agent applies
+    /// it to the session's peer and replies with a new `answer`.
+    Reoffer { session_id: SessionId, sdp: String },
     /// The session is over (viewer left, timed out...); free everything it holds.
     EndSession {
         session_id: SessionId,
@@ -399,6 +422,15 @@ mod tests {
                 code: ErrorCode::AgentError,
                 reason: "boom".into(),
             },
+            AgentToController::Resume { sessions: vec![] },
+            AgentToController::Resume {
+                sessions: vec![ResumedSession {
+                    session_id: sid(),
+                    offer: Some("v=0".into()),
+                    answer: None,
+                    permission: Permission::Control,
+                }],
+            },
         ];
         for m in msgs {
             let s = serde_json::to_string(&m).unwrap();
@@ -441,6 +473,10 @@ mod tests {
                 code: ErrorCode::ViewerLeft,
                 reason: "bye".into(),
             },
+            ControllerToAgent::Reoffer {
+                session_id: sid(),
+                sdp: "v=0".into(),
+            },
             ControllerToAgent::Error {
                 code: ErrorCode::Unauthorized,
                 message: "bad token".into(),
@@ -463,6 +499,26 @@ mod tests {
         assert_eq!(v["type"], "endSession");
         assert_eq!(v["sessionId"], sid().as_str());
         assert_eq!(v["code"], "agent_offline");
+    }
+
+    #[test]
+    fn resume_and_reoffer_are_spelled_in_camel_case() {
+        let v = json!({"type": "resume", "sessions": [{"sessionId": sid()}]});
+        match serde_json::from_value::<AgentToController>(v).unwrap() {
+            AgentToController::Resume { sessions } => {
+                assert_eq!(sessions.len(), 1);
+                assert_eq!(sessions[0].permission, Permission::View);
+                assert_eq!(sessions[0].offer, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let v = serde_json::to_value(ControllerToAgent::Reoffer {
+            session_id: sid(),
+            sdp: "v=0".into(),
+        })
+        .unwrap();
+        assert_eq!(v["type"], "reoffer");
+        assert_eq!(v["sessionId"], sid().as_str());
     }
 
     #[test]

@@ -236,14 +236,15 @@ export async function waitForHttp(url, { timeoutMs = 15000, ok = (s) => s === 20
 // --- Chromium -----------------------------------------------------------------------------------
 
 /**
- * Launches Debian's Chromium with a fresh profile. Resolves to `{context, newPage, close}`;
- * `close` also removes the profile.
+ * Launches Debian's Chromium (or `executablePath`, e.g. a wrapper that runs it in a network
+ * namespace) with a fresh profile. Resolves to `{context, newPage, close}`; `close` also removes
+ * the profile.
  */
-export async function launchChromium() {
+export async function launchChromium({ executablePath = CHROMIUM } = {}) {
   const { chromium } = await import('playwright-core');
   const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'vdesk-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: CHROMIUM_ARGS,
     viewport: { width: 1280, height: 720 },

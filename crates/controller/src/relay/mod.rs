@@ -8,6 +8,8 @@
 mod session;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_resume;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
     AgentToController, CandidateList, ControllerToAgent, ControllerToViewer, ErrorCode,
-    IceCandidate, IceServer, Permission, SdpType, SessionDescription, SessionId, Side,
-    ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
+    IceCandidate, IceServer, Permission, ResumedSession, SdpType, SessionDescription, SessionId,
+    Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
 };
 
 use crate::auth::AgentToken;
@@ -29,6 +31,11 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 pub const MAX_STATE_LEN: usize = 64;
 /// Longest human-readable reason relayed from an agent.
 pub const MAX_REASON_LEN: usize = 256;
+/// How long the sessions of an agent whose link dropped wait for it to come back and `resume`
+/// them before they end with `agent_disconnected`.
+pub const AGENT_GRACE: Duration = Duration::from_secs(10);
+/// Most sessions one `resume` may name (an agent streams a handful).
+pub const MAX_RESUMED_SESSIONS: usize = 64;
 
 /// One agent WebSocket connection, numbered by the adapter. A VM's agent may reconnect, so
 /// messages go to a connection, not to a VM.
@@ -78,6 +85,8 @@ pub enum RelayError {
     TooMany(&'static str),
     #[error("the controller is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 impl RelayError {
@@ -90,6 +99,7 @@ impl RelayError {
             RelayError::Invalid(_) => ErrorCode::BadRequest,
             RelayError::TooMany(_) => ErrorCode::TooManyRequests,
             RelayError::ShuttingDown => ErrorCode::ShuttingDown,
+            RelayError::Conflict(_) => ErrorCode::Conflict,
         }
     }
 }
@@ -109,6 +119,8 @@ pub struct RelayConfig {
     pub tombstone_ttl: Duration,
     /// Sent with every offer (until viewer tokens decide per viewer).
     pub default_permission: Permission,
+    /// See [`AGENT_GRACE`].
+    pub agent_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,7 +273,9 @@ impl Relay {
         }
     }
 
-    /// The agent connection is gone: every session of its VM ends with `agent_disconnected`.
+    /// The agent connection is gone. Its sessions are detached, not ended: the media may still
+    /// flow peer to peer, and an agent that comes back within [`RelayConfig::agent_grace`]
+    /// resumes them; otherwise they end with `agent_disconnected` (see [`Relay::tick`]).
     pub fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
         let Some(state) = self.conns.remove(&conn) else {
             return;
@@ -269,14 +283,11 @@ impl Relay {
         if let ConnState::Registered(vm) = state {
             info!(vm = %vm, conn = %conn, "agent left");
             if let Some(slot) = self.vms.get_mut(&vm) {
-                *slot = None;
+                if *slot == Some(conn) {
+                    *slot = None;
+                }
             }
-            self.end_sessions_of(
-                conn,
-                ErrorCode::AgentDisconnected,
-                "VM agent disconnected",
-                now,
-            );
+            self.detach_sessions_of(conn, now);
         } else {
             debug!(conn = %conn, "agent connection closed before registering");
         }
@@ -324,12 +335,9 @@ impl Relay {
                 },
             );
             self.outbox.push(Outbound::CloseAgent { conn: old });
-            self.end_sessions_of(
-                old,
-                ErrorCode::AgentDisconnected,
-                "VM agent disconnected (replaced by a new connection)",
-                now,
-            );
+            // The new connection is usually the same agent after a network hiccup: it resumes
+            // these sessions, or they end when it says which ones it still has.
+            self.detach_sessions_of(old, now);
         }
         self.conns.insert(conn, ConnState::Registered(vm.clone()));
         let agent_version: String = agent_version.chars().take(64).collect();
@@ -351,13 +359,19 @@ impl Relay {
     ) {
         let id = match &msg {
             AgentToController::Hello { .. } => return,
+            AgentToController::Resume { sessions } => {
+                let sessions = sessions.clone();
+                return self.resume(conn, vm, sessions, now);
+            }
             AgentToController::Answer { session_id, .. }
             | AgentToController::Candidate { session_id, .. }
             | AgentToController::PeerState { session_id, .. }
             | AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
         };
         match self.sessions.get(&id) {
-            Some(s) if s.agent == conn => {}
+            // Its own session, or one of its VM's detached sessions (an agent that reconnects
+            // reports what happened to them while it was away, before it resumes the rest).
+            Some(s) if s.agent == Some(conn) || (s.agent.is_none() && &s.vm == vm) => {}
             _ if self.tombstones.contains_key(&id) => {
                 debug!(session = %id, vm = %vm, "agent message for an ended session ignored");
                 return;
@@ -371,7 +385,7 @@ impl Relay {
             }
         }
         let result = match msg {
-            AgentToController::Hello { .. } => Ok(()),
+            AgentToController::Hello { .. } | AgentToController::Resume { .. } => Ok(()),
             AgentToController::Answer { sdp, .. } => self.set_answer(&id, sdp),
             AgentToController::Candidate { candidate, .. } => {
                 self.add_candidate(&id, Side::Vm, candidate)
@@ -395,7 +409,7 @@ impl Relay {
             .sessions
             .get_mut(id)
             .ok_or(RelayError::SessionNotFound)?;
-        if s.answer.is_some() {
+        if s.answer.is_some() && !s.renegotiating {
             return Err(ValidationError::new("sdp", "answer was already received").into());
         }
         let answer = SessionDescription {
@@ -403,6 +417,13 @@ impl Relay {
             sdp,
         };
         answer.validate(SdpType::Answer)?;
+        if s.renegotiating {
+            info!(session = %id, vm = %s.vm, "answer to the new offer received");
+            s.renegotiating = false;
+            s.answer = Some(answer.sdp.clone());
+            self.send_viewer(id, ControllerToViewer::Answer { sdp: answer.sdp });
+            return Ok(());
+        }
         info!(session = %id, vm = %s.vm, "answer received");
         s.answer = Some(answer.sdp.clone());
         let mut events = vec![ControllerToViewer::Answer { sdp: answer.sdp }];
@@ -441,14 +462,17 @@ impl Relay {
         }
         match from {
             Side::Browser => {
-                let conn = s.agent;
-                self.send_agent(
-                    conn,
-                    ControllerToAgent::Candidate {
-                        session_id: id.clone(),
-                        candidate: c,
-                    },
-                );
+                // While the agent is away the candidate waits; `resume` sends it.
+                if let Some(conn) = s.agent {
+                    s.browser_sent = s.browser.all.len();
+                    self.send_agent(
+                        conn,
+                        ControllerToAgent::Candidate {
+                            session_id: id.clone(),
+                            candidate: c,
+                        },
+                    );
+                }
             }
             Side::Vm => {
                 if s.answer.is_some() {
@@ -529,6 +553,41 @@ impl Relay {
         self.sessions
             .insert(id.clone(), Session::new(vm, conn, offer, now));
         Ok(id)
+    }
+
+    /// A new offer from the viewer on a live session (an ICE restart). It goes to the agent,
+    /// whose next `answer` is relayed as a new `answer` event.
+    pub fn reoffer(
+        &mut self,
+        id: &SessionId,
+        offer: SessionDescription,
+        now: Instant,
+    ) -> Result<(), RelayError> {
+        if self.shutting_down {
+            return Err(RelayError::ShuttingDown);
+        }
+        offer.validate(SdpType::Offer)?;
+        let s = self.live(id)?;
+        s.last_seen = now;
+        let Some(conn) = s.agent else {
+            return Err(RelayError::AgentOffline);
+        };
+        if s.answer.is_none() {
+            return Err(RelayError::Conflict(
+                "the first answer has not arrived yet; wait for it before offering again",
+            ));
+        }
+        info!(session = %id, vm = %s.vm, "new offer from the viewer (ICE restart)");
+        s.renegotiating = true;
+        s.offer = offer.clone();
+        self.send_agent(
+            conn,
+            ControllerToAgent::Reoffer {
+                session_id: id.clone(),
+                sdp: offer.sdp,
+            },
+        );
+        Ok(())
     }
 
     /// The agent's answer, if it came. Counts as viewer activity.
@@ -624,6 +683,26 @@ impl Relay {
             let reason = format!("the viewer was idle for {} s", timeout.as_secs());
             self.end_session(&id, ErrorCode::IdleTimeout, &reason, true, now);
         }
+        let grace = self.cfg.agent_grace;
+        let mut orphans: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.detached_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        orphans.sort();
+        for id in orphans {
+            self.end_session(
+                &id,
+                ErrorCode::AgentDisconnected,
+                "VM agent disconnected",
+                false,
+                now,
+            );
+        }
         self.tombstones.retain(|_, t| t.until > now);
     }
 
@@ -685,9 +764,12 @@ impl Relay {
             seq,
             event,
         });
-        if tell_agent && self.conns.get(&s.agent) == Some(&ConnState::Registered(s.vm.clone())) {
+        let agent = s
+            .agent
+            .filter(|c| self.conns.get(c) == Some(&ConnState::Registered(s.vm.clone())));
+        if let (true, Some(conn)) = (tell_agent, agent) {
             self.send_agent(
-                s.agent,
+                conn,
                 ControllerToAgent::EndSession {
                     session_id: id.clone(),
                     code,
@@ -705,17 +787,139 @@ impl Relay {
         );
     }
 
-    fn end_sessions_of(&mut self, conn: ConnId, code: ErrorCode, reason: &str, now: Instant) {
-        let mut ids: Vec<SessionId> = self
+    /// The sessions of agent connection `conn` lose their agent until it resumes them.
+    fn detach_sessions_of(&mut self, conn: ConnId, now: Instant) {
+        let mut n = 0;
+        for s in self.sessions.values_mut() {
+            if s.agent == Some(conn) {
+                s.agent = None;
+                s.detached_at = Some(now);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            info!(conn = %conn, sessions = n, grace_s = self.cfg.agent_grace.as_secs(),
+                  "agent link lost: its sessions wait for it to come back");
+        }
+    }
+
+    /// `resume` from the agent of `vm` on `conn`: re-attach the sessions this controller knows,
+    /// adopt those it does not (after a controller restart), refuse those that ended here, and
+    /// end this VM's detached sessions that the agent no longer has.
+    fn resume(&mut self, conn: ConnId, vm: &VmId, listed: Vec<ResumedSession>, now: Instant) {
+        if listed.len() > MAX_RESUMED_SESSIONS {
+            return self.agent_error(
+                conn,
+                ErrorCode::BadRequest,
+                &format!("resume names more than {MAX_RESUMED_SESSIONS} sessions"),
+            );
+        }
+        let mut kept = std::collections::HashSet::new();
+        for r in listed {
+            let id = r.session_id.clone();
+            match self.resume_one(conn, vm, r, now) {
+                Ok(()) => {
+                    kept.insert(id);
+                }
+                Err((code, reason)) => {
+                    warn!(session = %id, vm = %vm, ?code, "resumed session refused: {reason}");
+                    self.send_agent(
+                        conn,
+                        ControllerToAgent::EndSession {
+                            session_id: id,
+                            code,
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+        let mut gone: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.agent == conn)
+            .filter(|(id, s)| &s.vm == vm && s.agent != Some(conn) && !kept.contains(*id))
             .map(|(id, _)| id.clone())
             .collect();
-        ids.sort();
-        for id in ids {
-            self.end_session(&id, code, reason, false, now);
+        gone.sort();
+        for id in gone {
+            self.end_session(
+                &id,
+                ErrorCode::AgentDisconnected,
+                "VM agent disconnected (it restarted without this session)",
+                false,
+                now,
+            );
         }
+    }
+
+    fn resume_one(
+        &mut self,
+        conn: ConnId,
+        vm: &VmId,
+        r: ResumedSession,
+        now: Instant,
+    ) -> Result<(), (ErrorCode, String)> {
+        let id = r.session_id;
+        if let Some(t) = self.tombstones.get(&id) {
+            return Err((t.code, t.reason.clone()));
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if &s.vm != vm {
+                return Err((ErrorCode::Conflict, "session belongs to another VM".into()));
+            }
+            s.agent = Some(conn);
+            s.detached_at = None;
+            let pending: Vec<IceCandidate> = s.browser.all[s.browser_sent..].to_vec();
+            s.browser_sent = s.browser.all.len();
+            info!(session = %id, vm = %vm, conn = %conn, "session resumed by its agent");
+            for candidate in pending {
+                self.send_agent(
+                    conn,
+                    ControllerToAgent::Candidate {
+                        session_id: id.clone(),
+                        candidate,
+                    },
+                );
+            }
+            if let Some(answer) = r.answer {
+                let known = self.sessions.get(&id).and_then(|s| s.answer.clone());
+                if known.as_deref() != Some(answer.as_str()) {
+                    let _ = self.set_answer(&id, answer);
+                }
+            }
+            return Ok(());
+        }
+        if self.shutting_down {
+            return Err((
+                ErrorCode::ShuttingDown,
+                "the controller is shutting down".into(),
+            ));
+        }
+        // Unknown here: a new controller process adopts the session the agent still streams.
+        let offer = SessionDescription {
+            kind: SdpType::Offer,
+            sdp: r.offer.unwrap_or_default(),
+        };
+        offer
+            .validate(SdpType::Offer)
+            .map_err(|e| (ErrorCode::BadRequest, format!("resumed offer: {e}")))?;
+        let answer = match r.answer {
+            Some(sdp) => {
+                let a = SessionDescription {
+                    kind: SdpType::Answer,
+                    sdp,
+                };
+                a.validate(SdpType::Answer)
+                    .map_err(|e| (ErrorCode::BadRequest, format!("resumed answer: {e}")))?;
+                Some(a.sdp)
+            }
+            None => None,
+        };
+        info!(session = %id, vm = %vm, conn = %conn, "session adopted from its agent");
+        let mut s = Session::new(vm.clone(), conn, offer, now);
+        s.answer = answer;
+        self.sessions.insert(id, s);
+        Ok(())
     }
 
     fn refuse(&mut self, conn: ConnId, code: ErrorCode, message: String) {

@@ -32,10 +32,18 @@ impl CandidateQueue {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub vm: VmId,
-    /// The agent connection that was given the offer.
-    pub agent: ConnId,
+    /// The agent connection that streams this session; `None` while its agent's link is down
+    /// (since `detached_at`), waiting for the agent to come back and `resume` it.
+    pub agent: Option<ConnId>,
+    pub detached_at: Option<Instant>,
+    /// The viewer's latest offer.
     pub offer: SessionDescription,
+    /// The agent's latest answer.
     pub answer: Option<String>,
+    /// A new offer (ICE restart) went to the agent; its answer replaces `answer`.
+    pub renegotiating: bool,
+    /// How many of the viewer's candidates went to the agent (the rest go on `resume`).
+    pub browser_sent: usize,
     /// Everything told to the viewer, in order; event `n` has SSE id `n + 1`.
     pub log: Vec<ControllerToViewer>,
     pub browser: CandidateQueue,
@@ -51,9 +59,12 @@ impl Session {
     pub fn new(vm: VmId, agent: ConnId, offer: SessionDescription, now: Instant) -> Self {
         Self {
             vm,
-            agent,
+            agent: Some(agent),
+            detached_at: None,
             offer,
             answer: None,
+            renegotiating: false,
+            browser_sent: 0,
             log: Vec::new(),
             browser: CandidateQueue::default(),
             vm_side: CandidateQueue::default(),

@@ -9,15 +9,17 @@ use vdesk_protocol::{
 
 use super::*;
 
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
-const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+pub(super) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(super) const OFFER: &str =
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+pub(super) const ANSWER: &str =
+    "v=0\r\no=- 2 2 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
 
-fn vm(s: &str) -> VmId {
+pub(super) fn vm(s: &str) -> VmId {
     VmId::new(s).unwrap()
 }
 
-fn cand(n: u32) -> IceCandidate {
+pub(super) fn cand(n: u32) -> IceCandidate {
     IceCandidate {
         candidate: format!("candidate:{n} 1 UDP 2122252543 192.0.2.{n} 5000{n} typ host"),
         sdp_mid: Some("0".into()),
@@ -26,20 +28,20 @@ fn cand(n: u32) -> IceCandidate {
     }
 }
 
-fn offer() -> SessionDescription {
+pub(super) fn offer() -> SessionDescription {
     SessionDescription {
         kind: SdpType::Offer,
         sdp: OFFER.into(),
     }
 }
 
-struct Fixture {
-    relay: Relay,
-    t0: Instant,
+pub(super) struct Fixture {
+    pub(super) relay: Relay,
+    pub(super) t0: Instant,
 }
 
 impl Fixture {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let relay = Relay::new(
             RelayConfig {
                 agent_token: AgentToken::new(TOKEN),
@@ -47,6 +49,7 @@ impl Fixture {
                 idle_timeout: Duration::from_secs(30),
                 tombstone_ttl: TOMBSTONE_TTL,
                 default_permission: vdesk_protocol::Permission::Control,
+                agent_grace: AGENT_GRACE,
             },
             [vm("known")],
         );
@@ -56,16 +59,16 @@ impl Fixture {
         }
     }
 
-    fn at(&self, secs: u64) -> Instant {
+    pub(super) fn at(&self, secs: u64) -> Instant {
         self.t0 + Duration::from_secs(secs)
     }
 
-    fn out(&mut self) -> Vec<Outbound> {
+    pub(super) fn out(&mut self) -> Vec<Outbound> {
         self.relay.take_outbound()
     }
 
     /// Connects agent `conn` for `vm` and checks the welcome.
-    fn agent(&mut self, conn: u64, vm_id: &str) -> ConnId {
+    pub(super) fn agent(&mut self, conn: u64, vm_id: &str) -> ConnId {
         let conn = ConnId(conn);
         self.relay.agent_connected(conn);
         self.relay.agent_message(conn, hello(vm_id, TOKEN), self.t0);
@@ -83,7 +86,7 @@ impl Fixture {
     }
 
     /// Creates a session on `vm_id` and checks that the offer went to `conn`.
-    fn session(&mut self, conn: ConnId, vm_id: &str) -> SessionId {
+    pub(super) fn session(&mut self, conn: ConnId, vm_id: &str) -> SessionId {
         let id = self
             .relay
             .create_session(vm(vm_id), offer(), self.t0)
@@ -103,7 +106,7 @@ impl Fixture {
         id
     }
 
-    fn viewer_events(&mut self) -> Vec<(u64, V)> {
+    pub(super) fn viewer_events(&mut self) -> Vec<(u64, V)> {
         self.out()
             .into_iter()
             .filter_map(|o| match o {
@@ -114,7 +117,7 @@ impl Fixture {
     }
 }
 
-fn hello(vm_id: &str, token: &str) -> A {
+pub(super) fn hello(vm_id: &str, token: &str) -> A {
     A::Hello {
         vm_id: vm(vm_id),
         token: token.into(),
@@ -123,7 +126,7 @@ fn hello(vm_id: &str, token: &str) -> A {
     }
 }
 
-fn ended(code: ErrorCode, reason: &str) -> V {
+pub(super) fn ended(code: ErrorCode, reason: &str) -> V {
     V::Ended {
         code,
         reason: reason.into(),
@@ -684,7 +687,7 @@ fn agent_ending_a_session_is_relayed_to_the_viewer_only() {
 }
 
 #[test]
-fn agent_disconnect_ends_every_session_of_its_vm() {
+fn agent_disconnect_ends_its_sessions_after_the_grace() {
     let mut f = Fixture::new();
     let conn = f.agent(1, "known");
     let other = f.agent(2, "other");
@@ -692,6 +695,26 @@ fn agent_disconnect_ends_every_session_of_its_vm() {
     let b = f.session(conn, "known");
     let c = f.session(other, "other");
     f.relay.agent_disconnected(conn, f.t0);
+    assert_eq!(
+        f.out(),
+        vec![],
+        "nobody is told yet: the agent may come back"
+    );
+    assert_eq!(
+        f.relay.answer(&a, f.t0),
+        Ok(None),
+        "still live during the grace"
+    );
+    assert_eq!(
+        f.relay.create_session(vm("known"), offer(), f.t0),
+        Err(RelayError::AgentOffline)
+    );
+    f.relay.stream_opened(&a, 0, f.t0).unwrap();
+    f.relay.stream_opened(&b, 0, f.t0).unwrap();
+    f.relay.stream_opened(&c, 0, f.t0).unwrap();
+    f.relay.tick(f.t0 + AGENT_GRACE - Duration::from_millis(1));
+    assert_eq!(f.out(), vec![]);
+    f.relay.tick(f.t0 + AGENT_GRACE);
     let out = f.out();
     assert_eq!(out.len(), 2, "only viewers are told: {out:?}");
     for id in [&a, &b] {
@@ -706,10 +729,6 @@ fn agent_disconnect_ends_every_session_of_its_vm() {
         );
     }
     assert_eq!(f.relay.answer(&c, f.t0), Ok(None), "other VM untouched");
-    assert_eq!(
-        f.relay.create_session(vm("known"), offer(), f.t0),
-        Err(RelayError::AgentOffline)
-    );
 }
 
 #[test]
@@ -729,14 +748,16 @@ fn new_agent_for_the_same_vm_replaces_the_old_one() {
         }
     }));
     assert!(out.contains(&Outbound::CloseAgent { conn: old }));
-    assert!(out.iter().any(|o| matches!(o,
-        Outbound::ToViewer { session, event: V::Ended { code: ErrorCode::AgentDisconnected, .. }, .. } if *session == id)));
     assert!(out.contains(&Outbound::ToAgent {
         conn: ConnId(2),
         msg: C::Welcome {
             ice_servers: vec![]
         }
     }));
+    assert!(
+        !out.iter().any(|o| matches!(o, Outbound::ToViewer { .. })),
+        "the session waits for the new connection to resume it: {out:?}"
+    );
     // The old connection's late messages and its disconnect change nothing.
     f.relay.agent_message(
         old,
@@ -749,6 +770,11 @@ fn new_agent_for_the_same_vm_replaces_the_old_one() {
     f.relay.agent_disconnected(old, f.t0);
     assert!(f.out().is_empty());
     assert!(f.relay.vm(&vm("known")).unwrap().online);
+    // The new connection does not have the session: it ends now.
+    f.relay
+        .agent_message(ConnId(2), A::Resume { sessions: vec![] }, f.t0);
+    assert!(f.out().iter().any(|o| matches!(o,
+        Outbound::ToViewer { session, event: V::Ended { code: ErrorCode::AgentDisconnected, .. }, .. } if *session == id)));
     let id2 = f.session(ConnId(2), "known");
     assert_ne!(id, id2);
 }

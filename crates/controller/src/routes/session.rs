@@ -1,5 +1,5 @@
-//! The session routes: create (the offer), answer, candidate (post), candidates (poll) and
-//! end (`DELETE`). The event stream is in `sse.rs`. The agent-only variants (`from: "vm"`,
+//! The session routes: create (the offer), a new offer on it (ICE restart), answer, candidate
+//! (post), candidates (poll) and end (`DELETE`). The event stream is in `sse.rs`. The agent-only variants (`from: "vm"`,
 //! `candidates/browser`) check the agent token here; everything else is the relay's business.
 
 use axum::extract::State;
@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use vdesk_protocol::{CandidateList, CreateSession, PostCandidate, SessionCreated, Side};
+use vdesk_protocol::{
+    CandidateList, CreateSession, PostCandidate, SessionCreated, SessionDescription, Side,
+};
 
 use crate::error::AppError;
 use crate::extract::{ApiJson, SessionParam, SideParam};
@@ -19,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/webrtc/session", post(create))
         .route("/api/webrtc/session/{id}", delete(end))
         .route("/api/webrtc/session/{id}/answer", get(answer))
+        .route("/api/webrtc/session/{id}/offer", post(reoffer))
         .route("/api/webrtc/session/{id}/candidate", post(candidate))
         .route(
             "/api/webrtc/session/{id}/candidates/{side}",
@@ -59,6 +62,16 @@ async fn answer(
         Some(answer) => Json(answer).into_response(),
         None => (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response(),
     })
+}
+
+/// A new offer on an existing session (ICE restart); the answer comes as an `answer` event.
+async fn reoffer(
+    State(state): State<AppState>,
+    SessionParam(id): SessionParam,
+    ApiJson(offer): ApiJson<SessionDescription>,
+) -> Result<Response, AppError> {
+    state.relay(|r, now| r.reoffer(&id, offer, now))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response())
 }
 
 async fn candidate(

@@ -1,0 +1,199 @@
+//! Test helpers shared by the agent's integration tests: an Xvfb server on a free display, and
+//! "the browser": a second in-process `webrtcbin` (recvonly video + data channel) that decodes what
+//! it receives. No test lives here.
+#![allow(clippy::unwrap_used, dead_code)] // test code; each test file uses a part of it
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_sdp as gst_sdp;
+use gstreamer_webrtc as gst_webrtc;
+use vdesk_xpaint::Painter;
+
+/// An Xvfb server on a free display number, killed on drop.
+pub struct Xvfb {
+    child: Child,
+    pub display: String,
+}
+
+impl Xvfb {
+    pub fn start() -> Xvfb {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let base = 100 + (std::process::id() % 50) * 8;
+        loop {
+            let n = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(n < base + 64, "no free X display number");
+            if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                || std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists()
+            {
+                continue;
+            }
+            #[allow(clippy::zombie_processes)] // waited for in Drop
+            let child = Command::new("Xvfb")
+                .args([
+                    &format!(":{n}"),
+                    "-screen",
+                    "0",
+                    "320x240x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Xvfb must be installed (apt-get install xvfb)");
+            let display = format!(":{n}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                    return Xvfb { child, display };
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("Xvfb {display} did not come up");
+        }
+    }
+
+    /// A red 64x64 block at the top-left corner, on a dark grey screen.
+    pub fn painter(&self) -> Painter {
+        Painter::new(&self.display, (0, 0, 64, 64), 0xff0000, Some(0x202020)).unwrap()
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The "browser": webrtcbin with a recvonly video transceiver and a data channel, decoding what
+/// it receives into RGB frames.
+pub struct Browser {
+    pipeline: gst::Pipeline,
+    pub webrtc: gst::Element,
+    pub last_rgb: Arc<Mutex<Option<[u8; 3]>>>,
+    pub frames: Arc<Mutex<u32>>,
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        let pipeline = gst::Pipeline::new();
+        let webrtc = gst::ElementFactory::make("webrtcbin")
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .unwrap();
+        pipeline.add(&webrtc).unwrap();
+        pipeline.set_state(gst::State::Ready).unwrap();
+        let caps = <gst::Caps as std::str::FromStr>::from_str(
+            "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000;\
+             application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,\
+             packetization-mode=(string)1,profile-level-id=(string)42e01f",
+        )
+        .unwrap();
+        webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+            "add-transceiver",
+            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+        );
+        webrtc.emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
+            "create-data-channel",
+            &[&"input", &None::<gst::Structure>],
+        );
+        let last_rgb = Arc::new(Mutex::new(None));
+        let frames = Arc::new(Mutex::new(0));
+        // Weak: the closure lives inside the pipeline, a strong reference would keep it alive.
+        let (pl, rgb, count) = (pipeline.downgrade(), last_rgb.clone(), frames.clone());
+        webrtc.connect_pad_added(move |_, pad| {
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let decode = gst::ElementFactory::make("decodebin").build().unwrap();
+            let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
+            let sink = gstreamer_app::AppSink::builder()
+                .caps(
+                    &gst::Caps::builder("video/x-raw")
+                        .field("format", "RGB")
+                        .build(),
+                )
+                .sync(false)
+                .build();
+            let Some(pl) = pl.upgrade() else { return };
+            pl.add_many([&decode, &convert, sink.upcast_ref()]).unwrap();
+            convert.link(&sink).unwrap();
+            let conv = convert.clone();
+            decode.connect_pad_added(move |_, p| {
+                let _ = p.link(&conv.static_pad("sink").unwrap());
+            });
+            let (rgb, count) = (rgb.clone(), count.clone());
+            sink.set_callbacks(
+                gstreamer_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let buf = sample.buffer().ok_or(gst::FlowError::Error)?;
+                        let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                        // Pixel (10, 10) of the frame: the root window's colour.
+                        let caps = sample.caps().ok_or(gst::FlowError::Error)?;
+                        let info = gstreamer_video::VideoInfo::from_caps(caps)
+                            .map_err(|_| gst::FlowError::Error)?;
+                        let stride = info.stride()[0] as usize;
+                        let i = 10 * stride + 10 * 3;
+                        *rgb.lock().unwrap() = Some([map[i], map[i + 1], map[i + 2]]);
+                        *count.lock().unwrap() += 1;
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            for e in [&decode, &convert, sink.upcast_ref()] {
+                e.sync_state_with_parent().unwrap();
+            }
+            pad.link(&decode.static_pad("sink").unwrap()).unwrap();
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        Browser {
+            pipeline,
+            webrtc,
+            last_rgb,
+            frames,
+        }
+    }
+
+    pub async fn offer(&self) -> String {
+        let (promise, fut) = gst::Promise::new_future();
+        self.webrtc
+            .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        let reply = fut.await.unwrap().unwrap();
+        let offer = reply
+            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+            .unwrap();
+        self.webrtc
+            .emit_by_name::<()>("set-local-description", &[&offer, &None::<gst::Promise>]);
+        offer.sdp().as_text().unwrap()
+    }
+
+    pub fn set_answer(&self, sdp: &str) {
+        let msg = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes()).unwrap();
+        let answer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, msg);
+        self.webrtc
+            .emit_by_name::<()>("set-remote-description", &[&answer, &None::<gst::Promise>]);
+    }
+
+    pub fn state(&self) -> gst_webrtc::WebRTCPeerConnectionState {
+        self.webrtc.property("connection-state")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+pub fn close(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (*x as i32 - y as i32).abs() <= 40)
+}
