@@ -8,6 +8,7 @@ use vdesk_protocol::{
 };
 
 use super::*;
+use crate::auth::AgentToken;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
@@ -42,10 +43,13 @@ impl Fixture {
     fn new() -> Self {
         let relay = Relay::new(
             RelayConfig {
-                agent_token: AgentToken::new(TOKEN),
+                agent_auth: AgentToken::new(TOKEN).into(),
                 ice_servers: vec![],
+                turn: None,
                 idle_timeout: Duration::from_secs(30),
                 tombstone_ttl: TOMBSTONE_TTL,
+                max_sessions_per_vm: 0,
+                max_sessions_per_token: 0,
             },
             [vm("known")],
         );
