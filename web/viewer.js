@@ -2,7 +2,15 @@
 // VdeskViewer on <video id="screen">, and turns its events into the loading overlay and the error
 // panel. All WebRTC and signalling lives in vdesk.js; nothing here talks to the network.
 
-import { VdeskViewer, STAGE_LABELS, STAGES, describeError, isValidVmId, vmIdFromPath } from './vdesk.js';
+import {
+  VdeskViewer,
+  STAGE_LABELS,
+  STAGES,
+  describeError,
+  isValidVmId,
+  tokenFromSearch,
+  vmIdFromPath,
+} from './vdesk.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('screen');
@@ -76,7 +84,8 @@ if (!isValidVmId(vmId)) {
   document.querySelector('#error .actions').hidden = true;
   window.vdeskViewer = null;
 } else {
-  const viewer = new VdeskViewer(video, { vmId });
+  // The viewer link's token (`?token=...`) goes with every request of the viewer.
+  const viewer = new VdeskViewer(video, { vmId, token: tokenFromSearch(location.search) });
   window.vdeskViewer = viewer;
 
   viewer.addEventListener('stage', ({ detail: { stage } }) => {
