@@ -36,11 +36,16 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    // At trace level these log whole WebSocket frames, an agent's hello (and its secret) too.
+    for quiet in ["tungstenite=debug", "tokio_tungstenite=debug"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

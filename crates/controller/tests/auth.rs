@@ -122,7 +122,11 @@ async fn expired_forged_or_other_vm_tokens_are_403() {
     // The same in the query string (as the viewer's EventSource sends it).
     let resp = send(&app, anon_get(&format!("/api/vms/demo?token={expired}"))).await;
     expect_error(resp, 403, "forbidden").await;
-    let resp = send(&app, anon_get(&format!("/api/vms/demo?token={}", viewer_token("demo")))).await;
+    let resp = send(
+        &app,
+        anon_get(&format!("/api/vms/demo?token={}", viewer_token("demo"))),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -202,7 +206,10 @@ async fn an_agent_secret_registers_its_own_vm_only() {
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
     agent.send(json!({"type": "hello", "vmId": "a", "token": TOKEN,
                       "protocolVersion": 1, "agentVersion": "test"}));
-    assert!(matches!(agent.recv().await, ControllerToAgent::Error { .. }));
+    assert!(matches!(
+        agent.recv().await,
+        ControllerToAgent::Error { .. }
+    ));
 
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
     agent.send(json!({"type": "hello", "vmId": "a", "token": a_secret,
@@ -227,23 +234,38 @@ async fn agent_http_routes_need_the_secret_of_the_sessions_vm() {
     let secret = ControllerSecret::new(SECRET);
     let demo_secret = secret.agent_secret(&VmId::new("demo").unwrap());
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(json!({"type": "hello", "vmId": "demo", "token": demo_secret,
-                      "protocolVersion": 1, "agentVersion": "test"}));
-    assert!(matches!(agent.recv().await, ControllerToAgent::Welcome { .. }));
+    agent.send(
+        json!({"type": "hello", "vmId": "demo", "token": demo_secret,
+                      "protocolVersion": 1, "agentVersion": "test"}),
+    );
+    assert!(matches!(
+        agent.recv().await,
+        ControllerToAgent::Welcome { .. }
+    ));
     let (id, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
     let base = format!("/api/webrtc/session/{id}");
     let body = json!({"candidate": cand(3), "from": "vm"});
     let other_secret = secret.agent_secret(&VmId::new("other").unwrap());
-    for token in [None, Some(other_secret.as_str()), Some(viewer_token("demo").as_str())] {
+    for token in [
+        None,
+        Some(other_secret.as_str()),
+        Some(viewer_token("demo").as_str()),
+    ] {
         let mut req = anon_post_json(&format!("{base}/candidate"), &body);
         if let Some(t) = token {
             req = bearer(req, t);
         }
         expect_error(send(&app, req).await, 401, "unauthorized").await;
     }
-    let req = bearer(anon_post_json(&format!("{base}/candidate"), &body), &demo_secret);
+    let req = bearer(
+        anon_post_json(&format!("{base}/candidate"), &body),
+        &demo_secret,
+    );
     assert_eq!(send(&app, req).await.status(), 204);
-    let req = bearer(anon_get(&format!("{base}/candidates/browser")), &demo_secret);
+    let req = bearer(
+        anon_get(&format!("{base}/candidates/browser")),
+        &demo_secret,
+    );
     assert_eq!(send(&app, req).await.status(), 200);
 }
 
@@ -254,10 +276,16 @@ async fn admin_api_mints_links_that_work() {
     let body = json!({"vmId": "demo", "permission": "control", "ttl": "15m"});
     let req = anon_post_json("/api/admin/links", &body);
     expect_error(send(&app, req).await, 401, "unauthorized").await;
-    let req = bearer(anon_post_json("/api/admin/links", &body), "wrong-admin-token-000");
+    let req = bearer(
+        anon_post_json("/api/admin/links", &body),
+        "wrong-admin-token-000",
+    );
     expect_error(send(&app, req).await, 403, "forbidden").await;
     // A viewer token is not an admin token.
-    let req = bearer(anon_post_json("/api/admin/links", &body), &viewer_token("demo"));
+    let req = bearer(
+        anon_post_json("/api/admin/links", &body),
+        &viewer_token("demo"),
+    );
     expect_error(send(&app, req).await, 403, "forbidden").await;
     let req = bearer(anon_get("/api/vms"), &viewer_token("demo"));
     expect_error(send(&app, req).await, 403, "forbidden").await;
@@ -275,7 +303,10 @@ async fn admin_api_mints_links_that_work() {
     );
     assert_eq!(v["permission"], "control");
     let exp = v["expiresAt"].as_u64().unwrap();
-    assert!((unix_now() + 890..=unix_now() + 900).contains(&exp), "{exp}");
+    assert!(
+        (unix_now() + 890..=unix_now() + 900).contains(&exp),
+        "{exp}"
+    );
     let resp = send(&app, bearer(anon_get("/api/vms/demo"), token)).await;
     assert_eq!(resp.status(), 200);
 
@@ -339,7 +370,10 @@ async fn session_caps_refuse_with_429_and_disturb_nothing() {
     let link = mint("demo", Permission::View);
     let (first, _) = create_with(&app, &mut agent, &link).await;
     create_with(&app, &mut agent, &link).await;
-    let req = bearer(anon_post_json("/api/webrtc/session", &offer_body("demo")), &link);
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &link,
+    );
     let msg = expect_error(send(&app, req).await, 429, "too_many_requests").await;
     assert!(msg.contains("--max-sessions-per-token"), "{msg}");
     create_with(&app, &mut agent, &mint("demo", Permission::View)).await;
@@ -357,7 +391,9 @@ async fn session_caps_refuse_with_429_and_disturb_nothing() {
     )
     .await;
     assert_eq!(resp.status(), 204);
-    assert!(matches!(agent.recv().await, ControllerToAgent::EndSession { session_id, .. } if session_id == first));
+    assert!(
+        matches!(agent.recv().await, ControllerToAgent::EndSession { session_id, .. } if session_id == first)
+    );
     create_with(&app, &mut agent, &link).await;
 }
 
@@ -372,9 +408,16 @@ async fn rate_limits_give_429_with_retry_after() {
     let link = mint("demo", Permission::View);
     let (id, _) = create_with(&app, &mut agent, &link).await;
     create_with(&app, &mut agent, &link).await;
-    let req = bearer(anon_post_json("/api/webrtc/session", &offer_body("demo")), &link);
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &link,
+    );
     let resp = send(&app, req).await;
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=30).contains(&retry), "{retry}");
     expect_error(resp, 429, "too_many_requests").await;
     // Another link is not limited by this one.
@@ -410,7 +453,10 @@ async fn turn_rest_credentials_for_viewer_and_agent() {
         let (exp, rest) = user.split_once(':').unwrap();
         assert_eq!(rest, label);
         let exp: u64 = exp.parse().unwrap();
-        assert!((unix_now() + 590..=unix_now() + 600).contains(&exp), "{exp}");
+        assert!(
+            (unix_now() + 590..=unix_now() + 600).contains(&exp),
+            "{exp}"
+        );
         assert_eq!(
             server["credential"].as_str().unwrap(),
             credential("turn-shared-secret", user)
@@ -432,7 +478,10 @@ async fn turn_rest_credentials_for_viewer_and_agent() {
         other => panic!("{other:?}"),
     }
     let resp = send(&app, post_json("/api/webrtc/session", &offer_body("demo"))).await;
-    let id = body_json(resp).await["sessionId"].as_str().unwrap().to_owned();
+    let id = body_json(resp).await["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     match agent.recv().await {
         ControllerToAgent::Offer { ice_servers, .. } => {
             check(&serde_json::to_value(&ice_servers[1]).unwrap(), &id)
