@@ -72,6 +72,8 @@ struct Stats {
 }
 
 type Shared = Arc<Mutex<Stats>>;
+/// Per session: the VM index of the agent that got its offer, and the browser candidates' seqs.
+type Received = HashMap<String, (usize, Vec<usize>)>;
 
 fn fail(stats: &Shared, e: String) {
     let mut s = stats.lock().unwrap();
@@ -193,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     // arrives (so that both directions are measured while every session is open); record what
     // arrives for each session.
     // received[session] = (vm of the agent that got it, browser candidate seqs in arrival order)
-    let received: Arc<Mutex<HashMap<String, (usize, Vec<usize>)>>> = Arc::default();
+    let received: Arc<Mutex<Received>> = Arc::default();
     let mut agents = Vec::new();
     for vm_index in 0..args.vms {
         let vm = VmId::new(format!("vm-{vm_index}"))?;
