@@ -6,7 +6,7 @@
 //! open, after they closed) and the relay latency (send -> receipt) percentiles.
 //!
 //! ```sh
-//! cargo build --release -p vdesk-controller --examples
+//! cargo build --release -p vdesk-controller --bins --examples
 //! target/release/examples/load --sessions 1000 --vms 50 --candidates 10
 //! ```
 //! Exits non-zero if any check fails. Not a test of speed: it reports, it does not assert times.
@@ -87,6 +87,10 @@ struct Args {
     sessions: usize,
     vms: usize,
     candidates: usize,
+    /// Pause between a viewer's candidate posts (0 = all at once).
+    pace: Duration,
+    /// Wait after the sessions closed before the last RSS reading (tombstones last 60 s).
+    linger: Duration,
     bin: PathBuf,
 }
 
@@ -95,6 +99,8 @@ fn args() -> anyhow::Result<Args> {
         sessions: 1000,
         vms: 50,
         candidates: 10,
+        pace: Duration::ZERO,
+        linger: Duration::from_millis(500),
         bin: std::env::current_exe()?
             .parent()
             .and_then(|p| p.parent())
@@ -108,8 +114,13 @@ fn args() -> anyhow::Result<Args> {
             "--sessions" => a.sessions = v.parse()?,
             "--vms" => a.vms = v.parse()?,
             "--candidates" => a.candidates = v.parse()?,
+            "--pace-ms" => a.pace = Duration::from_millis(v.parse()?),
+            "--linger-s" => a.linger = Duration::from_secs(v.parse()?),
             "--bin" => a.bin = v.into(),
-            _ => bail!("unknown flag {flag} (--sessions N --vms N --candidates N --bin PATH)"),
+            _ => bail!(
+                "unknown flag {flag} (--sessions N --vms N --candidates N --pace-ms MS \
+                 --linger-s S --bin PATH)"
+            ),
         }
     }
     ensure!(
@@ -191,9 +202,9 @@ async fn main() -> anyhow::Result<()> {
     let stats: Shared = Arc::default();
     let k = args.candidates;
 
-    // Agents: answer each offer at once; send their k candidates when the viewer's first one
-    // arrives (so that both directions are measured while every session is open); record what
-    // arrives for each session.
+    // Agents: answer each offer at once; answer each browser candidate with one of their own
+    // (so that both directions flow at the viewers' pace, while every session is open); record
+    // what arrives for each session.
     // received[session] = (vm of the agent that got it, browser candidate seqs in arrival order)
     let received: Arc<Mutex<Received>> = Arc::default();
     let mut agents = Vec::new();
@@ -243,14 +254,10 @@ async fn main() -> anyhow::Result<()> {
                             fail(&stats, format!("agent vm-{vm_index}: candidate for a session it was not offered"));
                         }
                         let sid = sid.to_owned();
-                        if seq == 0 {
-                            for seq in 0..k {
-                                let m = json!({"type": "candidate", "sessionId": sid,
-                                    "candidate": {"candidate": candidate(&sid, seq), "sdpMLineIndex": 0}});
-                                if ws.send(Message::Text(m.to_string().into())).await.is_err() {
-                                    return;
-                                }
-                            }
+                        let m = json!({"type": "candidate", "sessionId": sid,
+                            "candidate": {"candidate": candidate(&sid, seq), "sdpMLineIndex": 0}});
+                        if ws.send(Message::Text(m.to_string().into())).await.is_err() {
+                            return;
                         }
                     }
                     Some("welcome") | Some("endSession") => {}
@@ -271,9 +278,10 @@ async fn main() -> anyhow::Result<()> {
         let token = mint(&secret, &vm, Permission::View, unix_now() + 3600);
         let (http, base, stats) = (http.clone(), base.clone(), stats.clone());
         let (all_open, all_done, created) = (all_open.clone(), all_done.clone(), created.clone());
+        let pace = args.pace;
         viewers.push(tokio::spawn(async move {
             let r = viewer(
-                &http, &base, &vm, &token, k, &stats, &all_open, &all_done, &created,
+                &http, &base, &vm, &token, k, pace, &stats, &all_open, &all_done, &created,
             )
             .await;
             if let Err(e) = r {
@@ -293,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
     for v in viewers {
         v.await?;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(args.linger).await;
     let (rss_after, _) = rss(pid);
 
     // Every session: exactly k browser candidates, in order, at the agent of its VM.
@@ -321,8 +329,12 @@ async fn main() -> anyhow::Result<()> {
     println!("## Signalling load: result");
     println!();
     println!(
-        "- sessions: {} over {} VMs; per session an offer, an answer and {} candidates each way",
-        args.sessions, args.vms, k
+        "- sessions: {} over {} VMs; per session an offer, an answer and {} candidates each way, \
+         one every {} ms per session",
+        args.sessions,
+        args.vms,
+        k,
+        args.pace.as_millis()
     );
     println!(
         "- messages relayed: {} to agents, {} to viewers; errors (lost, duplicated, reordered, misdelivered): {}",
@@ -344,14 +356,24 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "- controller RSS: {} KiB idle, {} KiB with all sessions open (peak {} KiB), {} KiB after they closed",
-        rss_idle, rss_peak, hwm, rss_after
+        "- controller RSS: {} KiB idle, {} KiB with all sessions open (peak {} KiB), {} KiB {:.1} s after they closed",
+        rss_idle,
+        rss_peak,
+        hwm,
+        rss_after,
+        args.linger.as_secs_f64()
     );
     drop(controller);
     if !stats.errors.is_empty() {
         bail!("{} errors, first: {}", stats.errors.len(), stats.errors[0]);
     }
     Ok(())
+}
+
+/// A number in [0, 1) from the session id (random already).
+fn rand_fraction(sid: &str) -> f64 {
+    let v = u32::from_str_radix(sid.get(..8).unwrap_or("0"), 16).unwrap_or(0);
+    f64::from(v) / (f64::from(u32::MAX) + 1.0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -361,6 +383,7 @@ async fn viewer(
     vm: &VmId,
     token: &str,
     k: usize,
+    pace: Duration,
     stats: &Shared,
     all_open: &Barrier,
     all_done: &Barrier,
@@ -389,7 +412,12 @@ async fn viewer(
 
         let session = format!("{base}/api/webrtc/session/{sid}");
         let post = async {
+            // Start at a random point of the first interval, as real viewers would.
+            tokio::time::sleep(pace.mul_f64(rand_fraction(&sid))).await;
             for seq in 0..k {
+                if seq > 0 {
+                    tokio::time::sleep(pace).await;
+                }
                 let body = json!({"candidate": {"candidate": candidate(&sid, seq), "sdpMLineIndex": 0},
                                   "from": "browser"});
                 let r = http
