@@ -489,3 +489,51 @@ async fn turn_rest_credentials_for_viewer_and_agent() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn rate_limits_count_per_client_ip_too() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let mut config = config();
+    config.session_rate_limit = 2;
+    config.trust_forwarded_for = true;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let _agent = FakeAgent::registered(&state, "demo").await;
+    // Each request with a new link, from `peer` (and maybe through a proxy saying `forwarded`).
+    let create = |peer: &str, forwarded: Option<&str>| {
+        let mut req = bearer(
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+            &mint("demo", Permission::View),
+        );
+        let addr: SocketAddr = peer.parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        if let Some(f) = forwarded {
+            req.headers_mut()
+                .insert("x-forwarded-for", f.parse().unwrap());
+        }
+        req
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, create("192.0.2.1:1000", None)).await.status(),
+            201
+        );
+    }
+    let resp = send(&app, create("192.0.2.1:1001", None)).await;
+    expect_error(resp, 429, "too_many_requests").await;
+    assert_eq!(
+        send(&app, create("192.0.2.2:1000", None)).await.status(),
+        201
+    );
+    // Behind a trusted proxy the last X-Forwarded-For entry is the client.
+    let proxy = "127.0.0.1:5000";
+    for _ in 0..2 {
+        let resp = send(&app, create(proxy, Some("203.0.113.9, 198.51.100.7"))).await;
+        assert_eq!(resp.status(), 201);
+    }
+    let resp = send(&app, create(proxy, Some("203.0.113.9, 198.51.100.7"))).await;
+    expect_error(resp, 429, "too_many_requests").await;
+    let resp = send(&app, create(proxy, Some("198.51.100.8"))).await;
+    assert_eq!(resp.status(), 201);
+}
