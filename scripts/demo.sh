@@ -63,11 +63,11 @@ convert -size "${w}x${h}" gradient:'#3b4252-#1d2230' "$run_dir/bg.png" \
   && { display -window root "$run_dir/bg.png" >/dev/null 2>&1 || true; }
 openbox >"$run_dir/openbox.log" 2>&1 &
 pids+=($!)
-xterm -geometry 90x24+60+60 -fa Monospace -fs 11 -bg '#0f1419' -fg '#d8dee9' \
+xterm -geometry 80x20+40+40 -fa Monospace -fs 10 -bg '#0f1419' -fg '#d8dee9' \
   -T "vdesk demo" -e bash -c 'echo "This is the VM desktop, streamed by vdesk over WebRTC."; echo; exec bash' \
   >/dev/null 2>&1 &
 pids+=($!)
-xclock -geometry 180x180-60+60 -update 1 >/dev/null 2>&1 &
+xclock -geometry 220x220-40+40 -update 1 >/dev/null 2>&1 &
 pids+=($!)
 
 secret=${VDESK_SECRET:-$(openssl rand -hex 32)}

@@ -9,9 +9,12 @@ packages=(
   pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools
-  xvfb x11-utils x11-xserver-utils openbox xterm x11-apps
+  xvfb x11-utils x11-xserver-utils x11-xkb-utils xclip openbox xterm x11-apps
   chromium imagemagick openssl curl
 )
+# Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
+read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"
+packages+=("${extra[@]}" iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -144,6 +144,98 @@ export interface EndedEvent {
 export type ControllerToViewer = AnswerEvent | CandidateEvent | PeerStateEvent | EndedEvent;
 
 // ---------------------------------------------------------------------------------------------
+// Remote control, on the data channels (input.js; Rust: crates/protocol/src/input.rs)
+// ---------------------------------------------------------------------------------------------
+
+/** A position in the w×h frame the viewer shows; the agent scales it to the screen. */
+export interface FramePoint {
+  x: number;
+  y: number;
+  w: number;
+  h: number;
+}
+
+/** On the 'pointer' channel (unordered, no retransmits). */
+export interface PointerMoveMessage extends FramePoint {
+  type: 'pointerMove';
+}
+
+/** X button numbers: 1 left, 2 middle, 3 right, 8 back, 9 forward. */
+export interface PointerButtonMessage extends FramePoint {
+  type: 'pointerButton';
+  button: 1 | 2 | 3 | 8 | 9;
+  down: boolean;
+}
+
+/** Notches: dy > 0 down (X button 5), dy < 0 up (4), dx < 0 left (6), dx > 0 right (7). */
+export interface WheelMessage extends FramePoint {
+  type: 'wheel';
+  dx: number;
+  dy: number;
+}
+
+/** KeyboardEvent.key and .code. */
+export interface KeyMessage {
+  type: 'key';
+  key: string;
+  code: string;
+  down: boolean;
+}
+
+export interface ReleaseAllMessage {
+  type: 'releaseAll';
+}
+
+/** Clipboard text in pieces of at most 8 KiB of UTF-8, `more` on all but the last; 1 MiB in all. */
+export interface ClipboardMessage {
+  type: 'clipboard';
+  text: string;
+  more?: boolean;
+}
+
+export interface ResizeMessage {
+  type: 'resize';
+  width: number;
+  height: number;
+}
+
+/** Viewer -> agent (Rust: ViewerToAgent). */
+export type ViewerToAgent =
+  | PointerMoveMessage
+  | PointerButtonMessage
+  | WheelMessage
+  | KeyMessage
+  | ReleaseAllMessage
+  | ClipboardMessage
+  | ResizeMessage;
+
+/** The VM's cursor: straight-alpha RGBA, base64; 0×0 = hidden. */
+export interface CursorMessage {
+  type: 'cursor';
+  width: number;
+  height: number;
+  xhot: number;
+  yhot: number;
+  rgba: string;
+}
+
+export interface ScreenSizeMessage {
+  type: 'screenSize';
+  width: number;
+  height: number;
+}
+
+/** Something not done, once per kind: 'view_only', 'input_unavailable', 'resize_disabled', ... */
+export interface NoticeMessage {
+  type: 'notice';
+  code: string;
+  message: string;
+}
+
+/** Agent -> viewer (Rust: AgentToViewer). */
+export type AgentToViewer = CursorMessage | ClipboardMessage | ScreenSizeMessage | NoticeMessage;
+
+// ---------------------------------------------------------------------------------------------
 // Stages and errors
 // ---------------------------------------------------------------------------------------------
 
@@ -267,6 +359,51 @@ export interface VdeskViewerOptions {
   token?: string | null;
   /** Where the `[WebRTC] ...` lines go. Default console; null for silence. */
   logger?: Pick<Console, 'log'> & Partial<Pick<Console, 'debug' | 'info' | 'warn' | 'error'>> | null;
+  /** Remote control (input.js): false for a watch-only viewer. Default {}. */
+  input?: false | VdeskInputOptions;
+}
+
+export interface VdeskInputOptions {
+  /** 'fit' (scaled into the element, letterboxed) or '1:1' (one VM pixel per CSS pixel). */
+  scaling?: 'fit' | '1:1';
+  /** Ask the VM to take the element's size (the agent needs --allow-resize). Default false. */
+  resize?: boolean;
+  /** Carry clipboard text both ways. Default true. */
+  clipboard?: boolean;
+}
+
+export interface VdeskInputEventMap {
+  cursor: CustomEvent<{ width: number; height: number; xhot: number; yhot: number; css: string }>;
+  clipboard: CustomEvent<{ text: string }>;
+  screensize: CustomEvent<{ width: number; height: number }>;
+  notice: CustomEvent<{ code: string; message: string }>;
+}
+
+/** Remote control of one viewer (`viewer.input`). */
+export class VdeskInput extends EventTarget {
+  readonly scaling: 'fit' | '1:1';
+  /** Keys and buttons held now. */
+  readonly held: number;
+  /** The VM's clipboard text, once it sent one. */
+  remoteClipboard: string | null;
+  /** The VM's screen size, once the agent said. */
+  screenSize: { width: number; height: number } | null;
+  setScaling(mode: 'fit' | '1:1'): void;
+  setResize(on: boolean): void;
+  /** Sends text to the VM's CLIPBOARD (also done on paste). False if over 1 MiB. */
+  sendClipboard(text: string): boolean;
+  /** Releases every key and button held (done on blur, hidden page, channel close). */
+  releaseAll(): void;
+  addEventListener<K extends keyof VdeskInputEventMap>(
+    type: K,
+    listener: (this: VdeskInput, ev: VdeskInputEventMap[K]) => unknown,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
 }
 
 export interface VdeskViewerEventMap {
@@ -288,6 +425,8 @@ export class VdeskViewer extends EventTarget {
   readonly vmId: VmId;
   /** The 'input' data channel of the current attempt (for remote control), or null. */
   readonly inputChannel: RTCDataChannel | null;
+  /** Remote control, or null when made with `input: false`. */
+  readonly input: VdeskInput | null;
   /** The last error reported since the last first frame, or null. */
   readonly lastError: ErrorInfo | null;
   /** Attempts started so far. */

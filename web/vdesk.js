@@ -12,6 +12,8 @@
 // ---------------------------------------------------------------------------------------------
 
 /** The stages of one attempt, in order. */
+import { VdeskInput } from './input.js';
+
 export const STAGES = Object.freeze([
   'idle',
   'signalling',
@@ -498,6 +500,7 @@ export class VdeskViewer extends EventTarget {
   #retryTimer = null;
   #lastError = null;
   #pageHandlers = null;
+  #input = null;
 
   constructor(videoElement, options = {}) {
     super();
@@ -514,6 +517,13 @@ export class VdeskViewer extends EventTarget {
     if (typeof vmId !== 'string' || !vmId) throw new TypeError('VdeskViewer: options.vmId is required');
     this.#video = videoElement;
     this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, token };
+    // Remote control (input.js); `input: false` makes a watch-only viewer.
+    if (options.input !== false) this.#input = new VdeskInput(videoElement, { logger, ...(options.input ?? {}) });
+  }
+
+  /** Remote control of this viewer (keys, pointer, cursor, clipboard, resize), or null. */
+  get input() {
+    return this.#input;
   }
 
   /** The current stage (see STAGES). */
@@ -642,7 +652,9 @@ export class VdeskViewer extends EventTarget {
     a.pc = pc;
     this.#wirePeer(a, pc);
     pc.addTransceiver('video', { direction: 'recvonly' });
+    if (this.#input) a.pointerDc = pc.createDataChannel('pointer', { ordered: false, maxRetransmits: 0 });
     a.dc = pc.createDataChannel('input');
+    this.#input?.attach(a.dc, a.pointerDc);
     await pc.setLocalDescription(await pc.createOffer());
     if (a.dead) return;
     this.#log('log', '[WebRTC] Sending offer to controller');
@@ -992,8 +1004,10 @@ export class VdeskViewer extends EventTarget {
       const pc = a.pc;
       pc.oniceconnectionstatechange = pc.onconnectionstatechange = pc.onicecandidate = null;
       pc.ontrack = pc.onicegatheringstatechange = null;
+      if (this.#input && a.dc) this.#input.detach();
       try {
         a.dc?.close();
+        a.pointerDc?.close();
         pc.close();
       } catch {
         // already closed

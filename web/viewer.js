@@ -84,8 +84,15 @@ if (!isValidVmId(vmId)) {
   document.querySelector('#error .actions').hidden = true;
   window.vdeskViewer = null;
 } else {
+  // ?scale=1:1 shows one VM pixel per CSS pixel (default: fit); ?resize=1 asks the VM to take
+  // the window's size (the agent needs --allow-resize).
+  const params = new URLSearchParams(location.search);
   // The viewer link's token (`?token=...`) goes with every request of the viewer.
-  const viewer = new VdeskViewer(video, { vmId, token: tokenFromSearch(location.search) });
+  const viewer = new VdeskViewer(video, {
+    vmId,
+    token: tokenFromSearch(location.search),
+    input: { scaling: params.get('scale') === '1:1' ? '1:1' : 'fit', resize: params.get('resize') === '1' },
+  });
   window.vdeskViewer = viewer;
 
   viewer.addEventListener('stage', ({ detail: { stage } }) => {

@@ -146,6 +146,18 @@ describe('every fixture fits vdesk.d.ts', () => {
         assert.match(dts, new RegExp(`type: '${m.json.type}';`), `${m.name}: a declaration with type '${m.json.type}'`);
         continue;
       }
+      if (m.rust === 'ViewerToAgent' || m.rust === 'AgentToViewer') {
+        // The interface in the union whose `type` is this one (FramePoint fields are inherited).
+        const union = new RegExp(`export type ${m.rust} =([\\s\\S]*?);`).exec(dts)?.[1] ?? '';
+        const names = [...union.matchAll(/(\w+Message)/g)].map((x) => x[1]);
+        const name = names.find((n) => new RegExp(`type: '${m.json.type}';`).test(block(n) ?? ''));
+        assert.ok(name, `${m.name}: no interface with type '${m.json.type}' in ${m.rust}`);
+        const body = block(name) + (/extends FramePoint/.test(dts.split(`interface ${name}`)[1]?.split('{')[0] ?? '') ? block('FramePoint') : '');
+        for (const key of Object.keys(m.json)) {
+          assert.match(body, new RegExp(`\\b${key}\\??:`), `${m.name}: ${name} has no field ${key}`);
+        }
+        continue;
+      }
       const name = m.rust ?? 'AnswerPending';
       const body = block(name);
       assert.ok(body, `${m.name}: no interface ${name} in vdesk.d.ts`);

@@ -47,7 +47,13 @@ pub struct CodecChoice {
     pub profile_level_id: Option<String>,
     /// Index of the offer's video m-line.
     pub mline: u32,
+    /// The id the offer gives the playout-delay RTP header extension, if it offers it. With it
+    /// the agent tells the browser to play each frame at once (min = max = 0 ms delay).
+    pub playout_delay_ext: Option<u8>,
 }
+
+/// URI of the RTP header extension that asks the receiver for a playout delay (Chrome honours it).
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 
 /// Why no codec could be chosen; shown to the viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +94,11 @@ impl Format {
 
 /// Chooses the first codec of `preferences` that the offer's first video m-line accepts.
 pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, CodecError> {
-    let (mline, formats) = video_formats(offer_sdp).ok_or(CodecError::NoVideo)?;
+    let (mline, formats, extmaps) = video_formats(offer_sdp).ok_or(CodecError::NoVideo)?;
+    let playout_delay_ext = extmaps
+        .iter()
+        .find(|(_, uri)| uri == PLAYOUT_DELAY_URI)
+        .map(|(id, _)| *id);
     for &codec in preferences {
         let found = match codec {
             Codec::Vp8 => formats
@@ -103,6 +113,7 @@ pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, Cod
                 payload_type,
                 profile_level_id,
                 mline,
+                playout_delay_ext,
             });
         }
     }
@@ -138,11 +149,14 @@ fn best_h264(formats: &[Format]) -> Option<(u8, Option<String>)> {
     })
 }
 
-/// The formats of the first `m=video` section, in offer order, with their rtpmap and fmtp.
-fn video_formats(sdp: &str) -> Option<(u32, Vec<Format>)> {
+/// The formats of the first `m=video` section, in offer order, with their rtpmap and fmtp, and
+/// its one-byte header extensions (`a=extmap`, ids 1-14) as (id, uri).
+#[allow(clippy::type_complexity)]
+fn video_formats(sdp: &str) -> Option<(u32, Vec<Format>, Vec<(u8, String)>)> {
     let mut mline_index: i64 = -1;
     let mut in_video = false;
     let mut found: Option<(u32, Vec<Format>)> = None;
+    let mut extmaps = Vec::new();
     for line in sdp.lines().map(str::trim_end) {
         if let Some(rest) = line.strip_prefix("m=") {
             if found.is_some() {
@@ -172,7 +186,15 @@ fn video_formats(sdp: &str) -> Option<(u32, Vec<Format>)> {
         let Some((_, formats)) = found.as_mut() else {
             continue;
         };
-        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+        if let Some(rest) = line.strip_prefix("a=extmap:") {
+            if let Some((id, uri)) = rest.split_once(' ') {
+                let id = id.split('/').next().unwrap_or("");
+                if let Ok(id @ 1..=14) = id.parse::<u8>() {
+                    let uri = uri.split_whitespace().next().unwrap_or("");
+                    extmaps.push((id, uri.to_owned()));
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
             if let Some((pt, enc)) = parse_pt(rest) {
                 if let Some(f) = formats.iter_mut().find(|f| f.pt == pt) {
                     f.name = enc.split('/').next().unwrap_or("").to_owned();
@@ -191,10 +213,8 @@ fn video_formats(sdp: &str) -> Option<(u32, Vec<Format>)> {
         }
     }
     found.map(|(i, formats)| {
-        (
-            i,
-            formats.into_iter().filter(|f| !f.name.is_empty()).collect(),
-        )
+        let formats = formats.into_iter().filter(|f| !f.name.is_empty()).collect();
+        (i, formats, extmaps)
     })
 }
 
@@ -216,6 +236,8 @@ a=group:BUNDLE 0 1\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 104 105 106 107 108 109 127 125 39 40\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:0\r\n\
+a=extmap:1 urn:ietf:params:rtp-hdrext:toffset\r\n\
+a=extmap:6 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r\n\
 a=recvonly\r\n\
 a=rtpmap:96 VP8/90000\r\n\
 a=rtcp-fb:96 nack pli\r\n\
@@ -243,6 +265,7 @@ a=mid:1\r\n";
         assert_eq!(c.payload_type, 106);
         assert_eq!(c.profile_level_id.as_deref(), Some("42e01f"));
         assert_eq!(c.mline, 0);
+        assert_eq!(c.playout_delay_ext, Some(6));
     }
 
     #[test]
@@ -274,7 +297,9 @@ m=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\n";
     fn video_mline_index_counts_earlier_sections() {
         let offer = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 100\r\na=rtpmap:100 VP8/90000\r\n";
-        assert_eq!(choose(offer, &[Codec::Vp8]).unwrap().mline, 1);
+        let c = choose(offer, &[Codec::Vp8]).unwrap();
+        assert_eq!(c.mline, 1);
+        assert_eq!(c.playout_delay_ext, None, "not offered, not used");
     }
 
     #[test]

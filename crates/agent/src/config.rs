@@ -7,7 +7,8 @@ use url::Url;
 use vdesk_protocol::VmId;
 
 use crate::codec::Codec;
-use crate::pipeline::MediaSettings;
+use crate::input::InputSettings;
+use crate::pipeline::{CaptureMode, MediaSettings};
 
 /// vdesk agent: streams this VM's X display to browsers over WebRTC.
 ///
@@ -66,6 +67,17 @@ pub struct Args {
     )]
     pub codecs: Vec<Codec>,
 
+    /// How to capture the screen: "damage" sends a frame as soon as X reports a change (lowest
+    /// latency, near-zero cost on a static screen; needs the DAMAGE and XFIXES extensions);
+    /// "ximagesrc" captures at a fixed --framerate and draws the pointer into the picture.
+    #[arg(
+        long,
+        env = "VDESK_CAPTURE",
+        default_value = "damage",
+        value_name = "MODE"
+    )]
+    pub capture: CaptureMode,
+
     /// Most viewers streamed at once; further offers are refused with a clear error.
     #[arg(
         long,
@@ -74,6 +86,17 @@ pub struct Args {
         value_name = "N"
     )]
     pub max_sessions: usize,
+
+    /// Let viewers set the screen size to their window's (RandR). On Xvfb the screen can only
+    /// shrink below the size Xvfb was started with.
+    #[arg(long, env = "VDESK_ALLOW_RESIZE")]
+    pub allow_resize: bool,
+
+    /// Draw the X cursor into the video for every viewer. By default a viewer with control draws
+    /// the cursor itself (sent as an image on change), which keeps pointer motion local; a
+    /// view-only viewer always gets it in the video.
+    #[arg(long, env = "VDESK_STREAM_CURSOR")]
+    pub stream_cursor: bool,
 
     /// Log filter (tracing's EnvFilter syntax), e.g. info or vdesk_agent=debug.
     #[arg(long, env = "VDESK_LOG", default_value = "info", value_name = "FILTER")]
@@ -90,6 +113,7 @@ pub struct Config {
     pub media: MediaSettings,
     pub codecs: Vec<Codec>,
     pub max_sessions: usize,
+    pub input: InputSettings,
 }
 
 /// A flag that is wrong, and why.
@@ -143,11 +167,16 @@ impl Config {
             ws_url,
             vm_id,
             token: args.token.clone(),
+            input: InputSettings {
+                display: display.clone(),
+                allow_resize: args.allow_resize,
+            },
             media: MediaSettings {
                 display,
+                capture: args.capture,
                 framerate: args.framerate,
                 bitrate_kbps: args.bitrate_kbps,
-                show_pointer: true,
+                show_pointer: args.stream_cursor,
             },
             codecs: args.codecs.clone(),
             max_sessions: args.max_sessions,

@@ -1,9 +1,11 @@
 //! vdesk agent library: runs inside a VM, connects out to the controller, and answers each
 //! viewer's offer with a real WebRTC peer (GStreamer `webrtcbin`) streaming the X display.
 
+pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod ice;
+pub mod input;
 pub mod pipeline;
 pub mod session;
 pub mod signalling;

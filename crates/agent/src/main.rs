@@ -29,6 +29,11 @@ async fn main() -> ExitCode {
         eprintln!("vdesk-agent: {e}");
         return ExitCode::from(2);
     }
+    let warm = pipeline::warm_up(&config.codecs);
+    info!(
+        "plugins loaded and DTLS certificate ready in {} ms",
+        warm.as_millis()
+    );
     info!(vm = %config.vm_id, display = %config.media.display, controller = %config.ws_url,
           codecs = ?config.codecs, "vdesk-agent {} starting", env!("CARGO_PKG_VERSION"));
     match signalling::run(config, shutdown_signal()).await {

@@ -6,35 +6,91 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::codec::{Codec, CodecChoice};
+use crate::capture::{self, CaptureSettings};
+use crate::codec::{Codec, CodecChoice, PLAYOUT_DELAY_URI};
+
+/// How the screen is captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureMode {
+    /// Frames pushed as soon as X reports damage (see `capture.rs`); the default.
+    Damage,
+    /// GStreamer's `ximagesrc` at a fixed frame rate (draws the pointer into the picture).
+    Ximagesrc,
+}
+
+impl std::str::FromStr for CaptureMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "damage" => Ok(CaptureMode::Damage),
+            "ximagesrc" => Ok(CaptureMode::Ximagesrc),
+            other => Err(format!(
+                "unknown capture mode {other:?} (expected damage or ximagesrc)"
+            )),
+        }
+    }
+}
 
 /// Capture and encoding settings shared by every session of the agent.
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
     /// X display to capture, e.g. `:0`.
     pub display: String,
+    pub capture: CaptureMode,
     pub framerate: u32,
     pub bitrate_kbps: u32,
     /// Draw the X cursor into the stream.
     pub show_pointer: bool,
 }
 
-/// Owns a pipeline; dropping it stops the pipeline and frees everything it holds.
+/// Owns a pipeline (and its capture thread, if any); dropping it stops the pipeline, then the
+/// thread, and frees everything they hold.
 #[derive(Debug)]
-pub struct PipelineGuard(gst::Pipeline);
+pub struct PipelineGuard {
+    pipeline: gst::Pipeline,
+    // Dropped after `drop()` has stopped the pipeline: its thread sees `Flushing` and ends.
+    _capture: Option<capture::Capture>,
+}
 
 impl PipelineGuard {
     pub fn pipeline(&self) -> &gst::Pipeline {
-        &self.0
+        &self.pipeline
     }
 }
 
 impl Drop for PipelineGuard {
     fn drop(&mut self) {
-        if let Err(err) = self.0.set_state(gst::State::Null) {
-            tracing::warn!(pipeline = %self.0.name(), "could not stop pipeline: {err}");
+        if let Err(err) = self.pipeline.set_state(gst::State::Null) {
+            tracing::warn!(pipeline = %self.pipeline.name(), "could not stop pipeline: {err}");
         }
     }
+}
+
+/// Stops (`false`) and restarts (`true`) the capture element of a running pipeline: after a
+/// screen size change, `ximagesrc` has to reopen the display to capture the new size, and
+/// restarting it alone renegotiates the caps downstream (the encoder reconfigures) without
+/// touching the WebRTC connection.
+pub fn capture_restarter(
+    pipeline: &gst::Pipeline,
+) -> Option<std::sync::Arc<dyn Fn(bool) + Send + Sync>> {
+    let src = pipeline.by_name("capture")?;
+    if src.is::<gstreamer_app::AppSrc>() {
+        // Damage-driven capture follows size changes by itself (see `capture.rs`).
+        return None;
+    }
+    Some(std::sync::Arc::new(move |run: bool| {
+        let r = if run {
+            src.sync_state_with_parent().map_err(|e| e.to_string())
+        } else {
+            src.set_state(gst::State::Null)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = r {
+            let what = if run { "restart" } else { "stop" };
+            tracing::warn!("could not {what} the capture: {e}");
+        }
+    }))
 }
 
 /// Why a pipeline could not be built.
@@ -44,6 +100,8 @@ pub enum PipelineError {
     MissingElement(&'static str),
     #[error("could not link the pipeline: {0}")]
     Link(String),
+    #[error("{0}")]
+    Capture(#[from] capture::CaptureError),
 }
 
 fn make(factory: &'static str, name: Option<&str>) -> Result<gst::Element, PipelineError> {
@@ -65,19 +123,39 @@ pub fn build(
     choice: &CodecChoice,
 ) -> Result<(PipelineGuard, gst::Element), PipelineError> {
     let pipeline = gst::Pipeline::with_name(name);
-    let guard = PipelineGuard(pipeline.clone());
 
-    let src = make("ximagesrc", Some("capture"))?;
-    src.set_property("display-name", &media.display);
-    src.set_property("use-damage", false);
-    src.set_property("show-pointer", media.show_pointer);
-    let rate = make("capsfilter", None)?;
-    rate.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("framerate", gst::Fraction::new(media.framerate as i32, 1))
-            .build(),
-    );
+    let (mut chain, capture) = match media.capture {
+        CaptureMode::Ximagesrc => {
+            let src = make("ximagesrc", Some("capture"))?;
+            src.set_property("display-name", &media.display);
+            src.set_property("use-damage", false);
+            src.set_property("show-pointer", media.show_pointer);
+            let rate = make("capsfilter", None)?;
+            rate.set_property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("framerate", gst::Fraction::new(media.framerate as i32, 1))
+                    .build(),
+            );
+            (vec![src, rate], None)
+        }
+        CaptureMode::Damage => {
+            let src = gstreamer_app::AppSrc::builder().name("capture").build();
+            let capture = capture::start(
+                &media.display,
+                &src,
+                CaptureSettings {
+                    max_fps: media.framerate,
+                    idle: std::time::Duration::from_millis(500),
+                },
+            )?;
+            (vec![src.upcast()], Some(capture))
+        }
+    };
+    let guard = PipelineGuard {
+        pipeline: pipeline.clone(),
+        _capture: capture,
+    };
     let convert = make("videoconvert", None)?;
     let i420 = make("capsfilter", None)?;
     i420.set_property(
@@ -93,7 +171,7 @@ pub fn build(
     queue.set_property("max-size-time", 0u64);
     queue.set_property_from_str("leaky", "downstream");
 
-    let mut chain = vec![src, rate, convert, i420, queue];
+    chain.extend([convert, i420, queue]);
     chain.extend(encoder_chain(media, choice)?);
 
     let rtp_caps = make("capsfilter", None)?;
@@ -107,7 +185,14 @@ pub fn build(
         // intersect; webrtcbin answers with the offer's own profile-level-id.
         caps = caps.field("packetization-mode", "1");
     }
+    if let Some(id) = choice.playout_delay_ext {
+        // webrtcbin puts the extmap in the answer; the probe below writes the extension.
+        caps = caps.field(format!("extmap-{id}").as_str(), PLAYOUT_DELAY_URI);
+    }
     rtp_caps.set_property("caps", caps.build());
+    if let Some(id) = choice.playout_delay_ext {
+        add_playout_delay_probe(&rtp_caps, id);
+    }
     chain.push(rtp_caps);
 
     let webrtc = make("webrtcbin", Some("webrtc"))?;
@@ -126,6 +211,37 @@ pub fn build(
     last.link_pads(None, &webrtc, Some("sink_0"))
         .map_err(|e| PipelineError::Link(format!("payloader -> webrtcbin: {e}")))?;
     Ok((guard, webrtc))
+}
+
+/// Writes "playout delay: min 0, max 0" into every RTP packet (the webrtc.org playout-delay
+/// header extension, one-byte form, id `id`): Chrome then renders each frame as soon as it is
+/// decoded instead of holding it in its jitter buffer to smooth playback.
+fn add_playout_delay_probe(element: &gst::Element, id: u8) {
+    let Some(pad) = element.static_pad("src") else {
+        return;
+    };
+    let write = move |buf: &mut gst::BufferRef| {
+        if let Ok(mut rtp) = gstreamer_rtp::RTPBuffer::from_buffer_writable(buf) {
+            // 12 bits min, 12 bits max, in units of 10 ms: all zero.
+            let _ = rtp.add_extension_onebyte_header(id, &[0, 0, 0]);
+        }
+    };
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, info| {
+            match &mut info.data {
+                Some(gst::PadProbeData::Buffer(buf)) => write(buf.make_mut()),
+                Some(gst::PadProbeData::BufferList(list)) => {
+                    list.make_mut().foreach_mut(|mut buf, _| {
+                        write(buf.make_mut());
+                        std::ops::ControlFlow::Continue(Some(buf))
+                    });
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 /// Encoder and payloader, tuned for latency: no lookahead, no B-frames, realtime speed.
@@ -186,6 +302,7 @@ pub fn check_plugins(codecs: &[Codec]) -> Result<(), String> {
     gst::init().map_err(|e| format!("GStreamer failed to initialize: {e}"))?;
     let mut needed = vec![
         ("ximagesrc", "gstreamer1.0-x"),
+        ("appsrc", "gstreamer1.0-plugins-base"),
         ("videoconvert", "gstreamer1.0-plugins-base"),
         ("queue", "libgstreamer1.0-0"),
         ("webrtcbin", "gstreamer1.0-plugins-bad"),
@@ -220,4 +337,25 @@ pub fn check_plugins(codecs: &[Codec]) -> Result<(), String> {
             missing.join(", ")
         ))
     }
+}
+
+/// Pays the one-time costs at start-up instead of on the first viewer's clock: loads every
+/// plugin a session uses, and makes GStreamer generate (and cache for the process) the DTLS
+/// certificate that every `webrtcbin` then shares, which alone takes hundreds of milliseconds.
+/// Returns how long it took.
+pub fn warm_up(codecs: &[Codec]) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    let mut names = vec!["dtlsdec", "webrtcbin", "ximagesrc", "videoconvert", "queue"];
+    for codec in codecs {
+        match codec {
+            Codec::Vp8 => names.extend(["vp8enc", "rtpvp8pay"]),
+            Codec::H264 => names.extend(["x264enc", "h264parse", "rtph264pay"]),
+        }
+    }
+    for name in names {
+        // Created and dropped at once: only the side effects (plugin loaded, certificate
+        // cached) are wanted. A missing element was already reported by `check_plugins`.
+        let _ = gst::ElementFactory::make(name).build();
+    }
+    start.elapsed()
 }

@@ -13,10 +13,13 @@ use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
-use vdesk_protocol::{AgentToController, ErrorCode, IceCandidate, IceServer, SessionId};
+use vdesk_protocol::{
+    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, SessionId,
+};
 
 use crate::codec::{self, Codec, CodecChoice};
 use crate::ice;
+use crate::input::{InputSettings, SessionInput};
 use crate::pipeline::{self, MediaSettings, PipelineGuard};
 
 /// Why a session could not start. Sent to the viewer as the `ended` reason.
@@ -46,6 +49,8 @@ pub struct Session {
     webrtc: gst::Element,
     remote: Arc<Mutex<RemoteCandidates>>,
     choice: CodecChoice,
+    /// Remote control (dropping it releases whatever the viewer held).
+    _input: Option<Arc<SessionInput>>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -80,7 +85,7 @@ impl Outbox {
 
 impl Session {
     /// Builds the pipeline, applies `offer_sdp` and starts answering. The answer and the local
-    /// candidates arrive on `tx` as they are made.
+    /// candidates arrive on `tx` as they are made. No remote control (see `start_with_input`).
     pub fn start(
         id: SessionId,
         offer_sdp: &str,
@@ -89,11 +94,48 @@ impl Session {
         codecs: &[Codec],
         tx: UnboundedSender<AgentToController>,
     ) -> Result<Session, SessionError> {
+        Self::start_with_input(
+            id,
+            offer_sdp,
+            ice_servers,
+            media,
+            codecs,
+            tx,
+            Permission::View,
+            None,
+        )
+    }
+
+    /// `start`, plus remote control through the viewer's data channels when `input` is given:
+    /// with `Permission::Control` the viewer's input goes into X and the viewer draws the cursor
+    /// (so the stream leaves it out); view-only input is dropped and the cursor stays in the
+    /// stream.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_input(
+        id: SessionId,
+        offer_sdp: &str,
+        ice_servers: &[IceServer],
+        media: &MediaSettings,
+        codecs: &[Codec],
+        tx: UnboundedSender<AgentToController>,
+        permission: Permission,
+        input: Option<&InputSettings>,
+    ) -> Result<Session, SessionError> {
+        let mut media = media.clone();
+        if input.is_none() || permission == Permission::View {
+            // Nobody draws the cursor in the browser: put it in the picture, which only
+            // ximagesrc can do (damage capture copies the screen without the pointer).
+            media.show_pointer = true;
+            media.capture = pipeline::CaptureMode::Ximagesrc;
+        }
+        let media = &media;
         let choice = codec::choose(offer_sdp, codecs)?;
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
         let (guard, webrtc) = pipeline::build(&format!("session-{short}"), media, &choice)?;
+        let capture = pipeline::capture_restarter(guard.pipeline());
+        let input = input.map(|s| SessionInput::start(id.clone(), permission, s, capture));
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
               profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
 
@@ -112,7 +154,7 @@ impl Session {
 
         let out = Outbox { id: id.clone(), tx };
         let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
-        connect_signals(&webrtc, &out);
+        connect_signals(&webrtc, &out, input.clone());
         watch_bus(guard.pipeline(), &out);
 
         // The payloader's transceiver only sends; the viewer's offer is recvonly.
@@ -149,6 +191,7 @@ impl Session {
             webrtc,
             remote,
             choice,
+            _input: input,
             _pipeline: guard,
         })
     }
@@ -250,7 +293,7 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox) {
     webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
 }
 
-fn connect_signals(webrtc: &gst::Element, out: &Outbox) {
+fn connect_signals(webrtc: &gst::Element, out: &Outbox, input: Option<Arc<SessionInput>>) {
     let o = out.clone();
     webrtc.connect("on-ice-candidate", false, move |values| {
         let mline = values.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
@@ -311,6 +354,9 @@ fn connect_signals(webrtc: &gst::Element, out: &Outbox) {
             .and_then(|v| v.get::<gst_webrtc::WebRTCDataChannel>().ok())
         {
             info!(session = %o.id, label = ch.label().as_deref().unwrap_or(""), "data channel opened by viewer");
+            if let Some(input) = &input {
+                input.attach(&ch);
+            }
         }
         None
     });

@@ -251,13 +251,15 @@ fn handle(
                 );
             }
             info!(session = %session_id, ?permission, "offer received");
-            match Session::start(
+            match Session::start_with_input(
                 session_id.clone(),
                 &sdp,
                 &ice_servers,
                 &config.media,
                 &config.codecs,
                 tx.clone(),
+                permission,
+                Some(&config.input),
             ) {
                 Ok(session) => {
                     sessions.map.insert(session_id, session);

@@ -15,7 +15,7 @@ use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
-use vdesk_agent::pipeline::MediaSettings;
+use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
 use vdesk_agent::session::Session;
 use vdesk_protocol::{AgentToController, IceCandidate, SessionId};
 use vdesk_xpaint::Painter;
@@ -203,7 +203,7 @@ fn close(a: [u8; 3], b: [u8; 3]) -> bool {
         .all(|(x, y)| (*x as i32 - y as i32).abs() <= 40)
 }
 
-async fn stream_and_check_colour(codec: Codec) {
+async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     gst::init().unwrap();
     let x = Xvfb::start();
     let painter = x.painter();
@@ -225,6 +225,7 @@ async fn stream_and_check_colour(codec: Codec) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let media = MediaSettings {
         display: x.display.clone(),
+        capture,
         framerate: 30,
         bitrate_kbps: 2000,
         show_pointer: false,
@@ -297,10 +298,15 @@ async fn stream_and_check_colour(codec: Codec) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp8_session_streams_the_x_display() {
-    stream_and_check_colour(Codec::Vp8).await;
+    stream_and_check_colour(Codec::Vp8, CaptureMode::Damage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ximagesrc_capture_streams_the_x_display() {
+    stream_and_check_colour(Codec::Vp8, CaptureMode::Ximagesrc).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h264_session_streams_the_x_display() {
-    stream_and_check_colour(Codec::H264).await;
+    stream_and_check_colour(Codec::H264, CaptureMode::Damage).await;
 }

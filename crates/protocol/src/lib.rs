@@ -3,10 +3,12 @@
 //! viewer's JavaScript is checked against the JSON it produces (see `crates/protocol/tests/fixtures.rs` and `web/test/unit.test.mjs`).
 
 mod ids;
+mod input;
 mod messages;
 mod validate;
 
 pub use ids::{SessionId, VmId};
+pub use input::*;
 pub use messages::*;
 pub use validate::{ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN};
 

@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use vdesk_protocol::{
-    CandidateList, ControllerToViewer, CreateSession, ErrorBody, ErrorCode, PostCandidate,
-    RtcConfig, SessionCreated, SessionDescription, VmInfo, VmList,
+    AgentToViewer, CandidateList, ControllerToViewer, CreateSession, ErrorBody, ErrorCode,
+    PostCandidate, RtcConfig, SessionCreated, SessionDescription, ViewerToAgent, VmInfo, VmList,
 };
 
 fn fixtures() -> Value {
@@ -77,6 +77,13 @@ fn every_viewer_message_matches_its_rust_type() {
                 );
                 events_seen.insert(msg.event_name());
             }
+            "ViewerToAgent" => {
+                round_trip::<ViewerToAgent>(name, json, expected);
+                let text = serde_json::to_string(json).expect("a JSON value prints");
+                ViewerToAgent::parse(&text)
+                    .unwrap_or_else(|e| panic!("{name}: refused by the agent's checks: {e}"));
+            }
+            "AgentToViewer" => round_trip::<AgentToViewer>(name, json, expected),
             other => panic!("{name}: unknown Rust type {other}; add it to this test"),
         }
     }
@@ -91,6 +98,8 @@ fn every_viewer_message_matches_its_rust_type() {
         "CandidateList",
         "ErrorBody",
         "ControllerToViewer",
+        "ViewerToAgent",
+        "AgentToViewer",
     ];
     for t in all_types {
         assert!(types_seen.contains(t), "no example of {t} in the fixtures");

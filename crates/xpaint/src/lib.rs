@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{
-    ChangeWindowAttributesAux, ConnectionExt, CreateWindowAux, Window, WindowClass,
+    ChangeGCAux, ChangeWindowAttributesAux, ConnectionExt, CreateGCAux, CreateWindowAux, Rectangle,
+    Window, WindowClass,
 };
 use x11rb::rust_connection::RustConnection;
 
@@ -86,6 +87,11 @@ impl Painter {
         self.sync()
     }
 
+    /// The block's window, e.g. to watch it for clicks from another connection.
+    pub fn window(&self) -> Window {
+        self.win
+    }
+
     /// Repaints the block; returns the time right after the X server has it.
     pub fn paint(&self, colour: u32) -> Result<u128, Error> {
         self.conn.change_window_attributes(
@@ -100,4 +106,122 @@ impl Painter {
         self.conn.get_input_focus()?.reply()?; // XSync: a round trip
         Ok(now_us())
     }
+}
+
+/// A "busy screen": a region whose content changes every frame (coloured bars scrolling
+/// sideways), so the encoder has real motion to work on. Runs on its own X connection and
+/// thread until dropped.
+#[derive(Debug)]
+pub struct Animator {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Animator {
+    pub fn start(
+        display: &str,
+        (x, y, w, h): (i16, i16, u16, u16),
+        fps: u32,
+    ) -> Result<Animator, Error> {
+        let (conn, screen_num) = x11rb::connect(Some(display))
+            .map_err(|e| format!("cannot open X display {display}: {e}"))?;
+        let root = conn.setup().roots[screen_num].root;
+        let win = conn.generate_id()?;
+        conn.create_window(
+            x11rb::COPY_DEPTH_FROM_PARENT,
+            win,
+            root,
+            x,
+            y,
+            w,
+            h,
+            0,
+            WindowClass::INPUT_OUTPUT,
+            0,
+            &CreateWindowAux::new()
+                .background_pixel(0)
+                .override_redirect(1),
+        )?;
+        conn.map_window(win)?;
+        let gc = conn.generate_id()?;
+        conn.create_gc(gc, win, &CreateGCAux::new())?;
+        conn.get_input_focus()?.reply()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let period = std::time::Duration::from_secs_f64(1.0 / f64::from(fps.max(1)));
+        let thread = std::thread::spawn(move || {
+            const PALETTE: [u32; 6] = [0xe63946, 0xf1c453, 0x2a9d8f, 0x457b9d, 0xffffff, 0x1d1d1d];
+            let bar = 24i32;
+            let mut frame: i32 = 0;
+            let mut next = std::time::Instant::now();
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let shift = (frame * 8) % (bar * PALETTE.len() as i32);
+                for (i, colour) in PALETTE.iter().enumerate() {
+                    let rects: Vec<Rectangle> = (-1..=(i32::from(w) / (bar * 6)) + 1)
+                        .map(|k| Rectangle {
+                            x: (k * bar * 6 + i as i32 * bar + shift) as i16,
+                            y: ((frame * 3 + i as i32 * 7) % 13) as i16,
+                            width: bar as u16,
+                            height: h,
+                        })
+                        .collect();
+                    let ok = conn
+                        .change_gc(gc, &ChangeGCAux::new().foreground(*colour))
+                        .and_then(|_| conn.poly_fill_rectangle(win, gc, &rects));
+                    if ok.is_err() {
+                        return;
+                    }
+                }
+                if conn.get_input_focus().map(|c| c.reply()).is_err() {
+                    return;
+                }
+                frame = frame.wrapping_add(1);
+                next += period;
+                let now = std::time::Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        });
+        Ok(Animator {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Animator {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Calls `on_click(received_us)` for each button press on `window`, from a thread of its own with
+/// a connection of its own, until that connection fails. For the input-to-photon measurement.
+pub fn watch_clicks(
+    display: &str,
+    window: Window,
+    on_click: impl Fn(u128) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    use x11rb::protocol::xproto::EventMask;
+    use x11rb::protocol::Event;
+    let (conn, _) = x11rb::connect(Some(display))
+        .map_err(|e| format!("cannot open X display {display}: {e}"))?;
+    conn.change_window_attributes(
+        window,
+        &ChangeWindowAttributesAux::new().event_mask(EventMask::BUTTON_PRESS),
+    )?
+    .check()?;
+    Ok(std::thread::spawn(move || {
+        while let Ok(event) = conn.wait_for_event() {
+            if let Event::ButtonPress(_) = event {
+                on_click(now_us());
+            }
+        }
+    }))
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use vdesk_xpaint::{now_us, parse_colour, Painter};
+use vdesk_xpaint::{now_us, parse_colour, Animator, Painter};
 
 #[derive(Parser, Debug)]
 #[command(about = "Paint a coloured block on an X display and repaint it on demand")]
@@ -23,44 +23,87 @@ struct Args {
     /// Also fill the whole screen (the root window) with this colour first, RRGGBB.
     #[arg(long)]
     background: Option<String>,
+    /// Also animate this region (X,Y,WIDTH,HEIGHT) with scrolling bars: a busy screen.
+    #[arg(long)]
+    busy: Option<String>,
+    /// Repaint the block with the next of these colours (RRGGBB,...) on each click on it, printing
+    /// `clicked RRGGBB <received-µs> <painted-µs>`: the input-to-photon stimulus.
+    #[arg(long, value_delimiter = ',')]
+    click_colors: Vec<String>,
+    /// Frames per second of the --busy animation.
+    #[arg(long, default_value_t = 60)]
+    busy_fps: u32,
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
-    let v: Vec<i64> = args
-        .rect
+fn parse_rect(flag: &str, s: &str) -> Result<(i16, i16, u16, u16)> {
+    let v: Vec<i64> = s
         .split(',')
         .map(|v| v.trim().parse::<i64>())
         .collect::<Result<_, _>>()
-        .context("--rect must be X,Y,WIDTH,HEIGHT")?;
+        .with_context(|| format!("{flag} must be X,Y,WIDTH,HEIGHT"))?;
     let [x, y, w, h] = v[..] else {
-        bail!("--rect must be X,Y,WIDTH,HEIGHT");
+        bail!("{flag} must be X,Y,WIDTH,HEIGHT");
     };
-    let rect = (
+    Ok((
         i16::try_from(x)?,
         i16::try_from(y)?,
         u16::try_from(w)?,
         u16::try_from(h)?,
-    );
+    ))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rect = parse_rect("--rect", &args.rect)?;
     let colour = parse_colour(&args.color).map_err(|e| anyhow!("--color: {e}"))?;
     let background = match &args.background {
         Some(b) => Some(parse_colour(b).map_err(|e| anyhow!("--background: {e}"))?),
         None => None,
     };
     let painter = Painter::new(&args.display, rect, colour, background).map_err(|e| anyhow!(e))?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "ready {}", now_us())?;
-    out.flush()?;
+    let _busy = match &args.busy {
+        Some(r) => Some(
+            Animator::start(&args.display, parse_rect("--busy", r)?, args.busy_fps)
+                .map_err(|e| anyhow!(e))?,
+        ),
+        None => None,
+    };
+    let painter = std::sync::Arc::new(painter);
+    if !args.click_colors.is_empty() {
+        let colours = args
+            .click_colors
+            .iter()
+            .map(|c| parse_colour(c).map_err(|e| anyhow!("--click-colors: {e}")))
+            .collect::<Result<Vec<u32>>>()?;
+        let p = painter.clone();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        vdesk_xpaint::watch_clicks(&args.display, painter.window(), move |received| {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let c = colours[i % colours.len()];
+            let _ = match p.paint(c) {
+                Ok(t) => say(&format!("clicked {c:06x} {received} {t}")),
+                Err(e) => say(&format!("error {e}")),
+            };
+        })
+        .map_err(|e| anyhow!(e))?;
+    }
+    say(&format!("ready {}", now_us()))?;
     for line in std::io::stdin().lock().lines() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         match parse_colour(&line).and_then(|c| Ok((c, painter.paint(c)?))) {
-            Ok((c, t)) => writeln!(out, "painted {c:06x} {t}")?,
-            Err(e) => writeln!(out, "error {e}")?,
+            Ok((c, t)) => say(&format!("painted {c:06x} {t}"))?,
+            Err(e) => say(&format!("error {e}"))?,
         }
-        out.flush()?;
     }
     Ok(())
+}
+
+/// One line to stdout, flushed; stdout is locked only for the line (the click thread writes too).
+fn say(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
 }

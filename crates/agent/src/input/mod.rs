@@ -1,0 +1,520 @@
+//! Remote control for one session: the viewer's `input` and `pointer` data channels in, X out.
+//! A control session gets its own X connection with two threads: a worker that injects input
+//! (XTEST), takes the CLIPBOARD and resizes the screen, and an event thread that sends the
+//! viewer the cursor image, the CLIPBOARD and the screen size when they change. A view-only
+//! session gets neither: its input is dropped (logged and told to the viewer once).
+//! Dropping `SessionInput` releases every key and button the viewer held and stops both threads.
+
+mod atoms;
+mod clipboard;
+pub mod cursor;
+mod inject;
+pub mod keys;
+pub mod resize;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use gstreamer_webrtc as gst_webrtc;
+use tracing::{debug, info, warn};
+use vdesk_protocol::{
+    clipboard_chunks, AgentToViewer, ClipboardAssembler, Permission, SessionId, ViewerToAgent,
+    INPUT_CHANNEL, POINTER_CHANNEL,
+};
+use x11rb::connection::{Connection, RequestConnection};
+use x11rb::protocol::xproto::{
+    ClientMessageEvent, ConnectionExt as _, CreateWindowAux, EventMask, Window, WindowClass,
+};
+use x11rb::protocol::{randr, xfixes, Event};
+use x11rb::rust_connection::RustConnection;
+
+use atoms::Atoms;
+use clipboard::Clipboard;
+use inject::Injector;
+
+/// Stops (`false`) and restarts (`true`) the session's screen capture around a screen size
+/// change, so that the capture reopens at the new size inside the same pipeline.
+pub type CaptureHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// What remote control may do on this agent.
+#[derive(Debug, Clone)]
+pub struct InputSettings {
+    pub display: String,
+    /// Let viewers set the screen size (RandR).
+    pub allow_resize: bool,
+}
+
+/// Messages to the viewer, and what to replay when its `input` channel (re)appears.
+#[derive(Debug, Default)]
+struct ViewerOut {
+    channel: Option<gst_webrtc::WebRTCDataChannel>,
+    cursor: Option<String>,
+    screen: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Out(Mutex<ViewerOut>);
+
+impl Out {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ViewerOut> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, msg: &AgentToViewer) {
+        let Ok(text) = serde_json::to_string(msg) else {
+            return;
+        };
+        let mut out = self.lock();
+        match msg {
+            AgentToViewer::Cursor { .. } => out.cursor = Some(text.clone()),
+            AgentToViewer::ScreenSize { .. } => out.screen = Some(text.clone()),
+            _ => {}
+        }
+        if let Some(ch) = &out.channel {
+            if let Err(e) = ch.send_string_full(Some(&text)) {
+                debug!("could not send to the viewer: {e}");
+            }
+        }
+    }
+
+    fn attach(&self, ch: gst_webrtc::WebRTCDataChannel) {
+        let mut out = self.lock();
+        for text in [&out.screen, &out.cursor].into_iter().flatten() {
+            let _ = ch.send_string_full(Some(text));
+        }
+        out.channel = Some(ch);
+    }
+}
+
+enum Cmd {
+    Viewer(ViewerToAgent),
+    ChannelClosed,
+}
+
+/// The X side of a control session.
+#[derive(Debug)]
+struct XSide {
+    conn: Arc<RustConnection>,
+    win: Window,
+    atoms: Atoms,
+    tx: mpsc::Sender<Cmd>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// One session's remote control.
+#[derive(Debug)]
+pub struct SessionInput {
+    id: SessionId,
+    permission: Permission,
+    out: Arc<Out>,
+    x: Option<XSide>,
+    told_refused: AtomicBool,
+    told_bad: AtomicBool,
+    clipboard_in: Mutex<ClipboardAssembler>,
+}
+
+impl SessionInput {
+    /// Starts remote control for a session. A view-only session opens nothing. If X cannot be
+    /// reached (or lacks XTEST), the session still streams and its input is dropped with a warning.
+    pub fn start(
+        id: SessionId,
+        permission: Permission,
+        settings: &InputSettings,
+        capture: Option<CaptureHook>,
+    ) -> Arc<SessionInput> {
+        let out = Arc::new(Out::default());
+        let x = match permission {
+            Permission::View => None,
+            Permission::Control => match XSide::start(&id, settings, out.clone(), capture) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    warn!(session = %id, "remote control unavailable: {e}");
+                    None
+                }
+            },
+        };
+        Arc::new(SessionInput {
+            id,
+            permission,
+            out,
+            x,
+            told_refused: AtomicBool::new(false),
+            told_bad: AtomicBool::new(false),
+            clipboard_in: Mutex::new(ClipboardAssembler::default()),
+        })
+    }
+
+    /// Wires a data channel the viewer opened.
+    pub fn attach(self: &Arc<Self>, ch: &gst_webrtc::WebRTCDataChannel) {
+        let label = ch.label().map(|l| l.to_string()).unwrap_or_default();
+        if label != INPUT_CHANNEL && label != POINTER_CHANNEL {
+            debug!(session = %self.id, label, "data channel ignored");
+            return;
+        }
+        let me = Arc::downgrade(self);
+        ch.connect_on_message_string(move |_, text| {
+            if let (Some(me), Some(text)) = (me.upgrade(), text) {
+                me.on_message(text);
+            }
+        });
+        let me = Arc::downgrade(self);
+        ch.connect_on_message_data(move |_, _| {
+            if let Some(me) = me.upgrade() {
+                me.bad("binary messages are not part of the protocol");
+            }
+        });
+        if label == INPUT_CHANNEL {
+            let me = Arc::downgrade(self);
+            ch.connect_on_close(move |_| {
+                if let Some(me) = me.upgrade() {
+                    info!(session = %me.id, "input channel closed: releasing keys and buttons");
+                    me.out.lock().channel = None;
+                    if let Some(x) = &me.x {
+                        let _ = x.tx.send(Cmd::ChannelClosed);
+                    }
+                }
+            });
+            self.out.attach(ch.clone());
+            if self.permission == Permission::Control && self.x.is_none() {
+                self.out.send(&AgentToViewer::Notice {
+                    code: "input_unavailable".into(),
+                    message: "this VM's agent cannot inject input (no X or no XTEST)".into(),
+                });
+            }
+        }
+    }
+
+    fn bad(&self, why: &str) {
+        if !self.told_bad.swap(true, Ordering::Relaxed) {
+            warn!(session = %self.id, "dropping input: {why} (logged once)");
+        }
+    }
+
+    /// One message from the viewer. Malformed or forbidden input is dropped, never fatal.
+    pub fn on_message(&self, text: &str) {
+        let msg = match ViewerToAgent::parse(text) {
+            Ok(m) => m,
+            Err(e) => return self.bad(&e.to_string()),
+        };
+        let Some(x) = &self.x else {
+            if self.permission == Permission::View
+                && !self.told_refused.swap(true, Ordering::Relaxed)
+            {
+                warn!(session = %self.id, "input refused: this session is view-only (logged once)");
+                self.out.send(&AgentToViewer::Notice {
+                    code: "view_only".into(),
+                    message: "this session is view-only: input is ignored".into(),
+                });
+            }
+            return;
+        };
+        let msg = match msg {
+            ViewerToAgent::Clipboard { text, more } => {
+                let whole = self
+                    .clipboard_in
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(&text, more);
+                match whole {
+                    None => return,
+                    Some(Err(e)) => return self.bad(&e.to_string()),
+                    Some(Ok(text)) => ViewerToAgent::Clipboard { text, more: false },
+                }
+            }
+            other => other,
+        };
+        let _ = x.tx.send(Cmd::Viewer(msg));
+    }
+}
+
+impl Drop for SessionInput {
+    fn drop(&mut self) {
+        self.out.lock().channel = None;
+        if let Some(x) = self.x.take() {
+            x.stop();
+        }
+    }
+}
+
+impl XSide {
+    fn start(
+        id: &SessionId,
+        settings: &InputSettings,
+        out: Arc<Out>,
+        capture: Option<CaptureHook>,
+    ) -> Result<XSide, String> {
+        let (conn, screen) = x11rb::connect(Some(&settings.display))
+            .map_err(|e| format!("cannot open X display {}: {e}", settings.display))?;
+        let conn = Arc::new(conn);
+        let root = conn.setup().roots[screen].root;
+        for (ext, what) in [
+            ("XTEST", "input injection"),
+            ("XFIXES", "cursor and clipboard"),
+        ] {
+            let present = conn
+                .extension_information(ext)
+                .map_err(|e| e.to_string())?
+                .is_some();
+            if !present {
+                return Err(format!("the X server has no {ext} extension ({what})"));
+            }
+        }
+        xfixes::query_version(&*conn, 5, 0)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| e.to_string())?;
+        let atoms = Atoms::intern(&*conn)?;
+        // An unmapped window: owns the CLIPBOARD, receives selections and our own wake-up.
+        let win = conn.generate_id().map_err(|e| e.to_string())?;
+        conn.create_window(
+            0,
+            win,
+            root,
+            -10,
+            -10,
+            1,
+            1,
+            0,
+            WindowClass::INPUT_ONLY,
+            0,
+            &CreateWindowAux::new().event_mask(EventMask::PROPERTY_CHANGE),
+        )
+        .map_err(|e| e.to_string())?;
+        use xfixes::ConnectionExt as _;
+        conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)
+            .map_err(|e| e.to_string())?;
+        conn.xfixes_select_selection_input(
+            win,
+            atoms.clipboard,
+            xfixes::SelectionEventMask::SET_SELECTION_OWNER,
+        )
+        .map_err(|e| e.to_string())?;
+        let randr = conn
+            .extension_information(randr::X11_EXTENSION_NAME)
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if randr {
+            use randr::ConnectionExt as _;
+            let _ = conn.randr_query_version(1, 3).map(|c| c.reply());
+            conn.randr_select_input(root, randr::NotifyMask::SCREEN_CHANGE)
+                .map_err(|e| e.to_string())?;
+        }
+        conn.flush().map_err(|e| e.to_string())?;
+
+        // What the viewer sees first: the screen size and the cursor.
+        let mut initial_size = 0;
+        if let Ok(g) = conn
+            .get_geometry(root)
+            .map_err(|e| e.to_string())
+            .and_then(|c| c.reply().map_err(|e| e.to_string()))
+        {
+            out.send(&AgentToViewer::ScreenSize {
+                width: u32::from(g.width),
+                height: u32::from(g.height),
+            });
+            initial_size = pack(u32::from(g.width), u32::from(g.height));
+        }
+        match cursor::current(&*conn) {
+            Ok(Some(c)) => out.send(&c),
+            Ok(None) => {}
+            Err(e) => debug!("no cursor image yet: {e}"),
+        }
+
+        let clipboard = Arc::new(Clipboard::default());
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let last_size = Arc::new(AtomicU64::new(initial_size));
+        let short = id.as_str()[..8].to_owned();
+        let worker = {
+            let conn = conn.clone();
+            let clipboard = clipboard.clone();
+            let allow_resize = settings.allow_resize && randr;
+            let capture_w = capture.clone();
+            let last_size_w = last_size.clone();
+            let out = out.clone();
+            let id = id.clone();
+            std::thread::Builder::new()
+                .name(format!("input-{short}"))
+                .spawn(move || {
+                    let mut injector = Injector::new(conn.clone(), root);
+                    while let Ok(cmd) = rx.recv() {
+                        let r = match cmd {
+                            Cmd::ChannelClosed => injector.release_all(),
+                            Cmd::Viewer(ViewerToAgent::Clipboard { text, .. }) => {
+                                debug!(session = %id, bytes = text.len(), "viewer clipboard -> X CLIPBOARD");
+                                clipboard.offer(&*conn, &atoms, win, text);
+                                Ok(())
+                            }
+                            Cmd::Viewer(ViewerToAgent::Resize { width, height }) => {
+                                if allow_resize {
+                                    if let Some(c) = &capture_w {
+                                        c(false);
+                                    }
+                                    let r = resize::set_screen_size(&*conn, root, width, height);
+                                    if r.is_ok() {
+                                        last_size_w.store(pack(width, height), Ordering::SeqCst);
+                                    }
+                                    if let Some(c) = &capture_w {
+                                        c(true);
+                                    }
+                                    if let Err(e) = r {
+                                        warn!(session = %id, "resize to {width}x{height} refused: {e}");
+                                        out.send(&AgentToViewer::Notice { code: "resize_failed".into(), message: e });
+                                    }
+                                } else {
+                                    out.send(&AgentToViewer::Notice {
+                                        code: "resize_disabled".into(),
+                                        message: "this agent does not allow resizing (--allow-resize)".into(),
+                                    });
+                                }
+                                Ok(())
+                            }
+                            Cmd::Viewer(msg) => injector.handle(&msg),
+                        };
+                        if let Err(e) = r {
+                            warn!(session = %id, "input stopped: {e}");
+                            break;
+                        }
+                    }
+                    let held = injector.held();
+                    if held > 0 {
+                        info!(session = %id, held, "session over: releasing what the viewer held");
+                    }
+                    drop(injector);
+                })
+                .map_err(|e| e.to_string())?
+        };
+        let events = {
+            let conn = conn.clone();
+            let id = id.clone();
+            std::thread::Builder::new()
+                .name(format!("xevents-{short}"))
+                .spawn(move || {
+                    let size = SizeWatch {
+                        last: last_size,
+                        capture,
+                    };
+                    event_loop(&conn, &atoms, win, &clipboard, &out, &size, &id)
+                })
+                .map_err(|e| e.to_string())?
+        };
+        info!(session = %id, display = %settings.display, "remote control ready");
+        Ok(XSide {
+            conn,
+            win,
+            atoms,
+            tx,
+            threads: vec![worker, events],
+        })
+    }
+
+    fn stop(self) {
+        let XSide {
+            conn,
+            win,
+            atoms,
+            tx,
+            threads,
+        } = self;
+        drop(tx);
+        let wake = ClientMessageEvent::new(32, win, atoms.vdesk_wake, [0u32; 5]);
+        let _ = conn.send_event(false, win, EventMask::NO_EVENT, wake);
+        let _ = conn.flush();
+        for t in threads {
+            let _ = t.join();
+        }
+        debug!("remote control stopped: input released, X connection closed");
+    }
+}
+
+fn pack(w: u32, h: u32) -> u64 {
+    (u64::from(w) << 32) | u64::from(h)
+}
+
+/// The screen size the capture runs at, and how to restart it when the size changes.
+struct SizeWatch {
+    last: Arc<AtomicU64>,
+    capture: Option<CaptureHook>,
+}
+
+impl SizeWatch {
+    /// The screen is `w`×`h` now: restart the capture if that is news (someone else resized).
+    fn changed(&self, w: u32, h: u32) {
+        let old = self.last.swap(pack(w, h), Ordering::SeqCst);
+        if old != 0 && old != pack(w, h) {
+            if let Some(c) = &self.capture {
+                info!("screen is now {w}x{h}: restarting the capture");
+                c(false);
+                c(true);
+            }
+        }
+    }
+}
+
+fn event_loop(
+    conn: &RustConnection,
+    atoms: &Atoms,
+    win: Window,
+    clipboard: &Clipboard,
+    out: &Out,
+    size: &SizeWatch,
+    id: &SessionId,
+) {
+    let mut clip_out_serial = 0u64;
+    loop {
+        let ev = match conn.wait_for_event() {
+            Ok(ev) => ev,
+            Err(e) => {
+                debug!(session = %id, "X event loop ends: {e}");
+                return;
+            }
+        };
+        match ev {
+            Event::ClientMessage(m) if m.window == win && m.type_ == atoms.vdesk_wake => return,
+            Event::XfixesCursorNotify(_) => match cursor::current(conn) {
+                Ok(Some(c)) => out.send(&c),
+                Ok(None) => debug!("cursor image too large; not sent"),
+                Err(e) => debug!("cursor image: {e}"),
+            },
+            Event::XfixesSelectionNotify(e) => {
+                if e.owner != win {
+                    clipboard.lost();
+                }
+                Clipboard::owner_changed(conn, atoms, win, &e);
+            }
+            Event::SelectionNotify(e) => match Clipboard::read_reply(conn, atoms, win, &e) {
+                Ok(Some(text)) => {
+                    clip_out_serial += 1;
+                    debug!(session = %id, bytes = text.len(), n = clip_out_serial, "X CLIPBOARD -> viewer");
+                    for (piece, more) in clipboard_chunks(&text) {
+                        out.send(&AgentToViewer::Clipboard {
+                            text: piece.to_owned(),
+                            more,
+                        });
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(session = %id, "{e}");
+                    out.send(&AgentToViewer::Notice {
+                        code: "clipboard_too_large".into(),
+                        message: e,
+                    });
+                }
+            },
+            Event::SelectionRequest(r) => clipboard.answer(conn, atoms, &r),
+            Event::SelectionClear(_) => clipboard.lost(),
+            Event::RandrScreenChangeNotify(e) => {
+                let (w, h) = (u32::from(e.width), u32::from(e.height));
+                size.changed(w, h);
+                out.send(&AgentToViewer::ScreenSize {
+                    width: w,
+                    height: h,
+                });
+            }
+            Event::Error(e) => debug!(session = %id, "X error: {e:?}"),
+            _ => {}
+        }
+    }
+}

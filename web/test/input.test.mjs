@@ -1,0 +1,139 @@
+// input.test.mjs: unit tests of input.js's pure helpers (coordinate mapping with letterboxing
+// and 1:1, buttons, wheel accumulation, keys, clipboard pieces, agent messages against the shared
+// fixtures) and of VdeskInput's release-everything behaviour with fake channels and a fake video.
+// No browser here; the end-to-end checks are in e2e/input.e2e.mjs.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+
+import {
+  CLIPBOARD_CHUNK_BYTES,
+  MAX_CLIPBOARD_BYTES,
+  VdeskInput,
+  clipboardMessages,
+  cursorCss,
+  framePointFromClient,
+  keyMessage,
+  parseAgentMessage,
+  wheelSteps,
+  xButton,
+} from '../input.js';
+
+const fixtures = JSON.parse(readFileSync(new URL('./fixtures/messages.json', import.meta.url), 'utf8'));
+
+describe('pointer positions', () => {
+  const rect = { left: 0, top: 0, width: 1000, height: 800 };
+  it('map through object-fit: contain letterboxing and scaling', () => {
+    // 1280x720 in 1000x800: scale 0.78125, shown 1000x562.5, 118.75 px bars top and bottom.
+    assert.deepEqual(framePointFromClient(500, 400, rect, 1280, 720), { x: 640, y: 360, inside: true });
+    assert.deepEqual(framePointFromClient(0, 118.75, rect, 1280, 720), { x: 0, y: 0, inside: true });
+    assert.deepEqual(framePointFromClient(999.9, 681.2, rect, 1280, 720), { x: 1279, y: 719, inside: true });
+    // In the bar: clamped, and marked outside.
+    assert.deepEqual(framePointFromClient(500, 50, rect, 1280, 720), { x: 640, y: 0, inside: false });
+    // An element that is not at the page's origin.
+    assert.deepEqual(framePointFromClient(600, 450, { ...rect, left: 100, top: 50 }, 1280, 720), { x: 640, y: 360, inside: true });
+  });
+  it('map 1:1, centred and cropped', () => {
+    // 1280x720 in 1000x800 at 1:1: 140 px cut on each side, 40 px bars top and bottom.
+    assert.deepEqual(framePointFromClient(0, 40, rect, 1280, 720, '1:1'), { x: 140, y: 0, inside: true });
+    assert.deepEqual(framePointFromClient(500, 400, rect, 1280, 720, '1:1'), { x: 640, y: 360, inside: true });
+    assert.equal(framePointFromClient(500, 20, rect, 1280, 720, '1:1').inside, false);
+  });
+  it('need a frame', () => {
+    assert.equal(framePointFromClient(1, 1, rect, 0, 0), null);
+  });
+});
+
+describe('buttons, wheel and keys', () => {
+  it('number buttons as X does', () => {
+    assert.deepEqual([0, 1, 2, 3, 4, 5].map(xButton), [1, 2, 3, 8, 9, null]);
+  });
+  it('turn wheel deltas into notches, keeping the remainder', () => {
+    const acc = { x: 0, y: 0 };
+    assert.deepEqual(wheelSteps(acc, { deltaY: 100 }), { dx: 0, dy: 1 });
+    assert.deepEqual(wheelSteps(acc, { deltaY: -40 }), { dx: 0, dy: 0 });
+    assert.deepEqual(wheelSteps(acc, { deltaY: -60 }), { dx: 0, dy: -1 });
+    assert.deepEqual(wheelSteps(acc, { deltaX: 3, deltaMode: 1 }), { dx: 1, dy: 0 });
+    assert.deepEqual(wheelSteps(acc, { deltaY: 1e6 }), { dx: 0, dy: 50 });
+    assert.deepEqual(wheelSteps(acc, { deltaY: 0 }), { dx: 0, dy: 0 }); // the excess is dropped
+  });
+  it('send key and code, not compositions', () => {
+    assert.deepEqual(keyMessage({ key: 'ß', code: 'Minus' }, true), { type: 'key', key: 'ß', code: 'Minus', down: true });
+    assert.equal(keyMessage({ key: 'a', code: 'KeyA', isComposing: true }, true), null);
+    assert.equal(keyMessage({ key: '', code: 'KeyA' }, true), null);
+  });
+});
+
+describe('clipboard pieces', () => {
+  it('are at most 8 KiB of UTF-8, never cut a character, and add up to the text', () => {
+    const text = `${'a'.repeat(CLIPBOARD_CHUNK_BYTES - 1)}é${'✓'.repeat(5000)}`;
+    const msgs = clipboardMessages(text);
+    const enc = new TextEncoder();
+    assert.ok(msgs.every((m) => enc.encode(m.text).length <= CLIPBOARD_CHUNK_BYTES));
+    assert.equal(msgs.map((m) => m.text).join(''), text);
+    assert.deepEqual(msgs.map((m) => m.more ?? false), [...msgs.slice(1).map(() => true), false]);
+    assert.equal(msgs[0].text.length, CLIPBOARD_CHUNK_BYTES - 1); // the é went to the next piece
+    assert.deepEqual(clipboardMessages(''), [{ type: 'clipboard', text: '' }]);
+    assert.equal(clipboardMessages('x'.repeat(MAX_CLIPBOARD_BYTES + 1)), null);
+  });
+});
+
+describe('agent messages', () => {
+  it('parse every AgentToViewer example of the fixtures, and refuse junk', () => {
+    for (const m of fixtures.messages.filter((m) => m.rust === 'AgentToViewer')) {
+      assert.deepEqual(parseAgentMessage(JSON.stringify(m.json)), m.json, m.name);
+    }
+    for (const bad of ['', 'null', '{}', '{"type":"cursor"}', '{"type":"screenSize","width":"1"}', '{"type":"nope"}']) {
+      assert.equal(parseAgentMessage(bad), null, bad);
+    }
+  });
+  it('make a CSS cursor with its hotspot, or none for an empty image', () => {
+    const msg = fixtures.messages.find((m) => m.name === 'agentCursor').json;
+    assert.equal(cursorCss({ ...msg, xhot: 1 }, () => 'data:image/png;base64,xx'), 'url("data:image/png;base64,xx") 1 0, default');
+    assert.equal(cursorCss({ ...msg, width: 0, height: 0 }, () => 'x'), 'none');
+  });
+});
+
+describe('VdeskInput', () => {
+  function channel() {
+    return { readyState: 'open', sent: [], send(t) { this.sent.push(JSON.parse(t)); } };
+  }
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+  it('releases what it holds (keys, then buttons, then releaseAll), and forgets it', async () => {
+    const video = new EventTarget();
+    Object.assign(video, { videoWidth: 1280, videoHeight: 720, getBoundingClientRect: () => ({ left: 0, top: 0, width: 1280, height: 720 }) });
+    const input = new VdeskInput(video, { logger: null, clipboard: false });
+    const ch = channel();
+    input.attach(ch, channel());
+    const key = (type, key, code) => {
+      const ev = new Event(type, { cancelable: true });
+      Object.assign(ev, { key, code });
+      video.dispatchEvent(ev);
+      return ev;
+    };
+    const ev = key('keydown', 'a', 'KeyA');
+    assert.equal(ev.defaultPrevented, true);
+    const down = new Event('pointerdown', { cancelable: true });
+    Object.assign(down, { button: 0, clientX: 10, clientY: 20, pointerId: 1 });
+    video.dispatchEvent(down);
+    await tick();
+    assert.equal(input.held, 2);
+    video.dispatchEvent(new Event('blur'));
+    await tick();
+    assert.equal(input.held, 0);
+    assert.deepEqual(ch.sent.map((m) => [m.type, m.down]), [
+      ['key', true],
+      ['pointerButton', true],
+      ['key', false],
+      ['pointerButton', false],
+      ['releaseAll', undefined],
+    ]);
+    assert.deepEqual(ch.sent[1], { type: 'pointerButton', button: 1, down: true, x: 10, y: 20, w: 1280, h: 720 });
+    // A key-up for a key released already sends nothing.
+    key('keyup', 'a', 'KeyA');
+    await tick();
+    assert.equal(ch.sent.length, 5);
+    input.detach();
+  });
+});
