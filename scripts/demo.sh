@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The vdesk demo: installs what is missing, builds, starts an Xvfb desktop (1280x720, openbox,
 # an xterm and a clock), the controller and one agent (VM id "demo"), and prints the URL to
-# open. Ctrl-C stops everything it started.
+# open: a viewer link with a control token (valid for VDESK_DEMO_TTL, default 12h). The agent
+# authenticates with the per-VM secret derived from the controller's secret (VDESK_SECRET, made
+# up if unset). Ctrl-C stops everything it started.
 #
 #   ./scripts/demo.sh                 # http://127.0.0.1:8080/vm/demo
 #   VDESK_LISTEN=0.0.0.0:9000 ./scripts/demo.sh
@@ -68,30 +70,38 @@ pids+=($!)
 xclock -geometry 220x220-40+40 -update 1 >/dev/null 2>&1 &
 pids+=($!)
 
-token=${VDESK_AGENT_TOKEN:-$(openssl rand -hex 16)}
-export VDESK_AGENT_TOKEN=$token
+secret=${VDESK_SECRET:-$(openssl rand -hex 32)}
+export VDESK_SECRET=$secret
+agent_secret=$("$bin/vdesk-controller" agent-secret --vm "$vm_id")
+base="http://${host/0.0.0.0/127.0.0.1}:$port"
+link=$("$bin/vdesk-controller" mint-link --vm "$vm_id" --permission control \
+  --ttl "${VDESK_DEMO_TTL:-12h}" --base-url "$base")
+token=${link#*token=}
 
 echo "==> controller on $listen"
-"$bin/vdesk-controller" --listen "$listen" --vm "$vm_id" 2>&1 | sed -u 's/^/[controller] /' &
+# Per-VM agent secrets only: no shared --agent-token, even if one is in the environment.
+env -u VDESK_AGENT_TOKEN "$bin/vdesk-controller" --listen "$listen" --vm "$vm_id" 2>&1 \
+  | sed -u 's/^/[controller] /' &
 pids+=($!)
 for _ in $(seq 100); do curl -fsS "http://${host/0.0.0.0/127.0.0.1}:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "==> agent for VM $vm_id"
-"$bin/vdesk-agent" --controller "http://${host/0.0.0.0/127.0.0.1}:$port" --vm-id "$vm_id" \
+VDESK_AGENT_TOKEN=$agent_secret "$bin/vdesk-agent" --controller "$base" --vm-id "$vm_id" \
   --display "$display" 2>&1 | sed -u 's/^/[agent] /' &
 pids+=($!)
 online=false
 for _ in $(seq 100); do
-  if curl -fsS "http://${host/0.0.0.0/127.0.0.1}:$port/api/vms/$vm_id" 2>/dev/null | grep -q '"online":true'; then
+  if curl -fsS -H "Authorization: Bearer $token" "$base/api/vms/$vm_id" 2>/dev/null | grep -q '"online":true'; then
     online=true; break
   fi
   sleep 0.1
 done
 $online || { echo "error: the agent did not register; see the [agent] lines above" >&2; exit 1; }
 
-url="http://${host/0.0.0.0/127.0.0.1}:$port/vm/$vm_id"
 echo
-echo "    vdesk demo is running. Open: $url"
+echo "    vdesk demo is running. Open: $link"
+echo "    (a control link valid for ${VDESK_DEMO_TTL:-12h}; more with"
+echo "     VDESK_SECRET=$secret $bin/vdesk-controller mint-link --vm $vm_id --permission view)"
 echo "    (X display $display; Ctrl-C to stop)"
 echo
 wait

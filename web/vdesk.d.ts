@@ -305,6 +305,10 @@ export function errorFromResponse(status: number, body: unknown): VdeskError;
 export const VIEWER_MESSAGE_TYPES: readonly ControllerToViewer['type'][];
 export function isValidVmId(s: unknown): s is VmId;
 export function vmIdFromPath(pathname: string): string | null;
+/** The `token` query parameter of a page address's search string, or null. */
+export function tokenFromSearch(search: string): string | null;
+/** `url` with `?token=` (or `&token=`) added; unchanged when `token` is empty. */
+export function withToken(url: string, token: string | null | undefined): string;
 export function candidateInit(c: unknown): IceCandidate | null;
 export function isEndOfCandidates(c: { candidate?: string | null } | null | undefined): boolean;
 export function candidateKey(init: IceCandidate): string;
@@ -352,6 +356,9 @@ export interface VdeskViewerOptions {
   autoRetry?: boolean;
   /** First retry delay; doubles per failure up to 10 s. Default 2000. */
   retryDelayMs?: number;
+  /** The viewer token (from the viewer link's `?token=`): sent as `Authorization: Bearer` on
+   *  every request, and as `?token=` on the event stream. Default none. */
+  token?: string | null;
   /** Where the `[WebRTC] ...` lines go. Default console; null for silence. */
   logger?: Pick<Console, 'log'> & Partial<Pick<Console, 'debug' | 'info' | 'warn' | 'error'>> | null;
   /** 'relay' sends all media through the TURN server(s) of /api/webrtc/config (no direct or

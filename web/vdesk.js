@@ -169,12 +169,12 @@ export const ERROR_TEXTS = Object.freeze({
   },
   unauthorized: {
     message: 'Not authorized',
-    hint: 'The controller refused the credentials of this request.',
+    hint: 'This page needs a viewer link with a token (it ends in ?token=...). Ask the operator for one.',
     retry: false,
   },
   forbidden: {
     message: 'Access denied',
-    hint: 'You are not allowed to view this VM.',
+    hint: 'This link is not valid for this VM, or it has expired. Ask the operator for a new link.',
     retry: false,
   },
   payload_too_large: {
@@ -282,6 +282,23 @@ export function isValidVmId(s) {
 }
 
 /** The VM id in a viewer page path `/vm/{vmId}` (trailing slash allowed), or null. */
+/** The viewer token of a page address's query (`?token=...`), or null. */
+export function tokenFromSearch(search) {
+  try {
+    const t = new URLSearchParams(search ?? '').get('token');
+    return t ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+/** `url` with `token` added as its `token` query parameter (for EventSource, which cannot set
+ *  headers); `url` unchanged without a token. */
+export function withToken(url, token) {
+  if (!token) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
+}
+
 export function vmIdFromPath(pathname) {
   const m = /^\/vm\/([^/]+)\/?$/.exec(pathname ?? '');
   if (!m) return null;
@@ -514,13 +531,14 @@ export class VdeskViewer extends EventTarget {
       retryDelayMs = 2000,
       logger = globalThis.console,
       iceTransportPolicy = 'all',
+      token = null,
     } = options;
     if (typeof vmId !== 'string' || !vmId) throw new TypeError('VdeskViewer: options.vmId is required');
     if (iceTransportPolicy !== 'all' && iceTransportPolicy !== 'relay') {
       throw new TypeError("VdeskViewer: options.iceTransportPolicy must be 'all' or 'relay'");
     }
     this.#video = videoElement;
-    this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, iceTransportPolicy };
+    this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, iceTransportPolicy, token };
     // Remote control (input.js); `input: false` makes a watch-only viewer.
     if (options.input !== false) this.#input = new VdeskInput(videoElement, { logger, ...(options.input ?? {}) });
   }
@@ -897,7 +915,7 @@ export class VdeskViewer extends EventTarget {
       this.#log('log', '[WebRTC] No EventSource here: polling for the answer and candidates');
       return this.#poll(a);
     }
-    const es = new EventSource(joinUrl(this.#opts.baseUrl, eventsUrl));
+    const es = new EventSource(withToken(joinUrl(this.#opts.baseUrl, eventsUrl), this.#opts.token));
     a.es = es;
     for (const type of VIEWER_MESSAGE_TYPES) {
       es.addEventListener(type, (ev) => {
@@ -1067,7 +1085,7 @@ export class VdeskViewer extends EventTarget {
   /** fetch + JSON, with errors as VdeskErrors ('network', or the server's code). */
   async #request(a, path, { method = 'GET', body, signal } = {}) {
     const both = signal ? AbortSignal.any([a.abort.signal, signal]) : a.abort.signal;
-    const init = { method, signal: both, cache: 'no-store', headers: { Accept: 'application/json' } };
+    const init = { method, signal: both, cache: 'no-store', headers: this.#headers() };
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -1091,10 +1109,18 @@ export class VdeskViewer extends EventTarget {
     return { status: res.status, body: json };
   }
 
+  /** Request headers: JSON, and the viewer token when there is one. */
+  #headers() {
+    const headers = { Accept: 'application/json' };
+    if (this.#opts.token) headers.Authorization = `Bearer ${this.#opts.token}`;
+    return headers;
+  }
+
   #deleteSession(sessionId) {
     if (!sessionId) return;
     try {
-      fetch(joinUrl(this.#opts.baseUrl, api.session(sessionId)), { method: 'DELETE', keepalive: true }).catch(
+      const init = { method: 'DELETE', keepalive: true, headers: this.#headers() };
+      fetch(joinUrl(this.#opts.baseUrl, api.session(sessionId)), init).catch(
         () => {},
       );
     } catch {

@@ -2,7 +2,15 @@
 // VdeskViewer on <video id="screen">, and turns its events into the loading overlay and the error
 // panel. All WebRTC and signalling lives in vdesk.js; nothing here talks to the network.
 
-import { VdeskViewer, STAGE_LABELS, STAGES, describeError, isValidVmId, vmIdFromPath } from './vdesk.js';
+import {
+  VdeskViewer,
+  STAGE_LABELS,
+  STAGES,
+  describeError,
+  isValidVmId,
+  tokenFromSearch,
+  vmIdFromPath,
+} from './vdesk.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('screen');
@@ -80,8 +88,10 @@ if (!isValidVmId(vmId)) {
   // the window's size (the agent needs --allow-resize); ?relay=1 forces every media packet
   // through the TURN server (a test and diagnosis knob).
   const params = new URLSearchParams(location.search);
+  // The viewer link's token (`?token=...`) goes with every request of the viewer.
   const viewer = new VdeskViewer(video, {
     vmId,
+    token: tokenFromSearch(location.search),
     input: { scaling: params.get('scale') === '1:1' ? '1:1' : 'fit', resize: params.get('resize') === '1' },
     iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
   });

@@ -32,7 +32,9 @@ import {
   retryDelay,
   stageForConnectionState,
   stageForIceConnectionState,
+  tokenFromSearch,
   vmIdFromPath,
+  withToken,
 } from '../vdesk.js';
 
 const fixtures = JSON.parse(readFileSync(new URL('./fixtures/messages.json', import.meta.url), 'utf8'));
@@ -265,6 +267,16 @@ describe('errors', () => {
     assert.equal(joinUrl('http://h:1/', '/api/x'), 'http://h:1/api/x');
     assert.equal(joinUrl('http://h:1', 'https://other/y'), 'https://other/y');
   });
+
+  it('reads the viewer token from the page address and adds it to URLs', () => {
+    assert.equal(tokenFromSearch('?token=abc.DEF_-'), 'abc.DEF_-');
+    assert.equal(tokenFromSearch('?x=1&token=t1'), 't1');
+    assert.equal(tokenFromSearch(''), null);
+    assert.equal(tokenFromSearch('?token='), null);
+    assert.equal(withToken('/e', 'a.b'), '/e?token=a.b');
+    assert.equal(withToken('/e?x=1', 'a b'), '/e?x=1&token=a%20b');
+    assert.equal(withToken('/e', null), '/e');
+  });
 });
 
 // -------------------------------------------------------------------------------------------------
@@ -345,7 +357,7 @@ async function withFakeBrowser(routes, fn) {
   globalThis.fetch = async (url, init = {}) => {
     const method = init.method ?? 'GET';
     const body = init.body ? JSON.parse(init.body) : undefined;
-    requests.push({ method, url, body, keepalive: init.keepalive });
+    requests.push({ method, url, body, keepalive: init.keepalive, headers: init.headers ?? {} });
     const [status, reply] = (await routes(method, url, body)) ?? [404, { error: { code: 'not_found', message: url } }];
     return new Response(reply === undefined ? null : JSON.stringify(reply), {
       status,
@@ -397,6 +409,47 @@ function record(viewer) {
 const quiet = { log() {}, debug() {}, warn() {}, error() {} };
 
 describe('VdeskViewer flow (fake browser APIs)', () => {
+  it('sends its token on every request and on the event stream', async () => {
+    await withFakeBrowser(happyRoutes, async ({ requests }) => {
+      const viewer = new VdeskViewer(fakeVideo(), { vmId: 'demo', logger: quiet, autoRetry: false, token: 'tok.en' });
+      viewer.connect();
+      await tick();
+      const pc = FakePeerConnection.last;
+      pc.onicecandidate({ candidate: null });
+      await tick();
+      viewer.close();
+      const methods = requests.map((r) => r.method);
+      for (const m of ['GET', 'POST', 'DELETE']) assert.ok(methods.includes(m), `a ${m} request was made`);
+      for (const r of requests) assert.equal(r.headers.Authorization, 'Bearer tok.en', `${r.method} ${r.url}`);
+      assert.equal(FakeEventSource.last.url, `${fx('sessionCreated').eventsUrl}?token=tok.en`);
+    });
+  });
+
+  it('says "Access denied" on 403 and "Not authorized" on 401, and does not retry', async () => {
+    for (const [status, code, text] of [
+      [403, 'forbidden', 'Access denied'],
+      [401, 'unauthorized', 'Not authorized'],
+    ]) {
+      const routes = (method, url) =>
+        url === '/api/vms/demo' ? [status, { error: { code, message: 'the viewer token expired; ask for a new link' } }] : null;
+      await withFakeBrowser(routes, async ({ requests }) => {
+        const viewer = new VdeskViewer(fakeVideo(), { vmId: 'demo', logger: quiet, retryDelayMs: 10 });
+        const events = record(viewer);
+        viewer.connect();
+        await tick(80);
+        const errors = events.filter(([t]) => t === 'error').map(([, e]) => e);
+        assert.equal(errors.length, 1);
+        assert.equal(errors[0].code, code);
+        assert.equal(errors[0].message, text);
+        assert.equal(errors[0].willRetry, false);
+        assert.match(errors[0].detail, /expired/);
+        assert.equal(requests.length, 1, 'no retry');
+        assert.equal(events.filter(([t]) => t === 'retrying').length, 0);
+        viewer.close();
+      });
+    }
+  });
+
   it('does not touch browser globals until connect()', () => {
     const v = new VdeskViewer(fakeVideo(), { vmId: 'demo', logger: quiet });
     assert.equal(v.stage, 'idle');

@@ -50,8 +50,13 @@ pub fn routes() -> Router<AppState> {
 
 async fn upgrade(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(e) = crate::access::check_origin(&headers) {
+        warn!("agent WebSocket refused: Origin does not match Host");
+        return e.into_response();
+    }
     match ws {
         Ok(ws) => ws
             .max_message_size(MAX_FRAME_BYTES)

@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use vdesk_protocol::{IceServer, Permission, VmId};
+use vdesk_protocol::{IceServer, VmId};
 
-use crate::auth::AgentToken;
+use crate::auth::{AgentAuth, AgentToken, ControllerSecret};
+use crate::cli::Command;
+use crate::turn::TurnRest;
 
 /// Raw command line of `vdesk-controller`.
 #[derive(Debug, Clone, Parser)]
@@ -22,6 +24,37 @@ use crate::auth::AgentToken;
     long_about = None
 )]
 pub struct Args {
+    /// Instead of serving: print an agent's secret or a viewer link (see `help agent-secret`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The controller's secret (at least 16 characters; make one with `openssl rand -hex 32`).
+    /// Viewer links are signed with it, and each VM's agent secret is derived from it: print the
+    /// one for VM ID with `vdesk-controller agent-secret --vm ID` and give it to that VM's
+    /// agent as its --token. A VM's secret cannot register any other VM.
+    #[arg(
+        long,
+        env = "VDESK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub secret: Option<ControllerSecret>,
+
+    /// Bearer token of the admin API (POST /api/admin/links mints viewer links, GET /api/vms
+    /// lists VMs). Without it the admin API is off. At least 16 characters.
+    #[arg(
+        long,
+        env = "VDESK_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub admin_token: Option<Password>,
+
+    /// The address browsers use to reach this controller (e.g. https://vdesk.example.org), for
+    /// the links the admin API returns. Default: http://<Host header of the admin request>.
+    #[arg(long, env = "VDESK_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
     /// Address (IP:PORT) to serve browsers and agents on: the viewer is at http://ADDR/vm/{vm_id}
     /// and agents connect to ws://ADDR/api/agent/ws.
     #[arg(
@@ -32,8 +65,8 @@ pub struct Args {
     )]
     pub listen: String,
 
-    /// Shared secret every agent must present (at least 16 characters). Make one with
-    /// `openssl rand -hex 16` and give the same value to each vdesk-agent.
+    /// Optional shared secret that lets an agent register as ANY VM (at least 16 characters).
+    /// Prefer the per-VM secrets derived from --secret; this one is kept for older set-ups.
     #[arg(
         long,
         env = "VDESK_AGENT_TOKEN",
@@ -64,7 +97,8 @@ pub struct Args {
     pub stun_servers: Vec<String>,
 
     /// TURN server for both peers, e.g. turn:turn.example.org:3478?transport=udp (repeatable;
-    /// env comma separated). Needs --turn-username and --turn-password.
+    /// env comma separated). Needs --turn-secret (time-limited credentials) or
+    /// --turn-username and --turn-password (fixed ones).
     #[arg(
         long = "turn-server",
         env = "VDESK_TURN_SERVERS",
@@ -86,6 +120,68 @@ pub struct Args {
     )]
     pub turn_password: Option<Password>,
 
+    /// Secret shared with the TURN server (coturn: `use-auth-secret`, `static-auth-secret=`):
+    /// each viewer and agent gets its own time-limited TURN credentials (the TURN REST scheme).
+    #[arg(
+        long,
+        env = "VDESK_TURN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub turn_secret: Option<Password>,
+
+    /// Lifetime of TURN credentials made with --turn-secret, in seconds. A session that outlives
+    /// it loses its relayed path when the allocation is refreshed.
+    #[arg(
+        long,
+        env = "VDESK_TURN_TTL",
+        default_value_t = 86_400,
+        value_name = "SECS"
+    )]
+    pub turn_ttl: u64,
+
+    /// Most live sessions per VM (0 = no limit).
+    #[arg(
+        long,
+        env = "VDESK_MAX_SESSIONS_PER_VM",
+        default_value_t = 8,
+        value_name = "N"
+    )]
+    pub max_sessions_per_vm: usize,
+
+    /// Most live sessions per viewer link (token) (0 = no limit).
+    #[arg(
+        long,
+        env = "VDESK_MAX_SESSIONS_PER_TOKEN",
+        default_value_t = 4,
+        value_name = "N"
+    )]
+    pub max_sessions_per_token: usize,
+
+    /// Sessions one client IP, and one viewer link, may create per minute (burst of as many;
+    /// 0 = no limit). Over it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "VDESK_SESSION_RATE_LIMIT",
+        default_value_t = 30,
+        value_name = "PER_MIN"
+    )]
+    pub session_rate_limit: u32,
+
+    /// Candidates one client IP, and one viewer link, may post per minute (0 = no limit).
+    #[arg(
+        long,
+        env = "VDESK_CANDIDATE_RATE_LIMIT",
+        default_value_t = 1200,
+        value_name = "PER_MIN"
+    )]
+    pub candidate_rate_limit: u32,
+
+    /// Take the client IP for rate limits from the last X-Forwarded-For entry (set this only
+    /// behind a reverse proxy that writes that header; otherwise clients could choose their IP).
+    #[arg(long, env = "VDESK_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
     /// Seconds a session survives with no open event stream and no request from its viewer.
     #[arg(
         long,
@@ -103,17 +199,6 @@ pub struct Args {
         value_name = "BYTES"
     )]
     pub max_body_bytes: usize,
-
-    /// What every viewer may do until viewer tokens decide it: control (input, clipboard,
-    /// resize) or view (watch only; the agent drops its input). Tests use `view`.
-    #[arg(
-        long,
-        env = "VDESK_DEFAULT_PERMISSION",
-        default_value = "control",
-        value_parser = ["view", "control"],
-        value_name = "view|control"
-    )]
-    pub default_permission: String,
 }
 
 /// A password read from the command line; `Debug` never shows it.
@@ -143,10 +228,26 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "--agent-token (or VDESK_AGENT_TOKEN) is required: it is the secret every agent presents. \
-         Make one with `openssl rand -hex 16` and give the same value to each vdesk-agent"
+        "--secret (or VDESK_SECRET) is required: viewer links are signed with it and agent \
+         secrets derived from it. Make one with `openssl rand -hex 32`"
     )]
-    MissingToken,
+    MissingSecret,
+    #[error(
+        "--secret must be at least {MIN_TOKEN_LEN} printable ASCII characters without spaces; \
+         make one with `openssl rand -hex 32`"
+    )]
+    WeakSecret,
+    #[error(
+        "--admin-token must be at least {MIN_TOKEN_LEN} printable ASCII characters without \
+         spaces; make one with `openssl rand -hex 16`"
+    )]
+    WeakAdminToken,
+    #[error("--public-url {0:?} must be an http:// or https:// URL without a query")]
+    PublicUrl(String),
+    #[error("--turn-secret needs --turn-server, and excludes --turn-username/--turn-password")]
+    TurnSecret,
+    #[error("--turn-ttl must be between 60 and 2592000 seconds")]
+    TurnTtl,
     #[error(
         "--agent-token must be at least {MIN_TOKEN_LEN} printable ASCII characters without \
          spaces; make one with `openssl rand -hex 16`"
@@ -174,38 +275,86 @@ pub enum ConfigError {
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub agent_token: AgentToken,
+    /// Signs viewer tokens; agent secrets derive from it.
+    pub secret: ControllerSecret,
+    /// The older shared agent token (any VM), if configured.
+    pub agent_token: Option<AgentToken>,
+    pub admin_token: Option<Password>,
+    pub public_url: Option<String>,
     /// VMs known before any agent registers.
     pub vms: Vec<VmId>,
     /// Handed to browsers (`GET /api/webrtc/config`) and agents (`welcome`, `offer`) alike.
     pub ice_servers: Vec<IceServer>,
+    /// TURN servers with time-limited credentials (--turn-secret).
+    pub turn: Option<TurnRest>,
     pub session_idle_timeout: Duration,
     pub max_body_bytes: usize,
-    /// Sent with every offer (until viewer tokens decide per viewer).
-    pub default_permission: Permission,
+    pub max_sessions_per_vm: usize,
+    pub max_sessions_per_token: usize,
+    pub session_rate_limit: u32,
+    pub candidate_rate_limit: u32,
+    pub trust_forwarded_for: bool,
 }
 
 impl Config {
-    /// Defaults of every flag, with `agent_token`; for tests and embedders.
+    /// Defaults of every flag, with `agent_token` as the shared agent token and a random
+    /// controller secret (mint viewer tokens with `config.secret`); for tests and embedders.
     pub fn new(agent_token: AgentToken) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            agent_token,
+            secret: ControllerSecret::random(),
+            agent_token: Some(agent_token),
+            admin_token: None,
+            public_url: None,
             vms: Vec::new(),
             ice_servers: Vec::new(),
+            turn: None,
             session_idle_timeout: Duration::from_secs(30),
             max_body_bytes: 131_072,
-            default_permission: Permission::Control,
+            max_sessions_per_vm: 8,
+            max_sessions_per_token: 4,
+            session_rate_limit: 30,
+            candidate_rate_limit: 1200,
+            trust_forwarded_for: false,
+        }
+    }
+
+    /// Who may register as which agent.
+    pub fn agent_auth(&self) -> AgentAuth {
+        AgentAuth {
+            secret: Some(self.secret.clone()),
+            shared: self.agent_token.clone(),
         }
     }
 
     /// Checks every raw flag and builds the configuration.
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let agent_token = args.agent_token.ok_or(ConfigError::MissingToken)?;
-        let t = agent_token.expose();
-        if t.len() < MIN_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConfigError::WeakToken);
+        let secret = args.secret.ok_or(ConfigError::MissingSecret)?;
+        if !strong(secret.expose()) {
+            return Err(ConfigError::WeakSecret);
         }
+        if let Some(t) = &args.agent_token {
+            if !strong(t.expose()) {
+                return Err(ConfigError::WeakToken);
+            }
+        }
+        if let Some(t) = &args.admin_token {
+            if !strong(&t.0) {
+                return Err(ConfigError::WeakAdminToken);
+            }
+        }
+        let public_url = match args.public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(u) => {
+                let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                    && !u.contains(['?', '#', ' '])
+                    && !u.bytes().any(|b| b.is_ascii_control());
+                if !ok {
+                    return Err(ConfigError::PublicUrl(u.to_owned()));
+                }
+                Some(u.trim_end_matches('/').to_owned())
+            }
+        };
         let listen = args
             .listen
             .trim()
@@ -233,7 +382,25 @@ impl Config {
             });
         }
         let turn = clean_urls(&args.turn_servers, &["turn:", "turns:"], ConfigError::Turn)?;
-        match (turn.is_empty(), args.turn_username, args.turn_password) {
+        let mut turn_rest = None;
+        if let Some(turn_secret) = args.turn_secret.filter(|s| !s.0.is_empty()) {
+            if turn.is_empty() || args.turn_username.is_some() || args.turn_password.is_some() {
+                return Err(ConfigError::TurnSecret);
+            }
+            if !(60..=2_592_000).contains(&args.turn_ttl) {
+                return Err(ConfigError::TurnTtl);
+            }
+            turn_rest = Some(TurnRest::new(
+                turn.clone(),
+                turn_secret.0,
+                Duration::from_secs(args.turn_ttl),
+            ));
+        }
+        match (
+            turn.is_empty() || turn_rest.is_some(),
+            args.turn_username,
+            args.turn_password,
+        ) {
             (true, None, None) => {}
             (true, _, _) => return Err(ConfigError::TurnCredentialsUnused),
             (false, Some(user), Some(pass)) if !user.is_empty() && !pass.0.is_empty() => {
@@ -254,18 +421,27 @@ impl Config {
         }
         Ok(Self {
             listen,
-            agent_token,
+            secret,
+            agent_token: args.agent_token,
+            admin_token: args.admin_token,
+            public_url,
             vms,
             ice_servers,
+            turn: turn_rest,
             session_idle_timeout: Duration::from_secs(args.session_idle_timeout),
             max_body_bytes: args.max_body_bytes,
-            default_permission: if args.default_permission == "view" {
-                Permission::View
-            } else {
-                Permission::Control
-            },
+            max_sessions_per_vm: args.max_sessions_per_vm,
+            max_sessions_per_token: args.max_sessions_per_token,
+            session_rate_limit: args.session_rate_limit,
+            candidate_rate_limit: args.candidate_rate_limit,
+            trust_forwarded_for: args.trust_forwarded_for,
         })
     }
+}
+
+/// Long enough and printable, without spaces.
+fn strong(secret: &str) -> bool {
+    secret.len() >= MIN_TOKEN_LEN && secret.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn clean_urls(
@@ -297,12 +473,20 @@ impl fmt::Debug for Config {
             .collect();
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("secret", &self.secret)
             .field("agent_token", &self.agent_token)
+            .field("admin_token", &self.admin_token)
+            .field("public_url", &self.public_url)
+            .field("turn", &self.turn)
             .field("vms", &self.vms)
             .field("ice_server_urls", &urls)
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
-            .field("default_permission", &self.default_permission)
+            .field("max_sessions_per_vm", &self.max_sessions_per_vm)
+            .field("max_sessions_per_token", &self.max_sessions_per_token)
+            .field("session_rate_limit", &self.session_rate_limit)
+            .field("candidate_rate_limit", &self.candidate_rate_limit)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
             .finish()
     }
 }
@@ -312,8 +496,16 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    const SECRET: &str = "controller-secret-0123456789abcdef";
 
+    /// Parses `args` after `--secret SECRET`.
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["--secret", SECRET];
+        all.extend_from_slice(args);
+        parse_raw(&all)
+    }
+
+    fn parse_raw(args: &[&str]) -> Result<Config, ConfigError> {
         let argv = std::iter::once("vdesk-controller").chain(args.iter().copied());
         Config::from_args(Args::try_parse_from(argv).expect("clap accepts the flags"))
     }
@@ -325,15 +517,27 @@ mod tests {
         assert_eq!(c.session_idle_timeout, Duration::from_secs(30));
         assert_eq!(c.max_body_bytes, 131_072);
         assert!(c.vms.is_empty() && c.ice_servers.is_empty());
-        assert!(c.agent_token.matches(TOKEN));
+        assert!(c.agent_token.as_ref().unwrap().matches(TOKEN));
+        assert_eq!(c.secret.expose(), SECRET);
+        assert_eq!((c.max_sessions_per_vm, c.max_sessions_per_token), (8, 4));
+        // The shared agent token is optional.
+        assert!(parse(&[]).unwrap().agent_token.is_none());
     }
 
     #[test]
-    fn missing_or_weak_token_says_how_to_make_one() {
-        let e = parse(&[]).unwrap_err();
-        assert_eq!(e, ConfigError::MissingToken);
-        assert!(e.to_string().contains("openssl rand -hex 16"), "{e}");
-        assert!(e.to_string().contains("--agent-token"), "{e}");
+    fn missing_or_weak_secret_says_how_to_make_one() {
+        let e = parse_raw(&["--agent-token", TOKEN]).unwrap_err();
+        assert_eq!(e, ConfigError::MissingSecret);
+        assert!(e.to_string().contains("openssl rand -hex 32"), "{e}");
+        assert!(e.to_string().contains("--secret"), "{e}");
+        assert_eq!(
+            parse_raw(&["--secret", "short"]).unwrap_err(),
+            ConfigError::WeakSecret
+        );
+        assert_eq!(
+            parse(&["--admin-token", "short"]).unwrap_err(),
+            ConfigError::WeakAdminToken
+        );
         assert_eq!(
             parse(&["--agent-token", "short"]).unwrap_err(),
             ConfigError::WeakToken
@@ -355,6 +559,19 @@ mod tests {
             (&["--turn-username", "u"], "--turn-username"),
             (&["--session-idle-timeout", "0"], "--session-idle-timeout"),
             (&["--max-body-bytes", "10"], "--max-body-bytes"),
+            (&["--public-url", "ftp://x"], "--public-url"),
+            (&["--turn-secret", "s"], "--turn-secret"),
+            (
+                &[
+                    "--turn-server",
+                    "turn:x",
+                    "--turn-secret",
+                    "s",
+                    "--turn-ttl",
+                    "1",
+                ],
+                "--turn-ttl",
+            ),
         ];
         for (args, flag) in cases {
             let mut all = vec!["--agent-token", TOKEN];
@@ -391,5 +608,36 @@ mod tests {
         assert_eq!(c.ice_servers[1].credential.as_deref(), Some("p"));
         let dbg = format!("{c:?}");
         assert!(!dbg.contains(TOKEN) && !dbg.contains("\"p\""), "{dbg}");
+        assert!(!dbg.contains(SECRET), "{dbg}");
+    }
+
+    #[test]
+    fn turn_secret_makes_time_limited_credentials() {
+        let c = parse(&[
+            "--turn-server",
+            "turn:192.0.2.2:3478",
+            "--turn-secret",
+            "turnsecret",
+            "--turn-ttl",
+            "600",
+        ])
+        .unwrap();
+        assert!(c.ice_servers.is_empty(), "no fixed credentials");
+        let turn = c.turn.as_ref().unwrap();
+        assert_eq!(turn.urls, ["turn:192.0.2.2:3478"]);
+        assert_eq!(turn.ttl, Duration::from_secs(600));
+        assert!(!format!("{c:?}").contains("turnsecret"));
+        assert_eq!(
+            parse(&[
+                "--turn-server",
+                "turn:x",
+                "--turn-secret",
+                "s",
+                "--turn-username",
+                "u"
+            ])
+            .unwrap_err(),
+            ConfigError::TurnSecret
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! message, rendered as `{"error": {"code", "message"}}`. It never carries a `Debug` dump or an
 //! internal detail onto the wire.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tracing::debug;
@@ -15,6 +15,8 @@ pub struct AppError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (rate limits).
+    pub retry_after: Option<u64>,
 }
 
 impl AppError {
@@ -23,7 +25,39 @@ impl AppError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// 401 for a viewer route called without a token.
+    pub fn no_viewer_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "this route needs a viewer token: open the link you were given (it ends in \
+             ?token=...), or send Authorization: Bearer <token>",
+        )
+    }
+
+    /// 401 with `message` (which names the credential that is missing).
+    pub fn unauthorized_with(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
+
+    /// 403: the credential is there but does not allow this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+    }
+
+    /// 429 with a `Retry-After` of `retry_after` seconds (at least 1).
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyRequests,
+            message,
+        );
+        e.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        e
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -69,7 +103,7 @@ impl From<RelayError> for AppError {
             RelayError::AgentOffline | RelayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RelayError::Ended { .. } => StatusCode::GONE,
             RelayError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RelayError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            RelayError::TooMany(_) | RelayError::Limit(_) => StatusCode::TOO_MANY_REQUESTS,
             RelayError::Conflict(_) => StatusCode::CONFLICT,
         };
         let message = match &e {
@@ -89,6 +123,11 @@ impl IntoResponse for AppError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }

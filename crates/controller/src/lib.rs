@@ -5,22 +5,28 @@
 //! relay's ticker and a graceful shutdown. The signalling logic is the socket-free
 //! [`relay::Relay`]; everything else adapts HTTP, SSE and WebSocket to it.
 
+pub mod access;
 pub mod agent_ws;
 pub mod assets;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod relay;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod turn;
+pub mod viewer_token;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Request, StatusCode, Uri};
 use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -28,7 +34,7 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 use vdesk_protocol::ErrorCode;
 
-pub use auth::AgentToken;
+pub use auth::{AgentToken, ControllerSecret};
 pub use config::{Args, Config, ConfigError};
 pub use error::AppError;
 pub use state::AppState;
@@ -44,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(routes::vms::routes())
         .merge(routes::session::routes())
+        .merge(routes::admin::routes())
         .merge(sse::routes())
         .merge(agent_ws::routes())
         .fallback(|method: Method, uri: Uri| async move {
@@ -58,7 +65,14 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body))
         // Refusals (404, 503...) are normal answers, logged by the relay; not tower's errors.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        // The span names the path only: a query may carry a viewer token (`?token=`).
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_failure(()),
+        )
         .with_state(state)
 }
 
@@ -75,7 +89,9 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let result = axum::serve(listener, app(state))
+    // Connect info gives handlers the client's address, for rate limits.
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             shutdown.await;
             info!("shutting down: ending every session");

@@ -1,6 +1,7 @@
 //! `vdesk-controller`: parse and check the configuration, start logging, serve until SIGINT or
-//! SIGTERM, then let sessions end cleanly (at most [`GRACE`]). The composition root only; all
-//! behaviour lives in the library.
+//! SIGTERM, then let sessions end cleanly (at most [`GRACE`]); or run an operator subcommand
+//! (`agent-secret`, `mint-link`) and print its result. The composition root only; all behaviour
+//! lives in the library.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -8,25 +9,43 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing::{info, warn};
-use vdesk_controller::{serve, AppState, Args, Config};
+use vdesk_controller::{cli, serve, viewer_token, AppState, Args, Config};
 
 /// How long open connections may take to close after the shutdown signal.
 const GRACE: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = match Config::from_args(Args::parse()) {
+    let args = Args::parse();
+    if let Some(cmd) = &args.command {
+        match cli::run(cmd, viewer_token::unix_now()) {
+            Ok(out) => {
+                println!("{out}");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("vdesk-controller: {e}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vdesk-controller: {e}");
             std::process::exit(2);
         }
     };
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    // At trace level these log whole WebSocket frames, an agent's hello (and its secret) too.
+    for quiet in ["tungstenite=debug", "tokio_tungstenite=debug"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -40,8 +59,11 @@ async fn main() -> anyhow::Result<()> {
         %addr,
         vms = %vms.join(","),
         ice_servers = config.ice_servers.len(),
+        turn_rest = config.turn.is_some(),
+        admin_api = config.admin_token.is_some(),
+        shared_agent_token = config.agent_token.is_some(),
         idle_timeout_s = config.session_idle_timeout.as_secs(),
-        "vdesk controller listening; viewer at http://{addr}/vm/{{vm_id}}"
+        "vdesk controller listening; mint viewer links with `vdesk-controller mint-link --vm ID`"
     );
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

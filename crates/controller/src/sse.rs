@@ -1,13 +1,14 @@
 //! `GET /api/webrtc/session/{id}/events`: the session's events as server-sent events. A new
 //! stream replays the log (after `Last-Event-ID`, if given), then gets live events the moment the
 //! relay produces them; a `: keep-alive` comment goes out every 10 s, and the stream ends after
-//! `ended`. While a stream is open its session is not idle. No relay logic here.
+//! `ended`. While a stream is open its session is not idle. Needs the session's viewer token
+//! (`?token=`, since `EventSource` cannot set headers). No relay logic here.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +17,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::mpsc;
 use vdesk_protocol::{ControllerToViewer, SessionId};
 
+use crate::access;
 use crate::error::AppError;
 use crate::extract::SessionParam;
 use crate::state::{AppState, ViewerEvent};
@@ -31,7 +33,9 @@ async fn events(
     State(state): State<AppState>,
     SessionParam(id): SessionParam,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, AppError> {
+    access::viewer_session(&state, &headers, &uri, &id)?;
     let after = match headers.get("last-event-id") {
         None => 0,
         Some(v) => v

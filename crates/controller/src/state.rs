@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use vdesk_protocol::{ControllerToAgent, ControllerToViewer, SessionId};
 
 use crate::config::Config;
+use crate::limits::RateLimiter;
 use crate::relay::{ConnId, Outbound, Relay, RelayConfig, AGENT_GRACE, TOMBSTONE_TTL};
 
 /// What an agent connection's task is asked to do.
@@ -111,6 +112,7 @@ impl Drop for HubGuard<'_> {
 struct Shared {
     config: Config,
     hub: Mutex<Hub>,
+    limiter: Mutex<RateLimiter>,
     next_conn: AtomicU64,
 }
 
@@ -122,16 +124,20 @@ impl AppState {
     pub fn new(config: Config) -> Self {
         let relay = Relay::new(
             RelayConfig {
-                agent_token: config.agent_token.clone(),
+                agent_auth: config.agent_auth(),
                 ice_servers: config.ice_servers.clone(),
+                turn: config.turn.clone(),
                 idle_timeout: config.session_idle_timeout,
                 tombstone_ttl: TOMBSTONE_TTL,
-                default_permission: config.default_permission,
                 agent_grace: AGENT_GRACE,
+                max_sessions_per_vm: config.max_sessions_per_vm,
+                max_sessions_per_token: config.max_sessions_per_token,
             },
             config.vms.iter().cloned(),
         );
+        let limiter = RateLimiter::new(config.session_rate_limit, config.candidate_rate_limit);
         Self(Arc::new(Shared {
+            limiter: Mutex::new(limiter),
             config,
             hub: Mutex::new(Hub {
                 relay,
@@ -159,6 +165,11 @@ impl AppState {
         f(&mut hub.relay, Instant::now())
     }
 
+    /// The rate limits (never held across an `.await`, never together with the hub).
+    pub fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
+        self.0.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn next_conn_id(&self) -> ConnId {
         ConnId(self.0.next_conn.fetch_add(1, Ordering::Relaxed))
     }
@@ -175,6 +186,7 @@ impl AppState {
         loop {
             interval.tick().await;
             self.relay(|r, now| r.tick(now));
+            self.limiter().prune(Instant::now());
         }
     }
 }

@@ -70,10 +70,13 @@ async fn pages_and_assets_have_their_types_and_no_cache() {
     let page = body_text(send(&app, get("/vm/demo")).await).await;
     assert_eq!(page, vdesk_controller::assets::VIEWER_HTML);
 
-    let index = send(&app, get("/")).await;
+    // The index lists VMs for the admin only.
+    let index = send(&app, bearer(anon_get("/"), ADMIN)).await;
     assert_eq!(index.status(), 200);
     let html = body_text(index).await;
     assert!(html.contains("<a href=\"/vm/demo\">demo</a>"), "{html}");
+    let html = body_text(send(&app, anon_get("/")).await).await;
+    assert!(!html.contains("demo") && html.contains("link"), "{html}");
 
     let health = send(&app, get("/healthz")).await;
     assert_eq!(health.status(), 200);
@@ -117,14 +120,14 @@ async fn unknown_routes_bad_ids_and_methods_are_json_errors() {
 async fn vm_registry_and_ice_config() {
     let state = state();
     let app = app(state.clone());
-    let v = body_json(send(&app, get("/api/vms")).await).await;
+    let v = body_json(send(&app, bearer(anon_get("/api/vms"), ADMIN)).await).await;
     assert_eq!(v, json!({"vms": [{"vmId": "demo", "online": false}]}));
     let v = body_json(send(&app, get("/api/vms/demo")).await).await;
     assert_eq!(v, json!({"vmId": "demo", "online": false}));
     expect_error(send(&app, get("/api/vms/other")).await, 404, "vm_not_found").await;
 
     let _agent = FakeAgent::registered(&state, "other").await;
-    let v = body_json(send(&app, get("/api/vms")).await).await;
+    let v = body_json(send(&app, bearer(anon_get("/api/vms"), ADMIN)).await).await;
     assert_eq!(
         v,
         json!({"vms": [{"vmId": "demo", "online": false}, {"vmId": "other", "online": true}]})
@@ -177,6 +180,7 @@ async fn creating_a_session_checks_vm_agent_and_body() {
             .header("content-type", "application/json")
             .body(Body::from(*body))
             .unwrap();
+        let req = bearer(req, &viewer_token("demo"));
         let msg = expect_error(send(&app, req).await, 400, "bad_request").await;
         assert!(msg.contains(field), "{body}: {msg}");
     }
@@ -186,6 +190,7 @@ async fn creating_a_session_checks_vm_agent_and_body() {
             json!({"vmId": "demo", "offer": {"type": "offer", "sdp": OFFER}}).to_string(),
         ))
         .unwrap();
+    let req = bearer(req, &viewer_token("demo"));
     assert_eq!(send(&app, req).await.status(), 201);
 }
 
@@ -208,6 +213,7 @@ async fn oversized_bodies_get_413() {
     let req = Request::post("/api/webrtc/session")
         .body(Body::from_stream(stream))
         .unwrap();
+    let req = bearer(req, &viewer_token("demo"));
     expect_error(send(&app, req).await, 413, "payload_too_large").await;
 }
 
@@ -349,7 +355,13 @@ async fn delete_ends_the_session_and_leaves_a_410_tombstone() {
     let state = state();
     let (app, mut agent, id) = open_session(&state).await;
     let base = format!("/api/webrtc/session/{id}");
-    let req = Request::delete(&base).body(Body::empty()).unwrap();
+    let req = bearer(
+        bearer(
+            Request::delete(&base).body(Body::empty()).unwrap(),
+            &viewer_token("demo"),
+        ),
+        &viewer_token("demo"),
+    );
     assert_eq!(send(&app, req).await.status(), 204);
     match agent.recv().await {
         ControllerToAgent::EndSession {
@@ -368,7 +380,10 @@ async fn delete_ends_the_session_and_leaves_a_410_tombstone() {
             &format!("{base}/candidate"),
             &json!({"candidate": cand(1), "from": "browser"}),
         ),
-        Request::delete(&base).body(Body::empty()).unwrap(),
+        bearer(
+            Request::delete(&base).body(Body::empty()).unwrap(),
+            &viewer_token("demo"),
+        ),
     ] {
         let msg = expect_error(send(&app, req).await, 410, "viewer_left").await;
         assert_eq!(msg, "the viewer closed the session");

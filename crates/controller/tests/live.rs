@@ -117,6 +117,19 @@ impl Sse {
     }
 }
 
+/// An HTTP client that sends VM demo's viewer token on every request.
+fn viewer_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", viewer_token("demo")).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 async fn create_session(client: &reqwest::Client, addr: SocketAddr) -> Value {
     let resp = client
         .post(format!("http://{addr}/api/webrtc/session"))
@@ -133,7 +146,7 @@ async fn create_session(client: &reqwest::Client, addr: SocketAddr) -> Value {
 async fn signalling_flows_both_ways_and_agent_death_ends_the_session() {
     let server = start().await;
     let addr = server.addr;
-    let client = reqwest::Client::new();
+    let client = viewer_client();
     let mut ws = agent(addr).await;
 
     let created = create_session(&client, addr).await;
@@ -269,7 +282,7 @@ async fn signalling_flows_both_ways_and_agent_death_ends_the_session() {
 async fn shutdown_tells_agent_and_viewer() {
     let mut server = start().await;
     let addr = server.addr;
-    let client = reqwest::Client::new();
+    let client = viewer_client();
     let mut ws = agent(addr).await;
     let created = create_session(&client, addr).await;
     let mut sse = Sse::open(

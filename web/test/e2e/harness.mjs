@@ -4,6 +4,7 @@
 // frame counts back from the page. No test lives here; it must not start anything on import.
 
 import { spawn, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -231,6 +232,94 @@ export async function waitForHttp(url, { timeoutMs = 15000, ok = (s) => s === 20
     },
     { timeoutMs, intervalMs: 150 },
   );
+}
+
+// --- vdesk-controller with auth -----------------------------------------------------------------
+
+/** Where the Rust binaries are ($VDESK_BIN_DIR, default /work/main/target/debug). */
+export const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
+export const CONTROLLER_BIN = path.join(BIN_DIR, 'vdesk-controller');
+export const AGENT_BIN = path.join(BIN_DIR, 'vdesk-agent');
+
+/** A fresh controller secret (64 hex digits). */
+export function newSecret() {
+  return randomBytes(32).toString('hex');
+}
+
+/** Runs a `vdesk-controller` subcommand with `secret` and returns what it printed. */
+export async function controllerCli(secret, args, bin = CONTROLLER_BIN) {
+  const { stdout } = await run(bin, args, { env: { ...process.env, VDESK_SECRET: secret } });
+  return stdout.trim();
+}
+
+/** The secret VM `vmId`'s agent presents (`vdesk-controller agent-secret`). */
+export function agentSecretFor(secret, vmId, bin = CONTROLLER_BIN) {
+  return controllerCli(secret, ['agent-secret', '--vm', vmId], bin);
+}
+
+/** A viewer token for `vmId` (`vdesk-controller mint-link --token-only`). */
+export function mintToken(secret, vmId, { permission = 'control', ttl = '1h', bin = CONTROLLER_BIN } = {}) {
+  return controllerCli(secret, ['mint-link', '--vm', vmId, '--permission', permission, '--ttl', ttl, '--token-only'], bin);
+}
+
+/**
+ * Starts vdesk-controller on a free port with a fresh secret and an admin token, and waits for
+ * /healthz. Resolves to a handle: `{base, port, secret, adminToken, child, pageUrl(vmId, opts),
+ * token(vmId, opts), agentSecret(vmId), vmInfo(vmId), startAgent(procs, {vmId, display, args,
+ * env})}`. `pageUrl` mints a new token (control, 1 h unless `opts` say otherwise) for each page,
+ * so tests need not know about auth at all.
+ */
+export async function startController(procs, { vms = [], args = [], env = {}, bin = CONTROLLER_BIN, agentBin = AGENT_BIN } = {}) {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const secret = newSecret();
+  const adminToken = newSecret();
+  const child = procs.spawn('vdesk-controller', bin, [
+    '--listen', `127.0.0.1:${port}`,
+    ...vms.flatMap((v) => ['--vm', v]),
+    ...args,
+  ], { env: { RUST_LOG: process.env.RUST_LOG ?? 'info', VDESK_SECRET: secret, VDESK_ADMIN_TOKEN: adminToken, ...env } });
+  await waitForHttp(`${base}/healthz`, { check: () => procs.assertRunning(child) });
+  const ctl = {
+    base,
+    port,
+    secret,
+    adminToken,
+    child,
+    token: (vmId, opts = {}) => mintToken(secret, vmId, { ...opts, bin }),
+    async pageUrl(vmId, opts = {}) {
+      return `${base}/vm/${encodeURIComponent(vmId)}?token=${await ctl.token(vmId, opts)}`;
+    },
+    agentSecret: (vmId) => agentSecretFor(secret, vmId, bin),
+    /** `GET /api/vms/{vmId}` with the admin token: `{status, body}`. */
+    async vmInfo(vmId) {
+      const res = await fetch(`${base}/api/vms/${encodeURIComponent(vmId)}`, {
+        headers: { Authorization: `Bearer ${adminToken}` },
+        signal: AbortSignal.timeout(2000),
+      });
+      return { status: res.status, body: await res.json().catch(() => null) };
+    },
+    /** Starts vdesk-agent for `vmId` with its derived secret; resolves once the VM is online. */
+    async startAgent(agentProcs, { vmId, display, args: agentArgs = [], env: agentEnv = {} }) {
+      const agent = agentProcs.spawn(`vdesk-agent ${vmId}`, agentBin, [
+        '--controller', base, '--vm-id', vmId, '--display', `:${display}`, ...agentArgs,
+      ], {
+        env: {
+          RUST_LOG: process.env.RUST_LOG ?? 'info',
+          GST_DEBUG: process.env.GST_DEBUG ?? '2',
+          VDESK_AGENT_TOKEN: await ctl.agentSecret(vmId),
+          ...agentEnv,
+        },
+      });
+      await waitFor(`VM ${vmId} online`, async () => {
+        agentProcs.assertRunning(agent);
+        const { status, body } = await ctl.vmInfo(vmId);
+        return status === 200 && body?.online === true;
+      }, { timeoutMs: 15000, intervalMs: 150 });
+      return agent;
+    },
+  };
+  return ctl;
 }
 
 // --- Chromium -----------------------------------------------------------------------------------

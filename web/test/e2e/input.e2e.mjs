@@ -20,15 +20,14 @@ import { after, before, describe, it } from 'node:test';
 import {
   Processes,
   SCREEN,
-  freePort,
   launchChromium,
   recordConsole,
   reportingFailures,
   sleep,
+  startController,
   startXvfb,
   viewerState,
   waitFor,
-  waitForHttp,
 } from './harness.mjs';
 
 const run = promisify(execFile);
@@ -36,7 +35,6 @@ const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
 const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
 const AGENT = path.join(BIN_DIR, 'vdesk-agent');
 const XPROBE = path.join(BIN_DIR, 'vdesk-xprobe');
-const TOKEN = `e2e-input-${process.pid}-${Date.now()}`;
 const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : false;
 
 // The browser window is taller than 16:9, so the 1280x720 picture is scaled to 1000x562.5 and
@@ -119,34 +117,29 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
   const env = () => ({ ...process.env, DISPLAY: `:${display}` });
   const reports = () => `${consoleLines.join('\n')}\n${procs.report()}`;
 
-  async function startPair(name, extra) {
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    const controller = procs.spawn(`${name} controller`, CONTROLLER, ['--listen', `127.0.0.1:${port}`, '--agent-token', TOKEN, '--vm', 'demo', ...extra], {
-      env: { RUST_LOG: process.env.RUST_LOG ?? 'info' },
-    });
-    await waitForHttp(`${url}/healthz`, { check: () => procs.assertRunning(controller) });
-    const agentArgs = ['--controller', url, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`];
-    if (name === 'resize') agentArgs.push('--allow-resize');
-    const agent = procs.spawn(`${name} agent`, AGENT, agentArgs, {
+  /** A controller (fresh secret) and an agent for VM demo; resolves to `{base, pageUrl}`, the
+   *  page address carrying a viewer token with `permission`. */
+  async function startPair(name, permission) {
+    const ctl = await startController(procs, { vms: ['demo'] });
+    const args = name === 'resize' ? ['--allow-resize'] : [];
+    await ctl.startAgent(procs, {
+      vmId: 'demo',
+      display,
+      args,
       env: { VDESK_LOG: process.env.VDESK_LOG ?? 'info,vdesk_agent=debug', GST_DEBUG: process.env.GST_DEBUG ?? '1' },
     });
-    await waitForHttp(`${url}/api/vms/demo`, {
-      ok: (s, text) => s === 200 && JSON.parse(text).online === true,
-      check: () => procs.assertRunning(agent),
-    });
-    return url;
+    return { base: ctl.base, pageUrl: await ctl.pageUrl('demo', { permission }) };
   }
 
-  async function openViewer(url, label) {
-    return openViewerWith(url, label, VIEWPORT);
+  async function openViewer(pair, label) {
+    return openViewerWith(pair, label, VIEWPORT);
   }
 
-  async function openViewerWith(url, label, viewport) {
+  async function openViewerWith(pair, label, viewport) {
     const p = await browser.newPage();
     await p.setViewportSize(viewport);
     recordConsole(p, label, consoleLines);
-    await p.goto(`${url}/vm/demo`);
+    await p.goto(pair.pageUrl);
     await waitFor(`${label} streaming`, async () => (await viewerState(p)).stage === 'streaming', { timeoutMs: 30000 });
     await waitFor(`${label} input channel open`, () => p.evaluate(() => window.vdeskViewer.inputChannel?.readyState === 'open'), {
       timeoutMs: 10000,
@@ -167,10 +160,11 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
         procs.assertRunning(child);
         return probe.events.some((e) => e.ev === 'ready');
       });
-      base = await startPair('control', []);
+      const pair = await startPair('control', 'control');
+      base = pair.base;
       browser = await launchChromium();
       await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
-      page = await openViewer(base, 'control');
+      page = await openViewer(pair, 'control');
       // Focus the video (a click in a corner).
       const c = toClient(5, 5);
       await page.mouse.click(c.x, c.y);
@@ -353,7 +347,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
 
   it("refuses a view-only viewer's input in the agent", () =>
     reportingFailures(reports, async () => {
-      const url = await startPair('view-only', ['--default-permission', 'view']);
+      const url = await startPair('view-only', 'view');
       const viewer = await openViewer(url, 'view-only');
       await viewer.evaluate(() => {
         window.__notices = [];
@@ -377,7 +371,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
 
   it('resizes the VM screen to the window, and the stream follows without a reconnect', () =>
     reportingFailures(reports, async () => {
-      const url = await startPair('resize', ['--default-permission', 'control']);
+      const url = await startPair('resize', 'control');
       // The agent of this pair allows resizing; it shares the X display with the others.
       const viewer = await openViewerWith(url, 'resize', { width: 1000, height: 600 });
       const before = await viewer.evaluate(() => ({ id: window.vdeskViewer.sessionId, attempts: window.vdeskViewer.attempts }));

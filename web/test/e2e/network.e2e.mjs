@@ -21,6 +21,8 @@ import { after, before, describe, it } from 'node:test';
 import {
   CHROMIUM,
   Processes,
+  mintToken,
+  newSecret,
   closeTo,
   freePort,
   hexRgb,
@@ -45,7 +47,11 @@ const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
 const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
 const AGENT = path.join(BIN_DIR, 'vdesk-agent');
 const TOKEN = `e2e-net-${process.pid}-${Date.now()}`;
-const LOG = { RUST_LOG: process.env.RUST_LOG ?? 'info', GST_DEBUG: process.env.GST_DEBUG ?? '2' };
+// The controller's secret (viewer links are minted from it); agents use --agent-token.
+const SECRET = newSecret();
+let viewerToken = null;
+const vmTok = async () => (viewerToken ??= await mintToken(SECRET, 'demo', { bin: CONTROLLER }));
+const LOG = { RUST_LOG: process.env.RUST_LOG ?? 'info', GST_DEBUG: process.env.GST_DEBUG ?? '2', VDESK_SECRET: SECRET };
 
 // Names and a /24 of our own, from the pid, so parallel runs do not collide.
 const N = process.pid % 250;
@@ -152,7 +158,7 @@ describe('network path breaks between browser and VM (network namespaces)', { sk
       const agent = procs.spawn('vdesk-agent', AGENT, [
         '--controller', base, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`,
       ], { env: LOG });
-      await waitForHttp(`${base}/api/vms/demo`, {
+      await waitForHttp(`${base}/api/vms/demo?token=${await vmTok()}`, {
         ok: (s, text) => s === 200 && JSON.parse(text).online === true,
         check: () => procs.assertRunning(agent),
       });
@@ -176,7 +182,7 @@ describe('network path breaks between browser and VM (network namespaces)', { sk
     reportingFailures(reports, async () => {
       page = await browser.newPage();
       recordConsole(page, 'viewer', consoles);
-      await page.goto(`${base}/vm/demo`);
+      await page.goto(`${base}/vm/demo?token=${await vmTok()}`);
       await recordViewerErrors(page);
       await waitFor('streaming', async () => {
         const st = await viewerState(page);

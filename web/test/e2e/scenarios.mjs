@@ -27,7 +27,8 @@ export const PROBE = { x: 360, y: 270 };
  * Registers the scenarios. `env` gives: `baseUrl()` of the controller, `newPage()` of the browser,
  * `paint(fill)` (draws PICTURE with that fill and resolves when the screen shows it),
  * `killAgent()` (the agent of VM 'demo' dies), `reports()` (process output, for failures),
- * and optionally `screenshotPath`.
+ * and optionally `screenshotPath` and `pageUrl(vmId)` (the address of a VM's page, with its
+ * viewer token; default `${baseUrl()}/vm/${vmId}`).
  */
 export function viewerScenarios(env) {
   const consoles = [];
@@ -38,7 +39,7 @@ export function viewerScenarios(env) {
     const page = await env.newPage();
     consoles.push(`--- console of /vm/${vmId} ---`);
     recordConsole(page, vmId, consoles);
-    await page.goto(`${env.baseUrl()}/vm/${vmId}`);
+    await page.goto(env.pageUrl ? await env.pageUrl(vmId) : `${env.baseUrl()}/vm/${vmId}`);
     return page;
   }
 

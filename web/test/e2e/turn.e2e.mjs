@@ -18,6 +18,8 @@ import { after, before, describe, it } from 'node:test';
 
 import {
   Processes,
+  mintToken,
+  newSecret,
   closeTo,
   freePort,
   hexRgb,
@@ -41,9 +43,13 @@ const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
 const AGENT = path.join(BIN_DIR, 'vdesk-agent');
 const TURNSERVER = process.env.VDESK_TURNSERVER ?? '/usr/bin/turnserver';
 const TOKEN = `e2e-turn-${process.pid}-${Date.now()}`;
+// The controller's secret (viewer links are minted from it); agents use --agent-token.
+const SECRET = newSecret();
+let viewerToken = null;
+const vmTok = async () => (viewerToken ??= await mintToken(SECRET, 'demo', { bin: CONTROLLER }));
 const TURN_USER = 'vdesk';
 const TURN_PASSWORD = `pw-${process.pid}-${Date.now()}`;
-const LOG = { RUST_LOG: process.env.RUST_LOG ?? 'info', GST_DEBUG: process.env.GST_DEBUG ?? '2' };
+const LOG = { RUST_LOG: process.env.RUST_LOG ?? 'info', GST_DEBUG: process.env.GST_DEBUG ?? '2', VDESK_SECRET: SECRET };
 
 const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : false;
 
@@ -108,12 +114,14 @@ describe('TURN relay end to end (coturn on loopback, viewer forced to relay)', {
       '--turn-server', turnUrl, '--turn-username', TURN_USER, '--turn-password', TURN_PASSWORD,
     ], { env: LOG });
     await waitForHttp(`${base}/healthz`, { check: () => procs.assertRunning(controller) });
-    const config = await (await fetch(`${base}/api/webrtc/config`)).json();
+    const config = await (await fetch(`${base}/api/webrtc/config`, {
+      headers: { Authorization: `Bearer ${await vmTok()}` },
+    })).json();
     assert.deepEqual(config.iceServers, [{ urls: [turnUrl], username: TURN_USER, credential: TURN_PASSWORD }]);
     const agent = procs.spawn(`vdesk-agent (${transport})`, AGENT, [
       '--controller', base, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`,
     ], { env: LOG });
-    await waitForHttp(`${base}/api/vms/demo`, {
+    await waitForHttp(`${base}/api/vms/demo?token=${await vmTok()}`, {
       ok: (s, text) => s === 200 && JSON.parse(text).online === true,
       check: () => procs.assertRunning(agent),
     });
@@ -121,7 +129,7 @@ describe('TURN relay end to end (coturn on loopback, viewer forced to relay)', {
     const page = await browser.newPage();
     consoles.push(`--- console of the relay-only viewer (${transport}) ---`);
     recordConsole(page, `viewer ${transport}`, consoles);
-    await page.goto(`${base}/vm/demo?relay=1`);
+    await page.goto(`${base}/vm/demo?relay=1&token=${await vmTok()}`);
     await recordViewerErrors(page);
     await waitFor('streaming through TURN', async () => {
       const st = await viewerState(page);

@@ -7,34 +7,29 @@
 // /tmp/vdesk-e2e.png). VDESK_E2E=0 skips it; missing binaries fail it (they are not a reason to skip).
 
 import { existsSync } from 'node:fs';
-import path from 'node:path';
 import { after, before, describe } from 'node:test';
 
 import {
+  AGENT_BIN as AGENT,
+  CONTROLLER_BIN as CONTROLLER,
   Processes,
   closeTo,
-  freePort,
   hexRgb,
   launchChromium,
   paintRoot,
   readRootPixel,
+  startController,
   startXvfb,
   waitFor,
-  waitForHttp,
 } from './harness.mjs';
 import { PICTURE, PROBE, viewerScenarios } from './scenarios.mjs';
-
-const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
-const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
-const AGENT = path.join(BIN_DIR, 'vdesk-agent');
-const TOKEN = `e2e-${process.pid}-${Date.now()}`;
 
 const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : false;
 
 describe('viewer end to end (Xvfb + vdesk-controller + vdesk-agent + Chromium)', { skip }, () => {
   const procs = new Processes();
   let display;
-  let port;
+  let ctl;
   let agent;
   let browser;
 
@@ -44,19 +39,9 @@ describe('viewer end to end (Xvfb + vdesk-controller + vdesk-agent + Chromium)',
     }
     try {
       display = await startXvfb(procs);
-      port = await freePort();
-      const base = `http://127.0.0.1:${port}`;
-      const controller = procs.spawn('vdesk-controller', CONTROLLER, [
-        '--listen', `127.0.0.1:${port}`, '--agent-token', TOKEN, '--vm', 'demo', '--vm', 'ghost',
-      ], { env: { RUST_LOG: process.env.RUST_LOG ?? 'info' } });
-      await waitForHttp(`${base}/healthz`, { check: () => procs.assertRunning(controller) });
-      agent = procs.spawn('vdesk-agent', AGENT, [
-        '--controller', base, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`,
-      ], { env: { RUST_LOG: process.env.RUST_LOG ?? 'info', GST_DEBUG: process.env.GST_DEBUG ?? '2' } });
-      await waitForHttp(`${base}/api/vms/demo`, {
-        ok: (s, text) => s === 200 && JSON.parse(text).online === true,
-        check: () => procs.assertRunning(agent),
-      });
+      // A controller secret, a per-VM agent secret and a viewer token per page (harness.mjs).
+      ctl = await startController(procs, { vms: ['demo', 'ghost'] });
+      agent = await ctl.startAgent(procs, { vmId: 'demo', display });
       browser = await launchChromium();
     } catch (e) {
       console.error(procs.report());
@@ -70,7 +55,8 @@ describe('viewer end to end (Xvfb + vdesk-controller + vdesk-agent + Chromium)',
   });
 
   viewerScenarios({
-    baseUrl: () => `http://127.0.0.1:${port}`,
+    baseUrl: () => ctl.base,
+    pageUrl: (vmId) => ctl.pageUrl(vmId),
     newPage: () => browser.newPage(),
     screenshotPath: process.env.VDESK_E2E_SCREENSHOT ?? '/tmp/vdesk-e2e.png',
     async paint(fill) {

@@ -21,7 +21,8 @@ use vdesk_protocol::{
     Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
 };
 
-use crate::auth::AgentToken;
+use crate::auth::AgentAuth;
+use crate::turn::TurnRest;
 use session::Session;
 pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_PEER_STATES};
 
@@ -83,6 +84,9 @@ pub enum RelayError {
     Invalid(ValidationError),
     #[error("too many {0} in this session")]
     TooMany(&'static str),
+    /// A configured cap (sessions per VM, per token) is reached; the message names it.
+    #[error("{0}")]
+    Limit(String),
     #[error("the controller is shutting down")]
     ShuttingDown,
     #[error("{0}")]
@@ -97,7 +101,7 @@ impl RelayError {
             RelayError::SessionNotFound => ErrorCode::SessionNotFound,
             RelayError::Ended { code, .. } => *code,
             RelayError::Invalid(_) => ErrorCode::BadRequest,
-            RelayError::TooMany(_) => ErrorCode::TooManyRequests,
+            RelayError::TooMany(_) | RelayError::Limit(_) => ErrorCode::TooManyRequests,
             RelayError::ShuttingDown => ErrorCode::ShuttingDown,
             RelayError::Conflict(_) => ErrorCode::Conflict,
         }
@@ -113,14 +117,34 @@ impl From<ValidationError> for RelayError {
 /// Settings of the relay (a subset of [`crate::Config`]).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    pub agent_token: AgentToken,
+    /// Who may register as which VM.
+    pub agent_auth: AgentAuth,
+    /// Static ICE servers (STUN, TURN with fixed credentials), given to both sides.
     pub ice_servers: Vec<IceServer>,
+    /// TURN servers with time-limited credentials, made per VM (welcome) and per session (offer).
+    pub turn: Option<TurnRest>,
     pub idle_timeout: Duration,
     pub tombstone_ttl: Duration,
-    /// Sent with every offer (until viewer tokens decide per viewer).
-    pub default_permission: Permission,
     /// See [`AGENT_GRACE`].
     pub agent_grace: Duration,
+    /// Most live sessions per VM, and per viewer token (0 = no limit).
+    pub max_sessions_per_vm: usize,
+    pub max_sessions_per_token: usize,
+}
+
+/// Who asks for a session: what the viewer's token grants, and its id (sessions are bound to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub permission: Permission,
+    /// The viewer token's id; `None` for callers trusted by other means (tests, embedders).
+    pub token_id: Option<String>,
+}
+
+/// Whose a session is: its VM and the id of the token that created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub vm: VmId,
+    pub token_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +160,7 @@ struct Tombstone {
     code: ErrorCode,
     reason: String,
     until: Instant,
+    owner: Owner,
 }
 
 /// The relay: registry of VMs and agent connections, live sessions and tombstones.
@@ -171,6 +196,28 @@ impl Relay {
 
     pub fn ice_servers(&self) -> &[IceServer] {
         &self.cfg.ice_servers
+    }
+
+    /// The static ICE servers plus, with `--turn-secret`, TURN credentials for `label` (a VM or
+    /// session id) valid from now. The one place the relay reads the wall clock: TURN servers
+    /// check an absolute expiry.
+    pub fn ice_servers_for(&self, label: &str) -> Vec<IceServer> {
+        let mut servers = self.cfg.ice_servers.clone();
+        if let Some(turn) = &self.cfg.turn {
+            servers.push(turn.ice_server(label, crate::viewer_token::unix_now()));
+        }
+        servers
+    }
+
+    /// The VM and token of a live or recently ended session, for the adapters' access checks.
+    pub fn owner(&self, id: &SessionId) -> Option<Owner> {
+        self.sessions
+            .get(id)
+            .map(|s| Owner {
+                vm: s.vm.clone(),
+                token_id: s.token_id.clone(),
+            })
+            .or_else(|| self.tombstones.get(id).map(|t| t.owner.clone()))
     }
 
     pub fn vms(&self) -> Vec<VmInfo> {
@@ -309,7 +356,7 @@ impl Relay {
                 "the controller is shutting down".into(),
             );
         }
-        if !self.cfg.agent_token.matches(token) {
+        if !self.cfg.agent_auth.accepts(&vm, token) {
             warn!(conn = %conn, vm = %vm, "agent refused: wrong token");
             return self.refuse(conn, ErrorCode::Unauthorized, "invalid agent token".into());
         }
@@ -342,12 +389,8 @@ impl Relay {
         self.conns.insert(conn, ConnState::Registered(vm.clone()));
         let agent_version: String = agent_version.chars().take(64).collect();
         info!(vm = %vm, conn = %conn, agent_version, "agent registered");
-        self.send_agent(
-            conn,
-            ControllerToAgent::Welcome {
-                ice_servers: self.cfg.ice_servers.clone(),
-            },
-        );
+        let ice_servers = self.ice_servers_for(vm.as_str());
+        self.send_agent(conn, ControllerToAgent::Welcome { ice_servers });
     }
 
     fn agent_session_message(
@@ -508,11 +551,28 @@ impl Relay {
     // viewer side (and the agents' HTTP routes)
     // -----------------------------------------------------------------------------------------
 
-    /// A viewer's offer for `vm`: the session is created and the offer goes to the VM's agent.
+    /// A trusted caller's offer for `vm` (tests, embedders): like [`Self::create_session_as`]
+    /// with control permission and no token.
     pub fn create_session(
         &mut self,
         vm: VmId,
         offer: SessionDescription,
+        now: Instant,
+    ) -> Result<SessionId, RelayError> {
+        let grant = Grant {
+            permission: Permission::Control,
+            token_id: None,
+        };
+        self.create_session_as(vm, offer, &grant, now)
+    }
+
+    /// A viewer's offer for `vm`: the session is created and the offer goes to the VM's agent,
+    /// with the permission of the viewer's token.
+    pub fn create_session_as(
+        &mut self,
+        vm: VmId,
+        offer: SessionDescription,
+        grant: &Grant,
         now: Instant,
     ) -> Result<SessionId, RelayError> {
         if self.shutting_down {
@@ -533,25 +593,27 @@ impl Relay {
             Some(None) => return Err(RelayError::AgentOffline),
             Some(Some(conn)) => *conn,
         };
+        self.check_caps(&vm, grant)?;
         let id = loop {
             let id = SessionId::random();
             if !self.sessions.contains_key(&id) && !self.tombstones.contains_key(&id) {
                 break id;
             }
         };
-        info!(session = %id, vm = %vm, conn = %conn, "session created");
+        info!(session = %id, vm = %vm, conn = %conn, permission = ?grant.permission, "session created");
+        let ice_servers = self.ice_servers_for(id.as_str());
         self.send_agent(
             conn,
             ControllerToAgent::Offer {
                 session_id: id.clone(),
                 sdp: offer.sdp.clone(),
-                ice_servers: self.cfg.ice_servers.clone(),
-                // No viewer auth yet (issue 7): one permission for every viewer.
-                permission: self.cfg.default_permission,
+                ice_servers,
+                permission: grant.permission,
             },
         );
-        self.sessions
-            .insert(id.clone(), Session::new(vm, conn, offer, now));
+        let mut session = Session::new(vm, conn, offer, now);
+        session.token_id = grant.token_id.clone();
+        self.sessions.insert(id.clone(), session);
         Ok(id)
     }
 
@@ -587,6 +649,33 @@ impl Relay {
                 sdp: offer.sdp,
             },
         );
+        Ok(())
+    }
+
+    /// Refuses a new session when its VM or its token already has as many as allowed.
+    fn check_caps(&self, vm: &VmId, grant: &Grant) -> Result<(), RelayError> {
+        let per_vm = self.cfg.max_sessions_per_vm;
+        if per_vm > 0 && self.sessions.values().filter(|s| &s.vm == vm).count() >= per_vm {
+            warn!(vm = %vm, limit = per_vm, "session refused: too many sessions for this VM");
+            return Err(RelayError::Limit(format!(
+                "VM {vm} already has {per_vm} sessions, the most allowed (--max-sessions-per-vm)"
+            )));
+        }
+        let per_token = self.cfg.max_sessions_per_token;
+        if let (Some(token), true) = (&grant.token_id, per_token > 0) {
+            let n = self
+                .sessions
+                .values()
+                .filter(|s| s.token_id.as_ref() == Some(token))
+                .count();
+            if n >= per_token {
+                warn!(vm = %vm, limit = per_token, "session refused: too many sessions for one token");
+                return Err(RelayError::Limit(format!(
+                    "this link already has {per_token} open sessions, the most allowed \
+                     (--max-sessions-per-token); close another tab first"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -783,6 +872,10 @@ impl Relay {
                 code,
                 reason: reason.to_owned(),
                 until: now + self.cfg.tombstone_ttl,
+                owner: Owner {
+                    vm: s.vm.clone(),
+                    token_id: s.token_id.take(),
+                },
             },
         );
     }

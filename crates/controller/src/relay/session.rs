@@ -53,6 +53,8 @@ pub(crate) struct Session {
     pub open_streams: u32,
     /// Last request of the viewer (or close of its last event stream).
     pub last_seen: Instant,
+    /// Id of the viewer token that created it (only that token may use it).
+    pub token_id: Option<String>,
 }
 
 impl Session {
@@ -71,6 +73,7 @@ impl Session {
             peer_states: 0,
             open_streams: 0,
             last_seen: now,
+            token_id: None,
         }
     }
 

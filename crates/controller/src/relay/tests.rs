@@ -8,6 +8,7 @@ use vdesk_protocol::{
 };
 
 use super::*;
+use crate::auth::AgentToken;
 
 pub(super) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub(super) const OFFER: &str =
@@ -44,12 +45,14 @@ impl Fixture {
     pub(super) fn new() -> Self {
         let relay = Relay::new(
             RelayConfig {
-                agent_token: AgentToken::new(TOKEN),
+                agent_auth: AgentToken::new(TOKEN).into(),
                 ice_servers: vec![],
+                turn: None,
                 idle_timeout: Duration::from_secs(30),
                 tombstone_ttl: TOMBSTONE_TTL,
-                default_permission: vdesk_protocol::Permission::Control,
                 agent_grace: AGENT_GRACE,
+                max_sessions_per_vm: 0,
+                max_sessions_per_token: 0,
             },
             [vm("known")],
         );

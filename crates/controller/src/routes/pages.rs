@@ -1,7 +1,10 @@
-//! The HTML pages: `GET /` (a list of the VMs with links to their viewer) and `GET /vm/{vmId}`
-//! (the viewer page, for any valid id: the page itself asks `/api/vms/{vmId}`), and `/healthz`.
+//! The HTML pages: `GET /` (a list of the VMs with links to their viewer, for the admin token
+//! only; everyone else gets a line saying to open the link they were given) and `GET /vm/{vmId}`
+//! (the viewer page, for any valid id: the page itself asks `/api/vms/{vmId}` with its token),
+//! and `/healthz`.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -21,7 +24,15 @@ async fn viewer(VmParam(_vm): VmParam) -> Response {
     file(HTML, VIEWER_HTML)
 }
 
-async fn index(State(state): State<AppState>) -> Response {
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !crate::access::is_admin(&state, &headers) {
+        return file(
+            HTML,
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>vdesk</title>\
+             </head>\n<body><h1>vdesk</h1>\n<p>Open the viewer link you were given \
+             (it ends in <code>?token=...</code>).</p>\n</body></html>\n",
+        );
+    }
     let vms = state.relay(|r, _| r.vms());
     let mut items = String::new();
     for vm in &vms {

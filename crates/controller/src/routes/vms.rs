@@ -1,11 +1,14 @@
-//! The VM registry and ICE configuration as JSON: `GET /api/vms`, `GET /api/vms/{vmId}`,
-//! `GET /api/webrtc/config`. Read-only.
+//! The VM registry and ICE configuration as JSON: `GET /api/vms` (admin token),
+//! `GET /api/vms/{vmId}` (that VM's viewer token, or the admin token), `GET /api/webrtc/config`
+//! (a viewer token; TURN credentials are made for its VM). Read-only.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use vdesk_protocol::{RtcConfig, VmInfo, VmList};
 
+use crate::access;
 use crate::error::AppError;
 use crate::extract::VmParam;
 use crate::state::AppState;
@@ -17,24 +20,36 @@ pub fn routes() -> Router<AppState> {
         .route("/api/webrtc/config", get(rtc_config))
 }
 
-async fn list(State(state): State<AppState>) -> Json<VmList> {
-    Json(VmList {
+async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<VmList>, AppError> {
+    access::admin(&state, &headers)?;
+    Ok(Json(VmList {
         vms: state.relay(|r, _| r.vms()),
-    })
+    }))
 }
 
 async fn one(
     State(state): State<AppState>,
     VmParam(vm): VmParam,
+    headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Json<VmInfo>, AppError> {
+    if !access::is_admin(&state, &headers) {
+        let claims = access::viewer_claims(&state, &headers, &uri)?;
+        access::check_vm(&claims, &vm)?;
+    }
     state
         .relay(|r, _| r.vm(&vm))
         .map(Json)
         .ok_or_else(AppError::vm_not_found)
 }
 
-async fn rtc_config(State(state): State<AppState>) -> Json<RtcConfig> {
-    Json(RtcConfig {
-        ice_servers: state.config().ice_servers.clone(),
-    })
+async fn rtc_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<RtcConfig>, AppError> {
+    let claims = access::viewer_claims(&state, &headers, &uri)?;
+    Ok(Json(RtcConfig {
+        ice_servers: state.relay(|r, _| r.ice_servers_for(claims.vm.as_str())),
+    }))
 }

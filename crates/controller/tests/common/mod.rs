@@ -1,8 +1,11 @@
-//! Helpers shared by the integration tests: a configured state, requests, JSON bodies, and a fake
+//! Helpers shared by the integration tests: a configured state, requests (by default carrying a
+//! viewer token for the VM they name, see [`get`] and [`post_json`]), JSON bodies, and a fake
 //! agent driving `agent_ws::run` through channels (no socket).
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -14,10 +17,17 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 use vdesk_controller::agent_ws::{self, AgentTiming};
-use vdesk_controller::{AgentToken, AppState, Config};
-use vdesk_protocol::{ControllerToAgent, VmId};
+use vdesk_controller::config::Password;
+use vdesk_controller::viewer_token::{self, unix_now};
+use vdesk_controller::{AgentToken, AppState, Config, ControllerSecret};
+use vdesk_protocol::{ControllerToAgent, Permission, VmId};
 
+/// The shared (any VM) agent token of [`config`].
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// The controller secret of [`config`]: viewer tokens and per-VM agent secrets come from it.
+pub const SECRET: &str = "test-controller-secret-0123456789abcdef";
+/// The admin token of [`config`].
+pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const OFFER: &str =
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
 pub const ANSWER: &str =
@@ -27,6 +37,8 @@ pub const WAIT: Duration = Duration::from_secs(3);
 
 pub fn config() -> Config {
     let mut c = Config::new(AgentToken::new(TOKEN));
+    c.secret = ControllerSecret::new(SECRET);
+    c.admin_token = Some(Password(ADMIN.into()));
     c.vms = vec![VmId::new("demo").unwrap()];
     c.ice_servers = vec![vdesk_protocol::IceServer {
         urls: vec!["stun:192.0.2.1:3478".into()],
@@ -49,15 +61,71 @@ pub fn eoc() -> Value {
     json!({"candidate": "", "sdpMid": "0", "sdpMLineIndex": 0})
 }
 
+/// A new control token for `vm`, valid for an hour.
+pub fn mint(vm: &str, permission: Permission) -> String {
+    viewer_token::mint(
+        &ControllerSecret::new(SECRET),
+        &VmId::new(vm).unwrap(),
+        permission,
+        unix_now() + 3600,
+    )
+}
+
+/// The control token these tests use for `vm` (always the same one, as a viewer keeps its link).
+pub fn viewer_token(vm: &str) -> String {
+    static TOKENS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let mut map = TOKENS.get_or_init(Default::default).lock().unwrap();
+    map.entry(vm.to_owned())
+        .or_insert_with(|| mint(vm, Permission::Control))
+        .clone()
+}
+
+/// The VM a request is about: `/api/vms/{vm}`, else "demo" (the sessions of these tests).
+fn vm_of(uri: &str) -> &str {
+    uri.strip_prefix("/api/vms/")
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or(""))
+        .filter(|vm| !vm.is_empty())
+        .unwrap_or("demo")
+}
+
+/// `GET uri` with the viewer token of the VM it names (see `vm_of`).
 pub fn get(uri: &str) -> Request<Body> {
+    bearer(anon_get(uri), &viewer_token(vm_of(uri)))
+}
+
+/// `GET uri` without any credential.
+pub fn anon_get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
+/// `POST uri` with a JSON body and the viewer token of the body's `vmId` (else "demo").
 pub fn post_json(uri: &str, body: &Value) -> Request<Body> {
+    let vm = body["vmId"].as_str().filter(|v| VmId::new(*v).is_ok());
+    bearer(
+        anon_post_json(uri, body),
+        &viewer_token(vm.unwrap_or("demo")),
+    )
+}
+
+/// `POST uri` with a JSON body and no credential.
+pub fn anon_post_json(uri: &str, body: &Value) -> Request<Body> {
     Request::post(uri)
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
+}
+
+/// Sets `Authorization: Bearer <token>` (replacing any).
+pub fn bearer(mut req: Request<Body>, token: &str) -> Request<Body> {
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+/// Removes the `Authorization` header.
+pub fn anon(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut().remove("authorization");
+    req
 }
 
 pub fn with_token(mut req: Request<Body>) -> Request<Body> {

@@ -1,0 +1,202 @@
+//! The operator's subcommands, which print a secret or a link and exit without serving:
+//! `vdesk-controller agent-secret --vm ID` and `vdesk-controller mint-link --vm ID ...`. Also
+//! the parsing of lifetimes such as `90s`, `15m`, `1h`, `7d`. No sockets here.
+
+use clap::{Subcommand, ValueEnum};
+use vdesk_protocol::{Permission, VmId};
+
+use crate::auth::ControllerSecret;
+use crate::viewer_token::{self, MAX_TTL_SECS};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print the secret the agent of VM ID must present (give it to that vdesk-agent as its
+    /// --token / VDESK_AGENT_TOKEN). It is derived from --secret and registers that VM only.
+    AgentSecret {
+        /// The VM.
+        #[arg(long, value_name = "ID")]
+        vm: String,
+        /// The controller's secret (the same as the server's --secret).
+        #[arg(
+            long,
+            env = "VDESK_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
+        secret: Option<ControllerSecret>,
+    },
+    /// Print a viewer link (URL with a signed token) for VM ID, valid for --ttl.
+    MintLink {
+        /// The VM the link opens.
+        #[arg(long, value_name = "ID")]
+        vm: String,
+        /// view: watch only; control: also use the mouse and keyboard.
+        #[arg(long, value_enum, default_value = "view")]
+        permission: PermissionArg,
+        /// How long the link works: seconds, or a number with s, m, h or d (at most 30d).
+        #[arg(long, default_value = "1h", value_name = "DURATION")]
+        ttl: String,
+        /// The controller's address as browsers reach it.
+        #[arg(
+            long,
+            env = "VDESK_PUBLIC_URL",
+            default_value = "http://127.0.0.1:8080",
+            value_name = "URL"
+        )]
+        base_url: String,
+        /// Print only the token, not the URL.
+        #[arg(long)]
+        token_only: bool,
+        /// The controller's secret (the same as the server's --secret).
+        #[arg(
+            long,
+            env = "VDESK_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
+        secret: Option<ControllerSecret>,
+    },
+}
+
+/// `--permission`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermissionArg {
+    View,
+    Control,
+}
+
+impl From<PermissionArg> for Permission {
+    fn from(p: PermissionArg) -> Self {
+        match p {
+            PermissionArg::View => Permission::View,
+            PermissionArg::Control => Permission::Control,
+        }
+    }
+}
+
+/// A subcommand that cannot do its job, with a message naming the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("--secret (or VDESK_SECRET) is required: the controller's secret")]
+    MissingSecret,
+    #[error("--vm {0:?}: {1}")]
+    Vm(String, String),
+    #[error("--ttl {0:?}: use seconds or a number with s, m, h or d, from 1s to 30d")]
+    Ttl(String),
+    #[error("--base-url {0:?} must be an http:// or https:// URL")]
+    BaseUrl(String),
+}
+
+/// Runs `cmd` at `now` (unix seconds); returns what to print.
+pub fn run(cmd: &Command, now: u64) -> Result<String, CliError> {
+    match cmd {
+        Command::AgentSecret { vm, secret } => {
+            let secret = secret.as_ref().ok_or(CliError::MissingSecret)?;
+            Ok(secret.agent_secret(&vm_id(vm)?))
+        }
+        Command::MintLink {
+            vm,
+            permission,
+            ttl,
+            base_url,
+            token_only,
+            secret,
+        } => {
+            let secret = secret.as_ref().ok_or(CliError::MissingSecret)?;
+            let vm = vm_id(vm)?;
+            let ttl = parse_ttl(ttl).ok_or_else(|| CliError::Ttl(ttl.clone()))?;
+            let token = viewer_token::mint(secret, &vm, (*permission).into(), now + ttl);
+            if *token_only {
+                return Ok(token);
+            }
+            let base = base_url.trim().trim_end_matches('/');
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(CliError::BaseUrl(base_url.clone()));
+            }
+            Ok(viewer_link(base, &vm, &token))
+        }
+    }
+}
+
+/// `{base}/vm/{vm}?token={token}` (tokens are URL-safe as they are).
+pub fn viewer_link(base: &str, vm: &VmId, token: &str) -> String {
+    format!("{base}/vm/{vm}?token={token}")
+}
+
+fn vm_id(raw: &str) -> Result<VmId, CliError> {
+    VmId::new(raw.trim()).map_err(|e| CliError::Vm(raw.to_owned(), e.problem.clone()))
+}
+
+/// `90`, `90s`, `15m`, `1h`, `7d` -> seconds, within 1 s ..= 30 days.
+pub fn parse_ttl(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let (num, unit) = match raw.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&raw[..i], c),
+        _ => (raw, 's'),
+    };
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let secs = num.trim().parse::<u64>().ok()?.checked_mul(mult)?;
+    (1..=MAX_TTL_SECS).contains(&secs).then_some(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("90"), Some(90));
+        assert_eq!(parse_ttl("90s"), Some(90));
+        assert_eq!(parse_ttl("15m"), Some(900));
+        assert_eq!(parse_ttl("1h"), Some(3600));
+        assert_eq!(parse_ttl("7d"), Some(7 * 86_400));
+        for bad in ["", "0", "h", "1x", "-1h", "31d", "99999999999999999999d"] {
+            assert_eq!(parse_ttl(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mint_link_prints_a_verifiable_url() {
+        let secret = ControllerSecret::new("cli-secret-0123456789abcdef");
+        let cmd = Command::MintLink {
+            vm: "demo".into(),
+            permission: PermissionArg::Control,
+            ttl: "1h".into(),
+            base_url: "http://127.0.0.1:9000/".into(),
+            token_only: false,
+            secret: Some(secret.clone()),
+        };
+        let url = run(&cmd, 1_000).unwrap();
+        let token = url
+            .strip_prefix("http://127.0.0.1:9000/vm/demo?token=")
+            .unwrap();
+        let claims = viewer_token::verify(&secret, token, 1_001).unwrap();
+        assert_eq!(claims.permission, Permission::Control);
+        assert_eq!(claims.expires, 4_600);
+    }
+
+    #[test]
+    fn agent_secret_matches_the_derivation() {
+        let secret = ControllerSecret::new("cli-secret-0123456789abcdef");
+        let cmd = Command::AgentSecret {
+            vm: "demo".into(),
+            secret: Some(secret.clone()),
+        };
+        assert_eq!(
+            run(&cmd, 0).unwrap(),
+            secret.agent_secret(&VmId::new("demo").unwrap())
+        );
+        let cmd = Command::AgentSecret {
+            vm: "a/b".into(),
+            secret: Some(secret),
+        };
+        assert!(run(&cmd, 0).unwrap_err().to_string().contains("--vm"));
+    }
+}

@@ -1,0 +1,96 @@
+//! The admin API (needs `Authorization: Bearer <--admin-token>`; off without that flag):
+//! `POST /api/admin/links` mints a viewer link. Listing VMs (`GET /api/vms`) is in `vms.rs`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use vdesk_protocol::{Permission, VmId};
+
+use crate::access;
+use crate::cli::{parse_ttl, viewer_link};
+use crate::error::AppError;
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::viewer_token::{self, unix_now};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/admin/links", post(mint_link))
+}
+
+/// A lifetime: seconds, or text such as `"15m"`, `"1h"`, `"7d"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Ttl {
+    Secs(u64),
+    Text(String),
+}
+
+/// Body of `POST /api/admin/links`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MintLink {
+    pub vm_id: VmId,
+    #[serde(default)]
+    pub permission: Permission,
+    /// Default one hour; at most 30 days.
+    pub ttl: Option<Ttl>,
+}
+
+/// Reply of `POST /api/admin/links`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Link {
+    pub url: String,
+    pub token: String,
+    pub vm_id: VmId,
+    pub permission: Permission,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+async fn mint_link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<MintLink>,
+) -> Result<Response, AppError> {
+    access::admin(&state, &headers)?;
+    let ttl = match &body.ttl {
+        None => 3600,
+        Some(Ttl::Secs(s)) => Some(*s)
+            .filter(|s| (1..=viewer_token::MAX_TTL_SECS).contains(s))
+            .ok_or_else(|| AppError::bad_request("ttl: must be 1 s to 30 days"))?,
+        Some(Ttl::Text(t)) => parse_ttl(t).ok_or_else(|| {
+            AppError::bad_request("ttl: use seconds or a number with s, m, h or d, up to 30d")
+        })?,
+    };
+    let expires_at = unix_now() + ttl;
+    let token = viewer_token::mint(
+        &state.config().secret,
+        &body.vm_id,
+        body.permission,
+        expires_at,
+    );
+    let base = match &state.config().public_url {
+        Some(u) => u.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or("127.0.0.1");
+            format!("http://{host}")
+        }
+    };
+    tracing::info!(vm = %body.vm_id, permission = ?body.permission, ttl_s = ttl, "viewer link minted");
+    let link = Link {
+        url: viewer_link(&base, &body.vm_id, &token),
+        token,
+        vm_id: body.vm_id,
+        permission: body.permission,
+        expires_at,
+    };
+    Ok((StatusCode::CREATED, Json(link)).into_response())
+}

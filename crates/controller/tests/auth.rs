@@ -1,0 +1,539 @@
+//! Authentication and authorization through `app().oneshot(...)`: viewer tokens on every viewer
+//! route (401 without, 403 expired / forged / other VM / other link), the permission reaching the
+//! agent, per-VM agent secrets, the admin API, the WebSocket Origin check, session caps, rate
+//! limits, and TURN REST credentials for both sides.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use serde_json::{json, Value};
+use vdesk_controller::agent_ws::AgentTiming;
+use vdesk_controller::turn::{credential, TurnRest};
+use vdesk_controller::viewer_token::{self, unix_now};
+use vdesk_controller::{app, AppState, ControllerSecret};
+use vdesk_protocol::{ControllerToAgent, Permission, SessionId, VmId};
+
+fn offer_body(vm: &str) -> Value {
+    json!({"vmId": vm, "offer": {"type": "offer", "sdp": OFFER}})
+}
+
+/// Creates a session on `demo` with `token`; returns its id and the permission the agent got.
+async fn create_with(
+    app: &axum::Router,
+    agent: &mut FakeAgent,
+    token: &str,
+) -> (SessionId, Permission) {
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        token,
+    );
+    let resp = send(app, req).await;
+    assert_eq!(resp.status(), 201);
+    let v = body_json(resp).await;
+    let id = SessionId::parse(v["sessionId"].as_str().unwrap()).unwrap();
+    match agent.recv().await {
+        ControllerToAgent::Offer {
+            session_id,
+            permission,
+            ..
+        } => {
+            assert_eq!(session_id, id);
+            (id, permission)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn delete(uri: &str) -> Request<Body> {
+    Request::delete(uri).body(Body::empty()).unwrap()
+}
+
+/// Every viewer route of session `id`, as requests without credentials.
+fn session_routes(id: &SessionId) -> Vec<Request<Body>> {
+    let base = format!("/api/webrtc/session/{id}");
+    vec![
+        anon_get(&format!("{base}/events")),
+        anon_get(&format!("{base}/answer")),
+        anon_get(&format!("{base}/candidates/vm")),
+        anon_post_json(
+            &format!("{base}/candidate"),
+            &json!({"candidate": cand(1), "from": "browser"}),
+        ),
+        delete(&base),
+    ]
+}
+
+#[tokio::test]
+async fn no_token_is_401_on_every_viewer_route() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let (id, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    let mut reqs = vec![
+        anon_get("/api/vms/demo"),
+        anon_get("/api/webrtc/config"),
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+    ];
+    reqs.extend(session_routes(&id));
+    for req in reqs {
+        let what = format!("{} {}", req.method(), req.uri());
+        let msg = expect_error(send(&app, req).await, 401, "unauthorized").await;
+        assert!(msg.contains("token"), "{what}: {msg}");
+    }
+    // The session was not disturbed: its owner still reads it.
+    let resp = send(&app, get(&format!("/api/webrtc/session/{id}/answer"))).await;
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test]
+async fn expired_forged_or_other_vm_tokens_are_403() {
+    let state = state();
+    let app = app(state.clone());
+    let _agent = FakeAgent::registered(&state, "demo").await;
+    let secret = ControllerSecret::new(SECRET);
+    let demo = VmId::new("demo").unwrap();
+    let expired = viewer_token::mint(&secret, &demo, Permission::Control, unix_now() - 1);
+    let forged = viewer_token::mint(
+        &ControllerSecret::new("some-other-controller-secret"),
+        &demo,
+        Permission::Control,
+        unix_now() + 60,
+    );
+    let other_vm = mint("other", Permission::Control);
+    for (token, expect) in [
+        (expired.as_str(), "expired"),
+        (forged.as_str(), "signature"),
+        ("garbage", "malformed"),
+        (other_vm.as_str(), "another VM"),
+    ] {
+        for req in [
+            anon_get("/api/vms/demo"),
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        ] {
+            let what = format!("{} {}", req.method(), req.uri());
+            let msg = expect_error(send(&app, bearer(req, token)).await, 403, "forbidden").await;
+            assert!(msg.contains(expect), "{what}: {msg}");
+            assert!(!msg.contains(token), "the message never echoes the token");
+        }
+    }
+    // The same in the query string (as the viewer's EventSource sends it).
+    let resp = send(&app, anon_get(&format!("/api/vms/demo?token={expired}"))).await;
+    expect_error(resp, 403, "forbidden").await;
+    let resp = send(
+        &app,
+        anon_get(&format!("/api/vms/demo?token={}", viewer_token("demo"))),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_session_is_only_for_the_token_that_created_it() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let (id, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    let same_vm_other_link = mint("demo", Permission::Control);
+    let other_vm = mint("other", Permission::Control);
+    for (token, expect) in [
+        (same_vm_other_link.as_str(), "another viewer link"),
+        (other_vm.as_str(), "another VM"),
+    ] {
+        for req in session_routes(&id) {
+            let what = format!("{} {}", req.method(), req.uri());
+            let msg = expect_error(send(&app, bearer(req, token)).await, 403, "forbidden").await;
+            assert!(msg.contains(expect), "{what}: {msg}");
+        }
+    }
+    // The agent got no candidate and no end from the refused requests; the session is intact.
+    let base = format!("/api/webrtc/session/{id}");
+    let resp = send(
+        &app,
+        post_json(
+            &format!("{base}/candidate"),
+            &json!({"candidate": cand(7), "from": "browser"}),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 204);
+    match agent.recv().await {
+        ControllerToAgent::Candidate { candidate, .. } => {
+            assert!(candidate.candidate.starts_with("candidate:7 "))
+        }
+        other => panic!("expected the owner's candidate first, got {other:?}"),
+    }
+    // The token goes in the query too (EventSource).
+    let resp = send(
+        &app,
+        anon_get(&format!("{base}/events?token={}", viewer_token("demo"))),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn the_agent_gets_the_permission_of_the_token() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let (_, p) = create_with(&app, &mut agent, &mint("demo", Permission::View)).await;
+    assert_eq!(p, Permission::View);
+    let (_, p) = create_with(&app, &mut agent, &mint("demo", Permission::Control)).await;
+    assert_eq!(p, Permission::Control);
+}
+
+#[tokio::test]
+async fn an_agent_secret_registers_its_own_vm_only() {
+    let mut config = config();
+    config.agent_token = None; // per-VM secrets only
+    let state = AppState::new(config);
+    let secret = ControllerSecret::new(SECRET);
+    let a_secret = secret.agent_secret(&VmId::new("a").unwrap());
+
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.send(json!({"type": "hello", "vmId": "b", "token": a_secret,
+                      "protocolVersion": 1, "agentVersion": "test"}));
+    match agent.recv().await {
+        ControllerToAgent::Error { code, .. } => {
+            assert_eq!(code, vdesk_protocol::ErrorCode::Unauthorized)
+        }
+        other => panic!("{other:?}"),
+    }
+    // The shared token is off here.
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.send(json!({"type": "hello", "vmId": "a", "token": TOKEN,
+                      "protocolVersion": 1, "agentVersion": "test"}));
+    assert!(matches!(
+        agent.recv().await,
+        ControllerToAgent::Error { .. }
+    ));
+
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.send(json!({"type": "hello", "vmId": "a", "token": a_secret,
+                      "protocolVersion": 1, "agentVersion": "test"}));
+    assert!(matches!(
+        agent.recv().await,
+        ControllerToAgent::Welcome { .. }
+    ));
+    assert_eq!(
+        state.relay(|r, _| r.vm(&VmId::new("b").unwrap())),
+        None,
+        "b was never registered"
+    );
+}
+
+#[tokio::test]
+async fn agent_http_routes_need_the_secret_of_the_sessions_vm() {
+    let mut config = config();
+    config.agent_token = None;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let secret = ControllerSecret::new(SECRET);
+    let demo_secret = secret.agent_secret(&VmId::new("demo").unwrap());
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.send(
+        json!({"type": "hello", "vmId": "demo", "token": demo_secret,
+                      "protocolVersion": 1, "agentVersion": "test"}),
+    );
+    assert!(matches!(
+        agent.recv().await,
+        ControllerToAgent::Welcome { .. }
+    ));
+    let (id, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    let base = format!("/api/webrtc/session/{id}");
+    let body = json!({"candidate": cand(3), "from": "vm"});
+    let other_secret = secret.agent_secret(&VmId::new("other").unwrap());
+    for token in [
+        None,
+        Some(other_secret.as_str()),
+        Some(viewer_token("demo").as_str()),
+    ] {
+        let mut req = anon_post_json(&format!("{base}/candidate"), &body);
+        if let Some(t) = token {
+            req = bearer(req, t);
+        }
+        expect_error(send(&app, req).await, 401, "unauthorized").await;
+    }
+    let req = bearer(
+        anon_post_json(&format!("{base}/candidate"), &body),
+        &demo_secret,
+    );
+    assert_eq!(send(&app, req).await.status(), 204);
+    let req = bearer(
+        anon_get(&format!("{base}/candidates/browser")),
+        &demo_secret,
+    );
+    assert_eq!(send(&app, req).await.status(), 200);
+}
+
+#[tokio::test]
+async fn admin_api_mints_links_that_work() {
+    let state = state();
+    let app = app(state.clone());
+    let body = json!({"vmId": "demo", "permission": "control", "ttl": "15m"});
+    let req = anon_post_json("/api/admin/links", &body);
+    expect_error(send(&app, req).await, 401, "unauthorized").await;
+    let req = bearer(
+        anon_post_json("/api/admin/links", &body),
+        "wrong-admin-token-000",
+    );
+    expect_error(send(&app, req).await, 403, "forbidden").await;
+    // A viewer token is not an admin token.
+    let req = bearer(
+        anon_post_json("/api/admin/links", &body),
+        &viewer_token("demo"),
+    );
+    expect_error(send(&app, req).await, 403, "forbidden").await;
+    let req = bearer(anon_get("/api/vms"), &viewer_token("demo"));
+    expect_error(send(&app, req).await, 403, "forbidden").await;
+
+    let mut req = bearer(anon_post_json("/api/admin/links", &body), ADMIN);
+    req.headers_mut()
+        .insert("host", "vdesk.test:8443".parse().unwrap());
+    let resp = send(&app, req).await;
+    assert_eq!(resp.status(), 201);
+    let v = body_json(resp).await;
+    let token = v["token"].as_str().unwrap();
+    assert_eq!(
+        v["url"],
+        format!("http://vdesk.test:8443/vm/demo?token={token}")
+    );
+    assert_eq!(v["permission"], "control");
+    let exp = v["expiresAt"].as_u64().unwrap();
+    assert!(
+        (unix_now() + 890..=unix_now() + 900).contains(&exp),
+        "{exp}"
+    );
+    let resp = send(&app, bearer(anon_get("/api/vms/demo"), token)).await;
+    assert_eq!(resp.status(), 200);
+
+    for bad in [
+        json!({"vmId": "demo", "ttl": "31d"}),
+        json!({"vmId": "demo", "ttl": 0}),
+        json!({"vmId": "a/b"}),
+        json!({"vmId": "demo", "permission": "root"}),
+        json!({"vmId": "demo", "extra": 1}),
+    ] {
+        let req = bearer(anon_post_json("/api/admin/links", &bad), ADMIN);
+        expect_error(send(&app, req).await, 400, "bad_request").await;
+    }
+
+    // Without --admin-token the admin API is off.
+    let mut config = config();
+    config.admin_token = None;
+    let app = vdesk_controller::app(AppState::new(config));
+    let req = bearer(anon_post_json("/api/admin/links", &body), ADMIN);
+    let msg = expect_error(send(&app, req).await, 404, "not_found").await;
+    assert!(msg.contains("--admin-token"), "{msg}");
+}
+
+#[tokio::test]
+async fn websocket_upgrades_from_another_origin_are_refused() {
+    let app = app(state());
+    let ws = |origin: Option<&str>| {
+        let mut b = Request::get("/api/agent/ws")
+            .header("host", "127.0.0.1:8080")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let msg = expect_error(
+        send(&app, ws(Some("https://evil.example"))).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(msg.contains("Origin"), "{msg}");
+    // Same origin, or none (agents): not refused for the origin. (oneshot cannot upgrade, so
+    // axum answers that the connection is not upgradable, which is not a 403.)
+    for origin in [Some("http://127.0.0.1:8080"), None] {
+        assert_ne!(send(&app, ws(origin)).await.status(), 403, "{origin:?}");
+    }
+}
+
+#[tokio::test]
+async fn session_caps_refuse_with_429_and_disturb_nothing() {
+    let mut config = config();
+    config.max_sessions_per_vm = 3;
+    config.max_sessions_per_token = 2;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let link = mint("demo", Permission::View);
+    let (first, _) = create_with(&app, &mut agent, &link).await;
+    create_with(&app, &mut agent, &link).await;
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &link,
+    );
+    let msg = expect_error(send(&app, req).await, 429, "too_many_requests").await;
+    assert!(msg.contains("--max-sessions-per-token"), "{msg}");
+    create_with(&app, &mut agent, &mint("demo", Permission::View)).await;
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &mint("demo", Permission::View),
+    );
+    let msg = expect_error(send(&app, req).await, 429, "too_many_requests").await;
+    assert!(msg.contains("--max-sessions-per-vm"), "{msg}");
+    assert_eq!(state.relay(|r, _| r.session_count()), 3);
+    // Ending one makes room again.
+    let resp = send(
+        &app,
+        bearer(delete(&format!("/api/webrtc/session/{first}")), &link),
+    )
+    .await;
+    assert_eq!(resp.status(), 204);
+    assert!(
+        matches!(agent.recv().await, ControllerToAgent::EndSession { session_id, .. } if session_id == first)
+    );
+    create_with(&app, &mut agent, &link).await;
+}
+
+#[tokio::test]
+async fn rate_limits_give_429_with_retry_after() {
+    let mut config = config();
+    config.session_rate_limit = 2;
+    config.candidate_rate_limit = 3;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let link = mint("demo", Permission::View);
+    let (id, _) = create_with(&app, &mut agent, &link).await;
+    create_with(&app, &mut agent, &link).await;
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &link,
+    );
+    let resp = send(&app, req).await;
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    expect_error(resp, 429, "too_many_requests").await;
+    // Another link is not limited by this one.
+    create_with(&app, &mut agent, &mint("demo", Permission::View)).await;
+
+    let post = |n| {
+        bearer(
+            anon_post_json(
+                &format!("/api/webrtc/session/{id}/candidate"),
+                &json!({"candidate": cand(n), "from": "browser"}),
+            ),
+            &link,
+        )
+    };
+    for n in 1..=3 {
+        assert_eq!(send(&app, post(n)).await.status(), 204);
+    }
+    expect_error(send(&app, post(4)).await, 429, "too_many_requests").await;
+}
+
+#[tokio::test]
+async fn turn_rest_credentials_for_viewer_and_agent() {
+    let mut config = config();
+    config.turn = Some(TurnRest::new(
+        vec!["turn:192.0.2.9:3478".into()],
+        "turn-shared-secret",
+        std::time::Duration::from_secs(600),
+    ));
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let check = |server: &Value, label: &str| {
+        let user = server["username"].as_str().unwrap();
+        let (exp, rest) = user.split_once(':').unwrap();
+        assert_eq!(rest, label);
+        let exp: u64 = exp.parse().unwrap();
+        assert!(
+            (unix_now() + 590..=unix_now() + 600).contains(&exp),
+            "{exp}"
+        );
+        assert_eq!(
+            server["credential"].as_str().unwrap(),
+            credential("turn-shared-secret", user)
+        );
+        assert_eq!(server["urls"], json!(["turn:192.0.2.9:3478"]));
+    };
+    let v = body_json(send(&app, get("/api/webrtc/config")).await).await;
+    let servers = v["iceServers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{v}");
+    check(&servers[1], "demo");
+
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.send(json!({"type": "hello", "vmId": "demo", "token": TOKEN,
+                      "protocolVersion": 1, "agentVersion": "test"}));
+    match agent.recv().await {
+        ControllerToAgent::Welcome { ice_servers } => {
+            check(&serde_json::to_value(&ice_servers[1]).unwrap(), "demo")
+        }
+        other => panic!("{other:?}"),
+    }
+    let resp = send(&app, post_json("/api/webrtc/session", &offer_body("demo"))).await;
+    let id = body_json(resp).await["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    match agent.recv().await {
+        ControllerToAgent::Offer { ice_servers, .. } => {
+            check(&serde_json::to_value(&ice_servers[1]).unwrap(), &id)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_count_per_client_ip_too() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let mut config = config();
+    config.session_rate_limit = 2;
+    config.trust_forwarded_for = true;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let _agent = FakeAgent::registered(&state, "demo").await;
+    // Each request with a new link, from `peer` (and maybe through a proxy saying `forwarded`).
+    let create = |peer: &str, forwarded: Option<&str>| {
+        let mut req = bearer(
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+            &mint("demo", Permission::View),
+        );
+        let addr: SocketAddr = peer.parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        if let Some(f) = forwarded {
+            req.headers_mut()
+                .insert("x-forwarded-for", f.parse().unwrap());
+        }
+        req
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, create("192.0.2.1:1000", None)).await.status(),
+            201
+        );
+    }
+    let resp = send(&app, create("192.0.2.1:1001", None)).await;
+    expect_error(resp, 429, "too_many_requests").await;
+    assert_eq!(
+        send(&app, create("192.0.2.2:1000", None)).await.status(),
+        201
+    );
+    // Behind a trusted proxy the last X-Forwarded-For entry is the client.
+    let proxy = "127.0.0.1:5000";
+    for _ in 0..2 {
+        let resp = send(&app, create(proxy, Some("203.0.113.9, 198.51.100.7"))).await;
+        assert_eq!(resp.status(), 201);
+    }
+    let resp = send(&app, create(proxy, Some("203.0.113.9, 198.51.100.7"))).await;
+    expect_error(resp, 429, "too_many_requests").await;
+    let resp = send(&app, create(proxy, Some("198.51.100.8"))).await;
+    assert_eq!(resp.status(), 201);
+}
