@@ -263,6 +263,7 @@ fn run(
         height: screen.height,
     }];
     let mut damaged = false;
+    let mut unsent = false;
     let mut last_push: Option<Instant> = None;
     info!(
         width = screen.width,
@@ -300,21 +301,26 @@ fn run(
             dirty.extend(screen.take_damage()?);
         }
         let idle_due = since.is_some_and(|s| s >= settings.idle);
-        if may_push && (!dirty.is_empty() || idle_due) {
+        if may_push && (!dirty.is_empty() || idle_due || unsent) {
             for rect in dirty.drain(..) {
                 screen.copy(rect, &mut frame)?;
             }
             let buffer = gst::Buffer::from_slice(frame.clone());
             match src.push_buffer(buffer) {
-                Ok(_) => {}
-                Err(gst::FlowError::Flushing) | Err(gst::FlowError::Eos) => {
-                    debug!("capture: pipeline stopped");
+                Ok(_) => {
+                    unsent = false;
+                    last_push = Some(Instant::now());
+                    continue;
+                }
+                // Not started yet (the session sets the pipeline playing after this thread
+                // starts), or stopping: keep the frame and try again until told to stop.
+                Err(gst::FlowError::Flushing) => unsent = true,
+                Err(gst::FlowError::Eos) => {
+                    debug!("capture: end of stream");
                     return Ok(());
                 }
                 Err(e) => return Err(CaptureError::X(format!("push: {e:?}"))),
             }
-            last_push = Some(Instant::now());
-            continue;
         }
         std::thread::sleep(Duration::from_millis(1));
     }

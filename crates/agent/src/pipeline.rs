@@ -359,3 +359,19 @@ pub fn warm_up(codecs: &[Codec]) -> std::time::Duration {
     }
     start.elapsed()
 }
+
+/// Asks the session's encoder for a keyframe now (as a PLI from the browser would). Called when
+/// the peer connection comes up: frames encoded before DTLS completed were dropped, and the
+/// browser must not wait for its own keyframe request to make a round trip.
+pub fn request_keyframe(pipeline: &gst::Pipeline) -> bool {
+    let Some(pad) = pipeline
+        .by_name("encoder")
+        .and_then(|e| e.static_pad("src"))
+    else {
+        return false;
+    };
+    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+        .all_headers(true)
+        .build();
+    pad.send_event(event)
+}

@@ -404,6 +404,13 @@ fn connect_signals(webrtc: &gst::Element, out: &Outbox, input: Option<Arc<Sessio
         let name = enum_nick(&state);
         info!(session = %o.id, "peer connection state: {name}");
         o.state(format!("peer:{name}"));
+        if state == S::Connected {
+            // What was encoded before DTLS completed never left: start with a keyframe.
+            let pipeline = w.parent().and_then(|p| p.downcast::<gst::Pipeline>().ok());
+            if !pipeline.is_some_and(|p| pipeline::request_keyframe(&p)) {
+                debug!(session = %o.id, "could not ask the encoder for a keyframe");
+            }
+        }
         if state == S::Failed {
             o.end(
                 ErrorCode::AgentError,
