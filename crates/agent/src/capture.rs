@@ -187,6 +187,15 @@ impl Screen {
     }
 }
 
+/// The pipeline's running time now, if `src` is playing (has a clock and a base time).
+fn running_time(src: &gst_app::AppSrc) -> Option<gst::ClockTime> {
+    if src.current_state() != gst::State::Playing {
+        return None;
+    }
+    let now = src.clock()?.time()?;
+    now.checked_sub(src.base_time()?)
+}
+
 fn clip(r: Rectangle, width: u16, height: u16) -> Option<Rectangle> {
     let x0 = i32::from(r.x).max(0);
     let y0 = i32::from(r.y).max(0);
@@ -222,7 +231,8 @@ pub fn start(
     src.set_caps(Some(&frame_caps(screen.width, screen.height)));
     src.set_is_live(true);
     src.set_format(gst::Format::Time);
-    src.set_do_timestamp(true);
+    // Timestamps are set by `run` (running time at capture), not by appsrc's do-timestamp,
+    // which stamps garbage on a buffer pushed while the pipeline is still PAUSED.
     src.set_max_buffers(2);
     src.set_leaky_type(gst_app::AppLeakyType::Downstream);
     let stop = Arc::new(AtomicBool::new(false));
@@ -305,7 +315,16 @@ fn run(
             for rect in dirty.drain(..) {
                 screen.copy(rect, &mut frame)?;
             }
-            let buffer = gst::Buffer::from_slice(frame.clone());
+            let Some(pts) = running_time(src) else {
+                // Not playing yet: keep the frame for when it is.
+                unsent = true;
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            let mut buffer = gst::Buffer::from_slice(frame.clone());
+            if let Some(b) = buffer.get_mut() {
+                b.set_pts(pts);
+            }
             match src.push_buffer(buffer) {
                 Ok(_) => {
                     unsent = false;

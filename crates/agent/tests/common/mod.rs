@@ -111,6 +111,16 @@ impl Browser {
                 return;
             }
             let decode = gst::ElementFactory::make("decodebin").build().unwrap();
+            // Like a browser: wait for a keyframe and ask for one (PLI) when frames cannot be
+            // decoded, instead of relying on the very first keyframe arriving.
+            let bin = decode.clone().downcast::<gst::Bin>().unwrap();
+            bin.connect_deep_element_added(|_, _, el| {
+                let depay = el.factory().is_some_and(|f| f.name().ends_with("depay"));
+                if depay {
+                    el.set_property("request-keyframe", true);
+                    el.set_property("wait-for-keyframe", true);
+                }
+            });
             let convert = gst::ElementFactory::make("videoconvert").build().unwrap();
             let sink = gstreamer_app::AppSink::builder()
                 .caps(
