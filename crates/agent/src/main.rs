@@ -29,6 +29,13 @@ async fn main() -> ExitCode {
         eprintln!("vdesk-agent: {e}");
         return ExitCode::from(2);
     }
+    let hw = pipeline::hardware_encoders();
+    if hw.is_empty() {
+        info!("encoding in software (x264enc / vp8enc): no hardware encoder element found (looked for vah264enc, vaapih264enc, nvh264enc, v4l2h264enc)");
+    } else {
+        // Not used yet: software encoding is what the tests and the benchmark cover.
+        info!(found = ?hw, "hardware encoder elements found but not used: encoding in software (x264enc / vp8enc)");
+    }
     let warm = pipeline::warm_up(&config.codecs);
     info!(
         "plugins loaded and DTLS certificate ready in {} ms",

@@ -375,3 +375,12 @@ pub fn request_keyframe(pipeline: &gst::Pipeline) -> bool {
         .build();
     pad.send_event(event)
 }
+
+/// Hardware H.264 encoders GStreamer could offer on this machine (VA-API, NVENC, V4L2), in the
+/// order the agent would consider them; those whose element is installed are returned.
+pub fn hardware_encoders() -> Vec<&'static str> {
+    ["vah264enc", "vaapih264enc", "nvh264enc", "v4l2h264enc"]
+        .into_iter()
+        .filter(|name| gst::ElementFactory::find(name).is_some())
+        .collect()
+}
