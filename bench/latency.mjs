@@ -306,16 +306,27 @@ function stats(xs) {
 
 async function startVdesk(procs, display, codec) {
   const p = port();
-  const token = 'bench-token-0123456789abcdef';
+  const secret = 'bench-secret-0123456789abcdef0123456789';
+  const agentToken = 'bench-agent-token-0123456789abcdef';
+  const env = { VDESK_SECRET: secret, VDESK_AGENT_TOKEN: agentToken };
   const base = `http://127.0.0.1:${p}`;
   procs.spawn('controller', path.join(BIN, 'vdesk-controller'),
-    ['--listen', `127.0.0.1:${p}`, '--vm', 'bench'], { VDESK_AGENT_TOKEN: token, RUST_LOG: 'warn' });
+    ['--listen', `127.0.0.1:${p}`, '--vm', 'bench'], { ...env, RUST_LOG: 'warn' });
   await waitFor('controller', async () => (await fetch(`${base}/healthz`)).ok);
+  const token = await new Promise((resolve, reject) => {
+    const m = spawn(path.join(BIN, 'vdesk-controller'),
+      ['mint-link', '--vm', 'bench', '--permission', 'control', '--ttl', '1h', '--token-only'],
+      { env: { ...process.env, ...env } });
+    let out = '';
+    m.stdout.on('data', (d) => { out += d; });
+    m.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`mint-link exited ${code}`))));
+  });
+  const auth = { headers: { Authorization: `Bearer ${token}` } };
   const agent = procs.spawn('agent', path.join(BIN, 'vdesk-agent'),
     ['--controller', base, '--vm-id', 'bench', '--display', `:${display}`, '--codecs', codec,
-      '--framerate', String(FPS)], { VDESK_AGENT_TOKEN: token, VDESK_LOG: 'warn' });
-  await waitFor('agent online', async () => (await (await fetch(`${base}/api/vms/bench`)).json()).online);
-  return { url: `${base}/vm/bench`, serverPids: () => [agent.pid], probe: VIDEO_PROBE, kind: 'video' };
+      '--framerate', String(FPS)], { ...env, VDESK_LOG: 'warn' });
+  await waitFor('agent online', async () => (await (await fetch(`${base}/api/vms/bench`, auth)).json()).online);
+  return { url: `${base}/vm/bench?token=${token}`, serverPids: () => [agent.pid], probe: VIDEO_PROBE, kind: 'video' };
 }
 
 async function startNovnc(procs, display) {
