@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod relay;
 pub mod routes;
 pub mod sse;
@@ -46,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::session::routes())
         .merge(sse::routes())
         .merge(agent_ws::routes())
+        .merge(metrics::routes())
         .fallback(|method: Method, uri: Uri| async move {
             AppError::not_found(format!("no route for {method} {}", uri.path()))
         })

@@ -5,6 +5,7 @@
 //! [`Relay::take_outbound`]. The HTTP/WebSocket/SSE adapters deliver them. Time is always passed
 //! in, so the idle timeout and tombstones are tested without sleeping.
 
+mod counters;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -15,11 +16,12 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
     AgentToController, CandidateList, ControllerToAgent, ControllerToViewer, ErrorCode,
-    IceCandidate, IceServer, Permission, SdpType, SessionDescription, SessionId, Side,
-    ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
+    IceCandidate, IceServer, Permission, SdpType, SessionDescription, SessionId, SessionStats,
+    Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
 };
 
 use crate::auth::AgentToken;
+pub use counters::{Counters, MetricsSnapshot, SessionMetrics};
 use session::Session;
 pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_PEER_STATES};
 
@@ -137,6 +139,7 @@ pub struct Relay {
     tombstones: HashMap<SessionId, Tombstone>,
     outbox: Vec<Outbound>,
     shutting_down: bool,
+    counters: Counters,
 }
 
 impl Relay {
@@ -149,6 +152,7 @@ impl Relay {
             tombstones: HashMap::new(),
             outbox: Vec::new(),
             shutting_down: false,
+            counters: Counters::default(),
         }
     }
 
@@ -186,6 +190,29 @@ impl Relay {
     /// Number of live (not ended) sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The numbers `GET /metrics` shows: counters, gauges, and the last stats of each session.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut sessions: Vec<SessionMetrics> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| {
+                s.stats.as_ref().map(|stats| SessionMetrics {
+                    vm: s.vm.clone(),
+                    session: id.as_str().chars().take(8).collect(),
+                    stats: stats.clone(),
+                })
+            })
+            .collect();
+        sessions.sort_by(|a, b| (&a.vm, &a.session).cmp(&(&b.vm, &b.session)));
+        MetricsSnapshot {
+            agents_online: self.vms.values().filter(|c| c.is_some()).count(),
+            vms_known: self.vms.len(),
+            sessions_open: self.sessions.len(),
+            counters: self.counters.clone(),
+            sessions,
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -237,6 +264,7 @@ impl Relay {
     }
 
     pub fn agent_message(&mut self, conn: ConnId, msg: AgentToController, now: Instant) {
+        self.counters.agent_messages += 1;
         let state = self.conns.get(&conn).cloned();
         match (state, msg) {
             (None | Some(ConnState::Closed), _) => {}
@@ -354,7 +382,8 @@ impl Relay {
             AgentToController::Answer { session_id, .. }
             | AgentToController::Candidate { session_id, .. }
             | AgentToController::PeerState { session_id, .. }
-            | AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
+            | AgentToController::SessionEnded { session_id, .. }
+            | AgentToController::SessionStats { session_id, .. } => session_id.clone(),
         };
         match self.sessions.get(&id) {
             Some(s) if s.agent == conn => {}
@@ -381,6 +410,10 @@ impl Relay {
                 let reason = clean_reason(&reason, "the VM agent ended the session");
                 info!(session = %id, vm = %vm, "agent ended the session");
                 self.end_session(&id, code, &reason, false, now);
+                Ok(())
+            }
+            AgentToController::SessionStats { stats, .. } => {
+                self.session_stats(&id, stats);
                 Ok(())
             }
         };
@@ -459,6 +492,20 @@ impl Relay {
         Ok(())
     }
 
+    /// Keeps the last stats of a session for `/metrics` (nothing is relayed to the viewer).
+    fn session_stats(&mut self, id: &SessionId, mut stats: SessionStats) {
+        // The codec becomes a metric label: keep it short and plain.
+        stats.codec = stats
+            .codec
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.stats = Some(stats);
+        }
+    }
+
     fn peer_state(&mut self, id: &SessionId, state: String) -> Result<(), RelayError> {
         if state.is_empty() || state.len() > MAX_STATE_LEN || state.chars().any(char::is_control) {
             return Err(ValidationError::new(
@@ -516,6 +563,7 @@ impl Relay {
             }
         };
         info!(session = %id, vm = %vm, conn = %conn, "session created");
+        self.counters.sessions_created += 1;
         self.send_agent(
             conn,
             ControllerToAgent::Offer {
@@ -675,6 +723,8 @@ impl Relay {
             return;
         };
         info!(session = %id, vm = %s.vm, ?code, reason, "session ended");
+        self.counters.session_ended(code);
+        self.counters.viewer_messages += 1;
         let event = ControllerToViewer::Ended {
             code,
             reason: reason.to_owned(),
@@ -735,11 +785,13 @@ impl Relay {
     }
 
     fn send_agent(&mut self, conn: ConnId, msg: ControllerToAgent) {
+        self.counters.controller_messages += 1;
         self.outbox.push(Outbound::ToAgent { conn, msg });
     }
 
     fn send_viewer(&mut self, id: &SessionId, event: ControllerToViewer) {
         if let Some(s) = self.sessions.get_mut(id) {
+            self.counters.viewer_messages += 1;
             let seq = s.push_event(event.clone());
             self.outbox.push(Outbound::ToViewer {
                 session: id.clone(),

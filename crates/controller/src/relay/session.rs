@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use vdesk_protocol::{
-    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, Side, VmId,
+    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, SessionStats, Side, VmId,
 };
 
 use super::ConnId;
@@ -45,6 +45,8 @@ pub(crate) struct Session {
     pub open_streams: u32,
     /// Last request of the viewer (or close of its last event stream).
     pub last_seen: Instant,
+    /// The agent's last `sessionStats`, for `/metrics`.
+    pub stats: Option<SessionStats>,
 }
 
 impl Session {
@@ -60,6 +62,7 @@ impl Session {
             peer_states: 0,
             open_streams: 0,
             last_seen: now,
+            stats: None,
         }
     }
 
