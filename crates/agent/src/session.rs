@@ -21,6 +21,8 @@ use crate::codec::{self, Codec, CodecChoice};
 use crate::ice;
 use crate::input::{InputSettings, SessionInput};
 use crate::pipeline::{self, MediaSettings, PipelineGuard};
+use crate::rate::RateLimits;
+use crate::stats::{self, StatsSink, StatsTask};
 
 /// Why a session could not start. Sent to the viewer as the `ended` reason.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,8 @@ pub struct Session {
     choice: CodecChoice,
     /// Remote control (dropping it releases whatever the viewer held).
     _input: Option<Arc<SessionInput>>,
+    /// Stats and rate control; stopped before the pipeline.
+    _stats: Option<StatsTask>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -80,6 +84,21 @@ impl Outbox {
             code,
             reason: reason.into(),
         });
+    }
+}
+
+/// A session's stats go to the controller (`sessionStats`) and to the agent's metrics registry.
+impl StatsSink for Outbox {
+    fn report(&self, stats: vdesk_protocol::SessionStats) {
+        crate::metrics::global().set(&self.id, stats.clone());
+        self.send(AgentToController::SessionStats {
+            session_id: self.id.clone(),
+            stats,
+        });
+    }
+
+    fn ended(&self) {
+        crate::metrics::global().remove(&self.id);
     }
 }
 
@@ -157,12 +176,20 @@ impl Session {
         connect_signals(&webrtc, &out, input.clone());
         watch_bus(guard.pipeline(), &out);
 
-        // The payloader's transceiver only sends; the viewer's offer is recvonly.
+        // The payloader's transceiver only sends; the viewer's offer is recvonly. NACK on:
+        // webrtcbin then answers the offer's rtx payload and `nack` feedback and retransmits
+        // lost packets from a short history (RFC 4588), instead of waiting for a keyframe.
         if let Some(t) = webrtc
             .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])
         {
             t.set_direction(gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+            t.set_property("do-nack", true);
         }
+        let encoder = guard.pipeline().by_name("encoder");
+        let counters = match &encoder {
+            Some(e) => stats::watch_encoder(e),
+            None => Arc::default(),
+        };
 
         guard
             .pipeline()
@@ -186,12 +213,28 @@ impl Session {
         };
         webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
 
+        let stats = stats::start(
+            short.to_owned(),
+            webrtc.clone(),
+            encoder.map(|encoder| stats::EncoderControl {
+                encoder,
+                codec: choice.codec,
+            }),
+            counters,
+            RateLimits {
+                min_kbps: media.min_bitrate_kbps,
+                max_kbps: media.bitrate_kbps,
+            },
+            out.clone(),
+        );
+
         Ok(Session {
             id,
             webrtc,
             remote,
             choice,
             _input: input,
+            _stats: Some(stats),
             _pipeline: guard,
         })
     }

@@ -224,6 +224,7 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let media = MediaSettings {
+        min_bitrate_kbps: 300,
         display: x.display.clone(),
         capture,
         framerate: 30,

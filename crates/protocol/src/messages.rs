@@ -217,7 +217,8 @@ pub struct SessionStats {
     /// Round-trip time from the last RTCP receiver report, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
-    /// Fraction of packets lost (0..1) in the viewer's last receiver report.
+    /// Fraction of packets lost (0..1) over the last second or so: the growth of the viewer's
+    /// cumulative loss count over the packets sent meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraction_lost: Option<f64>,
     /// Packets lost in total, as the viewer reports it.

@@ -92,7 +92,7 @@ const SESSION_METRICS: &[(&str, &str, &str, Getter)] = &[
     (
         "vdesk_session_fraction_lost",
         "gauge",
-        "Fraction of packets lost (0..1) in the viewer's last receiver report.",
+        "Fraction of packets lost (0..1) over the last second, from the viewer's receiver reports.",
         |s| s.fraction_lost,
     ),
     (

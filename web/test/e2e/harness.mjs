@@ -79,11 +79,12 @@ export function freeDisplay() {
 export class Processes {
   #procs = [];
 
-  /** Starts `cmd args`, with `env` added to this process's environment. */
-  spawn(name, cmd, args, { env = {} } = {}) {
+  /** Starts `cmd args`, with `env` added to this process's environment. `stdin: 'pipe'` keeps
+   *  its standard input open (for children that exit at end of input). */
+  spawn(name, cmd, args, { env = {}, stdin = 'ignore' } = {}) {
     const child = spawn(cmd, args, {
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [stdin, 'pipe', 'pipe'],
     });
     const entry = { name, child, lines: [], exited: null };
     const keep = (chunk) => {
@@ -237,13 +238,14 @@ export async function waitForHttp(url, { timeoutMs = 15000, ok = (s) => s === 20
 
 /**
  * Launches Debian's Chromium with a fresh profile. Resolves to `{context, newPage, close}`;
- * `close` also removes the profile.
+ * `close` also removes the profile. `executablePath` replaces CHROMIUM (e.g. a wrapper that runs
+ * it in a network namespace).
  */
-export async function launchChromium() {
+export async function launchChromium({ executablePath = CHROMIUM } = {}) {
   const { chromium } = await import('playwright-core');
   const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'vdesk-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: CHROMIUM_ARGS,
     viewport: { width: 1280, height: 720 },
