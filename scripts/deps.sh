@@ -11,6 +11,8 @@ packages=(
   gstreamer1.0-plugins-ugly gstreamer1.0-nice gstreamer1.0-x gstreamer1.0-tools
   xvfb x11-utils x11-xserver-utils x11-xkb-utils xclip openbox xterm x11-apps
   chromium imagemagick openssl curl
+  # network e2e: namespaces (iproute2) and the user-space link emulator (python3)
+  python3
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

@@ -300,7 +300,7 @@ fn run(
             last = Some((now, snap, frames));
             continue;
         }
-        if ticks % REPORT_EVERY == 0 {
+        if ticks.is_multiple_of(REPORT_EVERY) {
             sink.report(SessionStats {
                 codec: codec.clone(),
                 bitrate_kbps: (bitrate_kbps * 10.0).round() / 10.0,

