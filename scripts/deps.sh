@@ -13,6 +13,8 @@ packages=(
   xvfb x11-utils x11-xserver-utils x11-xkb-utils xclip openbox xterm x11-apps
   chromium imagemagick openssl curl
   coturn iproute2
+  # network e2e: namespaces (iproute2) and the user-space link emulator (python3)
+  python3
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

@@ -11,6 +11,7 @@ import {
   tokenFromSearch,
   vmIdFromPath,
 } from './vdesk.js';
+import { StatsOverlay, isToggleKey } from './stats.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('screen');
@@ -113,6 +114,26 @@ if (!isValidVmId(vmId)) {
       }
     }
   });
+  // The stats overlay: Ctrl+Alt+S (kept from the VM) or the button.
+  const stats = new StatsOverlay(viewer, document.querySelector('.screen-area'));
+  window.vdeskStats = stats;
+  const statsButton = $('stats-toggle');
+  statsButton?.addEventListener('click', () => stats.toggle());
+  let swallowKeyUp = null;
+  window.addEventListener('keydown', (ev) => {
+    if (!isToggleKey(ev)) return;
+    ev.preventDefault();
+    ev.stopImmediatePropagation();
+    swallowKeyUp = ev.code;
+    stats.toggle();
+  }, { capture: true });
+  window.addEventListener('keyup', (ev) => {
+    if (swallowKeyUp === null || ev.code !== swallowKeyUp) return;
+    ev.preventDefault();
+    ev.stopImmediatePropagation();
+    swallowKeyUp = null;
+  }, { capture: true });
+
   viewer.addEventListener('error', ({ detail }) => showError(detail));
   viewer.addEventListener('retrying', ({ detail: { delayMs } }) => startCountdown(delayMs));
   retryButton.addEventListener('click', () => {

@@ -57,6 +57,22 @@ pub struct Args {
     )]
     pub bitrate_kbps: u32,
 
+    /// Lowest bitrate the agent drops to on a lossy or congested path (it starts at
+    /// --bitrate-kbps and comes back to it when the path clears).
+    #[arg(
+        long,
+        env = "VDESK_MIN_BITRATE_KBPS",
+        default_value_t = 300,
+        value_name = "KBPS"
+    )]
+    pub min_bitrate_kbps: u32,
+
+    /// Serve this agent's per-session numbers at http://ADDR/metrics (Prometheus text), e.g.
+    /// 127.0.0.1:9108. Off by default: the VM needs no open port, and the controller's /metrics
+    /// shows the same numbers.
+    #[arg(long, env = "VDESK_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// Codecs in order of preference; the first one the browser's offer supports is used.
     #[arg(
         long,
@@ -125,6 +141,7 @@ pub struct Config {
     pub input: InputSettings,
     /// How long sessions outlive a lost controller link (`--resume-grace`).
     pub resume_grace: std::time::Duration,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A flag that is wrong, and why.
@@ -168,6 +185,9 @@ impl Config {
         if !(100..=100_000).contains(&args.bitrate_kbps) {
             return Err(bad("--bitrate-kbps", "must be 100 to 100000"));
         }
+        if !(100..=args.bitrate_kbps).contains(&args.min_bitrate_kbps) {
+            return Err(bad("--min-bitrate-kbps", "must be 100 to --bitrate-kbps"));
+        }
         if args.codecs.is_empty() {
             return Err(bad("--codecs", "name at least one of h264, vp8"));
         }
@@ -190,11 +210,13 @@ impl Config {
                 capture: args.capture,
                 framerate: args.framerate,
                 bitrate_kbps: args.bitrate_kbps,
+                min_bitrate_kbps: args.min_bitrate_kbps,
                 show_pointer: args.stream_cursor,
             },
             codecs: args.codecs.clone(),
             max_sessions: args.max_sessions,
             resume_grace: std::time::Duration::from_secs(args.resume_grace),
+            metrics_listen: args.metrics_listen,
         })
     }
 }
@@ -270,6 +292,11 @@ mod tests {
             err(args(&["--resume-grace", "7200"]), Some(":0")),
             "--resume-grace"
         );
+        assert_eq!(
+            err(args(&["--min-bitrate-kbps", "5000"]), Some(":0")),
+            "--min-bitrate-kbps"
+        );
+        assert!(Args::try_parse_from(["vdesk-agent", "--metrics-listen", "nope"]).is_err());
         let mut a = args(&[]);
         a.vm_id = "a/b".into();
         assert_eq!(err(a, Some(":0")), "--vm-id");

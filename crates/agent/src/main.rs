@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing::{error, info};
 use vdesk_agent::config::{Args, Config};
-use vdesk_agent::{pipeline, signalling};
+use vdesk_agent::{metrics, pipeline, signalling};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -43,6 +43,20 @@ async fn main() -> ExitCode {
     );
     info!(vm = %config.vm_id, display = %config.media.display, controller = %config.ws_url,
           codecs = ?config.codecs, "vdesk-agent {} starting", env!("CARGO_PKG_VERSION"));
+    let _metrics = match config.metrics_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(tokio::spawn(metrics::serve(
+                listener,
+                metrics::global().clone(),
+                config.vm_id.to_string(),
+            ))),
+            Err(e) => {
+                eprintln!("vdesk-agent: --metrics-listen {addr}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     match signalling::run(config, shutdown_signal()).await {
         Ok(()) => {
             info!("stopped");

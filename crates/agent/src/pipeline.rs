@@ -39,6 +39,8 @@ pub struct MediaSettings {
     pub capture: CaptureMode,
     pub framerate: u32,
     pub bitrate_kbps: u32,
+    /// Lowest bitrate the rate controller may set when the network is bad (`rate.rs`).
+    pub min_bitrate_kbps: u32,
     /// Draw the X cursor into the stream.
     pub show_pointer: bool,
 }
@@ -175,8 +177,16 @@ pub fn build(
     chain.extend(encoder_chain(media, choice)?);
 
     let rtp_caps = make("capsfilter", None)?;
+    // The SSRC is fixed here, so that webrtcbin knows it when it writes the answer and can
+    // declare the retransmission (RTX) stream that goes with it (`a=ssrc-group:FID`): a browser
+    // drops retransmissions on an SSRC it was not told about.
+    let ssrc = random_ssrc();
+    if let Some(pay) = chain.last() {
+        pay.set_property("ssrc", ssrc);
+    }
     let mut caps = gst::Caps::builder("application/x-rtp")
         .field("media", "video")
+        .field("ssrc", ssrc)
         .field("encoding-name", choice.codec.encoding_name())
         .field("payload", i32::from(choice.payload_type))
         .field("clock-rate", 90000i32);
@@ -211,6 +221,22 @@ pub fn build(
     last.link_pads(None, &webrtc, Some("sink_0"))
         .map_err(|e| PipelineError::Link(format!("payloader -> webrtcbin: {e}")))?;
     Ok((guard, webrtc))
+}
+
+/// A random SSRC (RFC 3550 wants it random), without a random-number crate: std's hasher is
+/// seeded randomly per process, and the time and a counter make each call differ.
+fn random_ssrc() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    (h.finish() as u32).max(1)
 }
 
 /// Writes "playout delay: min 0, max 0" into every RTP packet (the webrtc.org playout-delay

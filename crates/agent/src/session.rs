@@ -21,6 +21,8 @@ use crate::codec::{self, Codec, CodecChoice};
 use crate::ice;
 use crate::input::{InputSettings, SessionInput};
 use crate::pipeline::{self, MediaSettings, PipelineGuard};
+use crate::rate::RateLimits;
+use crate::stats::{self, StatsSink, StatsTask};
 
 /// Why a session could not start. Sent to the viewer as the `ended` reason.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,8 @@ pub struct Session {
     _input: Option<Arc<SessionInput>>,
     permission: Permission,
     sdp: Arc<Mutex<Descriptions>>,
+    /// Stats and rate control; stopped before the pipeline.
+    _stats: Option<StatsTask>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -89,6 +93,21 @@ impl Outbox {
             code,
             reason: reason.into(),
         });
+    }
+}
+
+/// A session's stats go to the controller (`sessionStats`) and to the agent's metrics registry.
+impl StatsSink for Outbox {
+    fn report(&self, stats: vdesk_protocol::SessionStats) {
+        crate::metrics::global().set(&self.id, stats.clone());
+        self.send(AgentToController::SessionStats {
+            session_id: self.id.clone(),
+            stats,
+        });
+    }
+
+    fn ended(&self) {
+        crate::metrics::global().remove(&self.id);
     }
 }
 
@@ -195,12 +214,20 @@ impl Session {
         connect_signals(&webrtc, &out, input.clone());
         watch_bus(guard.pipeline(), &out);
 
-        // The payloader's transceiver only sends; the viewer's offer is recvonly.
+        // The payloader's transceiver only sends; the viewer's offer is recvonly. NACK on:
+        // webrtcbin then answers the offer's rtx payload and `nack` feedback and retransmits
+        // lost packets from a short history (RFC 4588), instead of waiting for a keyframe.
         if let Some(t) = webrtc
             .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&0i32])
         {
             t.set_direction(gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
+            t.set_property("do-nack", true);
         }
+        let encoder = guard.pipeline().by_name("encoder");
+        let counters = match &encoder {
+            Some(e) => stats::watch_encoder(e),
+            None => Arc::default(),
+        };
 
         guard
             .pipeline()
@@ -208,6 +235,21 @@ impl Session {
             .map_err(|e| SessionError::Start(e.to_string()))?;
 
         apply_offer(&webrtc, offer, &out, &remote, &sdp);
+
+        let stats = stats::start(
+            short.to_owned(),
+            webrtc.clone(),
+            encoder.map(|encoder| stats::EncoderControl {
+                encoder,
+                codec: choice.codec,
+            }),
+            counters,
+            RateLimits {
+                min_kbps: media.min_bitrate_kbps,
+                max_kbps: media.bitrate_kbps,
+            },
+            out.clone(),
+        );
 
         Ok(Session {
             id,
@@ -217,6 +259,7 @@ impl Session {
             _input: input,
             permission,
             sdp,
+            _stats: Some(stats),
             _pipeline: guard,
         })
     }

@@ -361,7 +361,8 @@ fn session_of(msg: &AgentToController) -> Option<&SessionId> {
         AgentToController::Answer { session_id, .. }
         | AgentToController::Candidate { session_id, .. }
         | AgentToController::PeerState { session_id, .. }
-        | AgentToController::SessionEnded { session_id, .. } => Some(session_id),
+        | AgentToController::SessionEnded { session_id, .. }
+        | AgentToController::SessionStats { session_id, .. } => Some(session_id),
         AgentToController::Hello { .. } | AgentToController::Resume { .. } => None,
     }
 }

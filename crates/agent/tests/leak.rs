@@ -70,6 +70,7 @@ async fn one_session(display: &str, n: usize) {
         capture: CaptureMode::Damage,
         framerate: 30,
         bitrate_kbps: 500,
+        min_bitrate_kbps: 300,
         show_pointer: false,
     };
     let session = Session::start(SessionId::random(), &offer, &[], &media, &[Codec::Vp8], tx)

@@ -40,6 +40,7 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let media = MediaSettings {
+        min_bitrate_kbps: 300,
         display: x.display.clone(),
         capture,
         framerate: 30,
@@ -83,6 +84,10 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
                 }
                 AgentToController::PeerState { state, .. } => states.push(state),
                 AgentToController::SessionEnded { reason, .. } => panic!("session ended: {reason}"),
+                AgentToController::SessionStats { session_id, stats } => {
+                    assert_eq!(session_id, id);
+                    assert_eq!(stats.codec, codec.encoding_name());
+                }
                 AgentToController::Hello { .. } | AgentToController::Resume { .. } => unreachable!(),
             },
             Some(c) = brx.recv() => session.add_remote_candidate(c),

@@ -1,6 +1,6 @@
 //! The viewer's files (`web/`), compiled into the binary and served with their content type and
 //! `Cache-Control: no-cache`, so an upgraded controller never serves a stale viewer. It serves
-//! these six files only: no directory is ever read at run time.
+//! these seven files only: no directory is ever read at run time.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
@@ -15,6 +15,7 @@ pub const VIEWER_JS: &str = include_str!("../../../web/viewer.js");
 pub const VIEWER_CSS: &str = include_str!("../../../web/viewer.css");
 pub const VDESK_JS: &str = include_str!("../../../web/vdesk.js");
 pub const INPUT_JS: &str = include_str!("../../../web/input.js");
+pub const STATS_JS: &str = include_str!("../../../web/stats.js");
 pub const VDESK_D_TS: &str = include_str!("../../../web/vdesk.d.ts");
 
 pub const HTML: &str = "text/html; charset=utf-8";
@@ -49,6 +50,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/assets/input.js",
             get(|| async { file(JAVASCRIPT, INPUT_JS) }),
+        )
+        .route(
+            "/assets/stats.js",
+            get(|| async { file(JAVASCRIPT, STATS_JS) }),
         )
         .route(
             "/assets/vdesk.d.ts",

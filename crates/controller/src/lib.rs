@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod relay;
 pub mod routes;
 pub mod sse;
@@ -53,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::admin::routes())
         .merge(sse::routes())
         .merge(agent_ws::routes())
+        .merge(metrics::routes())
         .fallback(|method: Method, uri: Uri| async move {
             AppError::not_found(format!("no route for {method} {}", uri.path()))
         })

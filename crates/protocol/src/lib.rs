@@ -1,10 +1,12 @@
 //! Signalling messages and ids shared by the vdesk controller, agent and viewer: serde types and
-//! their validation only. No I/O, no async, no GStreamer: both sides depend on this crate, and the
+//! their validation, plus the Prometheus text of per-session stats (`metrics`), so both sides
+//! expose the same metric names. No I/O, no async, no GStreamer: both sides depend on this crate, and the
 //! viewer's JavaScript is checked against the JSON it produces (see `crates/protocol/tests/fixtures.rs` and `web/test/unit.test.mjs`).
 
 mod ids;
 mod input;
 mod messages;
+pub mod metrics;
 mod validate;
 
 pub use ids::{SessionId, VmId};

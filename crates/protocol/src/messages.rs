@@ -197,6 +197,12 @@ pub enum AgentToController {
     /// adopts or re-attaches each one, or ends it with `endSession`; sessions of this VM that it
     /// knows and that are not listed end (`agent_disconnected`). An empty list is normal.
     Resume { sessions: Vec<ResumedSession> },
+    /// Periodic (every few seconds) numbers of a live session, for the controller's `/metrics`.
+    /// Informational: a controller that does not know it may ignore it.
+    SessionStats {
+        session_id: SessionId,
+        stats: SessionStats,
+    },
 }
 
 /// One session an agent still streams, as announced in `resume`.
@@ -212,6 +218,43 @@ pub struct ResumedSession {
     pub answer: Option<String>,
     #[serde(default)]
     pub permission: Permission,
+}
+
+/// What the agent measures of one session's stream (send side, plus what the viewer's RTCP
+/// receiver reports say). Absent values were not measured yet (no receiver report so far).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionStats {
+    /// `H264` or `VP8`.
+    pub codec: String,
+    /// Measured send rate of the video RTP stream (payload and headers, retransmissions
+    /// excluded), kbit/s.
+    pub bitrate_kbps: f64,
+    /// The encoder's current target, set by the agent's rate controller, kbit/s.
+    pub target_kbps: u32,
+    /// Frames encoded per second.
+    pub fps: f64,
+    /// Round-trip time from the last RTCP receiver report, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// Fraction of packets lost (0..1) over the last second or so: the growth of the viewer's
+    /// cumulative loss count over the packets sent meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction_lost: Option<f64>,
+    /// Packets lost in total, as the viewer reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_lost: Option<i64>,
+    /// Interarrival jitter the viewer reports, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    /// Totals since the session started.
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub nack_count: u64,
+    pub pli_count: u64,
+    pub fir_count: u64,
+    /// Keyframes the encoder was asked for (the viewer's PLI/FIR reaching it).
+    pub keyframes_forced: u64,
 }
 
 /// What a controller sends an agent.
@@ -430,6 +473,20 @@ mod tests {
                     answer: None,
                     permission: Permission::Control,
                 }],
+            },
+            AgentToController::SessionStats {
+                session_id: sid(),
+                stats: SessionStats {
+                    codec: "H264".into(),
+                    bitrate_kbps: 1234.5,
+                    target_kbps: 1500,
+                    fps: 29.5,
+                    rtt_ms: Some(101.0),
+                    fraction_lost: Some(0.03),
+                    packets_lost: Some(12),
+                    jitter_ms: None,
+                    ..Default::default()
+                },
             },
         ];
         for m in msgs {

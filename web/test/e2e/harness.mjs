@@ -80,11 +80,12 @@ export function freeDisplay() {
 export class Processes {
   #procs = [];
 
-  /** Starts `cmd args`, with `env` added to this process's environment. */
-  spawn(name, cmd, args, { env = {} } = {}) {
+  /** Starts `cmd args`, with `env` added to this process's environment. `stdin: 'pipe'` keeps
+   *  its standard input open (for children that exit at end of input). */
+  spawn(name, cmd, args, { env = {}, stdin = 'ignore' } = {}) {
     const child = spawn(cmd, args, {
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [stdin, 'pipe', 'pipe'],
     });
     const entry = { name, child, lines: [], exited: null };
     const keep = (chunk) => {
@@ -325,9 +326,9 @@ export async function startController(procs, { vms = [], args = [], env = {}, bi
 // --- Chromium -----------------------------------------------------------------------------------
 
 /**
- * Launches Debian's Chromium (or `executablePath`, e.g. a wrapper that runs it in a network
- * namespace) with a fresh profile. Resolves to `{context, newPage, close}`; `close` also removes
- * the profile.
+ * Launches Debian's Chromium with a fresh profile. Resolves to `{context, newPage, close}`;
+ * `close` also removes the profile. `executablePath` replaces CHROMIUM (e.g. a wrapper that runs
+ * it in a network namespace).
  */
 export async function launchChromium({ executablePath = CHROMIUM } = {}) {
   const { chromium } = await import('playwright-core');

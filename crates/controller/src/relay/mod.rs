@@ -5,6 +5,7 @@
 //! [`Relay::take_outbound`]. The HTTP/WebSocket/SSE adapters deliver them. Time is always passed
 //! in, so the idle timeout and tombstones are tested without sleeping.
 
+mod counters;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -18,11 +19,12 @@ use tracing::{debug, info, warn};
 use vdesk_protocol::{
     AgentToController, CandidateList, ControllerToAgent, ControllerToViewer, ErrorCode,
     IceCandidate, IceServer, Permission, ResumedSession, SdpType, SessionDescription, SessionId,
-    Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
+    SessionStats, Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
 };
 
 use crate::auth::AgentAuth;
 use crate::turn::TurnRest;
+pub use counters::{Counters, MetricsSnapshot, SessionMetrics};
 use session::Session;
 pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_PEER_STATES};
 
@@ -174,6 +176,7 @@ pub struct Relay {
     tombstones: HashMap<SessionId, Tombstone>,
     outbox: Vec<Outbound>,
     shutting_down: bool,
+    counters: Counters,
 }
 
 impl Relay {
@@ -186,6 +189,7 @@ impl Relay {
             tombstones: HashMap::new(),
             outbox: Vec::new(),
             shutting_down: false,
+            counters: Counters::default(),
         }
     }
 
@@ -247,6 +251,29 @@ impl Relay {
         self.sessions.len()
     }
 
+    /// The numbers `GET /metrics` shows: counters, gauges, and the last stats of each session.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut sessions: Vec<SessionMetrics> = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| {
+                s.stats.as_ref().map(|stats| SessionMetrics {
+                    vm: s.vm.clone(),
+                    session: id.as_str().chars().take(8).collect(),
+                    stats: stats.clone(),
+                })
+            })
+            .collect();
+        sessions.sort_by(|a, b| (&a.vm, &a.session).cmp(&(&b.vm, &b.session)));
+        MetricsSnapshot {
+            agents_online: self.vms.values().filter(|c| c.is_some()).count(),
+            vms_known: self.vms.len(),
+            sessions_open: self.sessions.len(),
+            counters: self.counters.clone(),
+            sessions,
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // agent side
     // -----------------------------------------------------------------------------------------
@@ -296,6 +323,7 @@ impl Relay {
     }
 
     pub fn agent_message(&mut self, conn: ConnId, msg: AgentToController, now: Instant) {
+        self.counters.agent_messages += 1;
         let state = self.conns.get(&conn).cloned();
         match (state, msg) {
             (None | Some(ConnState::Closed), _) => {}
@@ -409,7 +437,8 @@ impl Relay {
             AgentToController::Answer { session_id, .. }
             | AgentToController::Candidate { session_id, .. }
             | AgentToController::PeerState { session_id, .. }
-            | AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
+            | AgentToController::SessionEnded { session_id, .. }
+            | AgentToController::SessionStats { session_id, .. } => session_id.clone(),
         };
         match self.sessions.get(&id) {
             // Its own session, or one of its VM's detached sessions (an agent that reconnects
@@ -438,6 +467,10 @@ impl Relay {
                 let reason = clean_reason(&reason, "the VM agent ended the session");
                 info!(session = %id, vm = %vm, "agent ended the session");
                 self.end_session(&id, code, &reason, false, now);
+                Ok(())
+            }
+            AgentToController::SessionStats { stats, .. } => {
+                self.session_stats(&id, stats);
                 Ok(())
             }
         };
@@ -526,6 +559,20 @@ impl Relay {
         Ok(())
     }
 
+    /// Keeps the last stats of a session for `/metrics` (nothing is relayed to the viewer).
+    fn session_stats(&mut self, id: &SessionId, mut stats: SessionStats) {
+        // The codec becomes a metric label: keep it short and plain.
+        stats.codec = stats
+            .codec
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.stats = Some(stats);
+        }
+    }
+
     fn peer_state(&mut self, id: &SessionId, state: String) -> Result<(), RelayError> {
         if state.is_empty() || state.len() > MAX_STATE_LEN || state.chars().any(char::is_control) {
             return Err(ValidationError::new(
@@ -602,6 +649,7 @@ impl Relay {
         };
         info!(session = %id, vm = %vm, conn = %conn, permission = ?grant.permission, "session created");
         let ice_servers = self.ice_servers_for(id.as_str());
+        self.counters.sessions_created += 1;
         self.send_agent(
             conn,
             ControllerToAgent::Offer {
@@ -843,6 +891,8 @@ impl Relay {
             return;
         };
         info!(session = %id, vm = %s.vm, ?code, reason, "session ended");
+        self.counters.session_ended(code);
+        self.counters.viewer_messages += 1;
         let event = ControllerToViewer::Ended {
             code,
             reason: reason.to_owned(),
@@ -1032,11 +1082,13 @@ impl Relay {
     }
 
     fn send_agent(&mut self, conn: ConnId, msg: ControllerToAgent) {
+        self.counters.controller_messages += 1;
         self.outbox.push(Outbound::ToAgent { conn, msg });
     }
 
     fn send_viewer(&mut self, id: &SessionId, event: ControllerToViewer) {
         if let Some(s) = self.sessions.get_mut(id) {
+            self.counters.viewer_messages += 1;
             let seq = s.push_event(event.clone());
             self.outbox.push(Outbound::ToViewer {
                 session: id.clone(),

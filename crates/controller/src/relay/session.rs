@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use vdesk_protocol::{
-    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, Side, VmId,
+    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, SessionStats, Side, VmId,
 };
 
 use super::ConnId;
@@ -55,6 +55,8 @@ pub(crate) struct Session {
     pub last_seen: Instant,
     /// Id of the viewer token that created it (only that token may use it).
     pub token_id: Option<String>,
+    /// The agent's last `sessionStats`, for `/metrics`.
+    pub stats: Option<SessionStats>,
 }
 
 impl Session {
@@ -74,6 +76,7 @@ impl Session {
             open_streams: 0,
             last_seen: now,
             token_id: None,
+            stats: None,
         }
     }
 

@@ -1,0 +1,404 @@
+//! The sender's bitrate controller: turns what the viewer's RTCP receiver reports say (loss,
+//! round-trip time) into the encoder's bitrate target. Pure arithmetic on samples, with time
+//! passed in, so it is unit-tested without a network or a clock; `stats.rs` feeds it from
+//! `webrtcbin` and applies its output to the encoder.
+//!
+//! The rule (a loss-based AIMD after GCC's loss controller, plus a crude delay signal, since
+//! GStreamer 1.22 from Debian has no transport-wide congestion controller):
+//! - loss above 10% over the last window (`LossWindow`, about a second): rate × (1 − 0.5 × loss);
+//! - round-trip time more than `QUEUE_DELAY_MS` above the lowest seen recently (a queue is
+//!   building in front of a bottleneck that does not drop yet): rate × 0.85;
+//!   where "rate" is the lower of the target and the rate actually sent in the window: a desktop
+//!   stream often needs far less than its target, and cutting an unused target changes nothing;
+//! - loss below 2% and no queueing: target grows by 20% per second of elapsed time;
+//! - loss between 2% and 10%: hold (random loss that NACK retransmission repairs);
+//! - the target stays within `[min_kbps, max_kbps]`; it starts at `max_kbps`.
+//!
+//! At most one decrease per `DECREASE_GAP`: a report that still shows the loss caused before
+//! the last decrease took effect must not cut the rate twice.
+
+use std::time::Duration;
+
+/// Loss above which the rate goes down.
+pub const LOSS_HIGH: f64 = 0.10;
+/// Loss below which the rate may go up.
+pub const LOSS_LOW: f64 = 0.02;
+/// Growth per second while the path is clear.
+pub const INCREASE_PER_SECOND: f64 = 1.20;
+/// Factor applied when the round-trip time shows a queue.
+pub const DELAY_DECREASE: f64 = 0.85;
+/// Round-trip time above the recent minimum that counts as a queue, milliseconds.
+pub const QUEUE_DELAY_MS: f64 = 150.0;
+/// Shortest time between two decreases.
+pub const DECREASE_GAP: Duration = Duration::from_millis(800);
+
+/// Limits of the target, kbit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub min_kbps: u32,
+    pub max_kbps: u32,
+}
+
+/// What the receiver reports said over one loss window, as the controller needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Report {
+    /// Fraction lost (0..1) over the window.
+    pub fraction_lost: f64,
+    /// Round-trip time, milliseconds, if the report allowed computing it.
+    pub rtt_ms: Option<f64>,
+    /// What was actually sent over the window, kbit/s (None: unknown).
+    pub sent_kbps: Option<f64>,
+}
+
+/// The loss rate and send rate over a window of at least `LOSS_WINDOW` and `LOSS_MIN_PACKETS`
+/// packets, from cumulative counters: packets and bytes sent (ours), packets lost (the receiver
+/// reports'). The
+/// per-report "fraction lost" is useless here: a browser sends a receiver report with every NACK,
+/// so it often covers a handful of packets and reads 0.5 for one loss.
+#[derive(Debug, Clone, Default)]
+pub struct LossWindow {
+    start: Option<(Duration, u64, u64, i64)>,
+}
+
+/// One complete window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowStats {
+    pub loss: f64,
+    pub sent_kbps: f64,
+}
+
+pub const LOSS_WINDOW: Duration = Duration::from_millis(1000);
+pub const LOSS_MIN_PACKETS: u64 = 20;
+
+impl LossWindow {
+    /// Feeds the counters at `now`; returns the window's numbers when one is complete.
+    pub fn push(
+        &mut self,
+        now: Duration,
+        packets_sent: u64,
+        bytes_sent: u64,
+        packets_lost: i64,
+    ) -> Option<WindowStats> {
+        let Some((t0, sent0, bytes0, lost0)) = self.start else {
+            self.start = Some((now, packets_sent, bytes_sent, packets_lost));
+            return None;
+        };
+        let sent = packets_sent.saturating_sub(sent0);
+        let elapsed = now.saturating_sub(t0);
+        if elapsed < LOSS_WINDOW || sent < LOSS_MIN_PACKETS {
+            return None;
+        }
+        self.start = Some((now, packets_sent, bytes_sent, packets_lost));
+        // Late packets make the receiver's count go down: that window lost nothing.
+        let lost = packets_lost.saturating_sub(lost0).max(0) as f64;
+        Some(WindowStats {
+            loss: (lost / sent as f64).min(1.0),
+            sent_kbps: bytes_sent.saturating_sub(bytes0) as f64 * 8.0
+                / 1000.0
+                / elapsed.as_secs_f64(),
+        })
+    }
+}
+
+/// Why the target last changed (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Hold,
+    Increase,
+    DecreaseLoss,
+    DecreaseDelay,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateController {
+    limits: RateLimits,
+    target: f64,
+    /// Lowest round-trip time seen, drifting up slowly so that a route change is learned.
+    min_rtt_ms: Option<f64>,
+    /// Time of the last report and of the last decrease, on the caller's clock.
+    last_report: Option<Duration>,
+    last_decrease: Option<Duration>,
+}
+
+impl RateController {
+    pub fn new(limits: RateLimits) -> Self {
+        let limits = RateLimits {
+            min_kbps: limits.min_kbps.min(limits.max_kbps),
+            max_kbps: limits.max_kbps,
+        };
+        Self {
+            limits,
+            target: f64::from(limits.max_kbps),
+            min_rtt_ms: None,
+            last_report: None,
+            last_decrease: None,
+        }
+    }
+
+    /// The current target, kbit/s.
+    pub fn target_kbps(&self) -> u32 {
+        self.target.round() as u32
+    }
+
+    /// Feeds what one loss window saw, at `now` (any monotonic clock).
+    pub fn on_report(&mut self, report: Report, now: Duration) -> Decision {
+        let elapsed = self
+            .last_report
+            .map(|t| now.saturating_sub(t))
+            .unwrap_or(Duration::ZERO)
+            // A long silence (no reports) is not a reason to jump up at once.
+            .min(Duration::from_secs(2));
+        self.last_report = Some(now);
+        let loss = if report.fraction_lost.is_finite() {
+            report.fraction_lost.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let queueing = match (
+            report.rtt_ms.filter(|r| r.is_finite() && *r >= 0.0),
+            self.min_rtt_ms,
+        ) {
+            (Some(rtt), Some(min)) => {
+                let queueing = rtt > min + QUEUE_DELAY_MS;
+                self.min_rtt_ms = Some(if rtt < min {
+                    rtt
+                } else {
+                    min + (rtt - min) * 0.02
+                });
+                queueing
+            }
+            (Some(rtt), None) => {
+                self.min_rtt_ms = Some(rtt);
+                false
+            }
+            (None, _) => false,
+        };
+        // Decreases start from what is really sent when that is below the target.
+        let base = match report.sent_kbps.filter(|s| s.is_finite() && *s > 0.0) {
+            Some(sent) => self.target.min(sent),
+            None => self.target,
+        };
+        let may_decrease = self
+            .last_decrease
+            .is_none_or(|t| now.saturating_sub(t) >= DECREASE_GAP);
+        let decision = if loss > LOSS_HIGH {
+            if may_decrease {
+                self.target = base * (1.0 - 0.5 * loss);
+                self.last_decrease = Some(now);
+                Decision::DecreaseLoss
+            } else {
+                Decision::Hold
+            }
+        } else if queueing {
+            if may_decrease {
+                self.target = base * DELAY_DECREASE;
+                self.last_decrease = Some(now);
+                Decision::DecreaseDelay
+            } else {
+                Decision::Hold
+            }
+        } else if loss < LOSS_LOW {
+            self.target *= INCREASE_PER_SECOND.powf(elapsed.as_secs_f64());
+            Decision::Increase
+        } else {
+            Decision::Hold
+        };
+        self.target = self.target.clamp(
+            f64::from(self.limits.min_kbps),
+            f64::from(self.limits.max_kbps),
+        );
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: RateLimits = RateLimits {
+        min_kbps: 300,
+        max_kbps: 4000,
+    };
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    fn report(loss: f64, rtt: f64) -> Report {
+        Report {
+            fraction_lost: loss,
+            rtt_ms: Some(rtt),
+            sent_kbps: None,
+        }
+    }
+
+    #[test]
+    fn starts_at_max_and_never_leaves_the_limits() {
+        let mut c = RateController::new(LIMITS);
+        assert_eq!(c.target_kbps(), 4000);
+        assert_eq!(c.on_report(report(0.0, 20.0), at(0)), Decision::Increase);
+        assert_eq!(c.target_kbps(), 4000);
+        for i in 1..100 {
+            c.on_report(report(0.9, 20.0), at(i * 1000));
+        }
+        assert_eq!(c.target_kbps(), 300);
+    }
+
+    #[test]
+    fn heavy_loss_cuts_by_half_the_loss() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(report(0.0, 20.0), at(0));
+        assert_eq!(
+            c.on_report(report(0.2, 20.0), at(1000)),
+            Decision::DecreaseLoss
+        );
+        assert_eq!(c.target_kbps(), 3600);
+    }
+
+    #[test]
+    fn moderate_random_loss_holds_the_rate() {
+        let mut c = RateController::new(LIMITS);
+        for i in 0..30 {
+            assert_ne!(
+                c.on_report(report(0.03, 100.0), at(i * 1000)),
+                Decision::DecreaseLoss
+            );
+        }
+        assert_eq!(c.target_kbps(), 4000);
+    }
+
+    #[test]
+    fn two_decreases_need_a_gap() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(report(0.5, 20.0), at(0));
+        let after_one = c.target_kbps();
+        assert_eq!(c.on_report(report(0.5, 20.0), at(300)), Decision::Hold);
+        assert_eq!(c.target_kbps(), after_one);
+        assert_eq!(
+            c.on_report(report(0.5, 20.0), at(1200)),
+            Decision::DecreaseLoss
+        );
+        assert!(c.target_kbps() < after_one);
+    }
+
+    #[test]
+    fn a_growing_round_trip_time_means_a_queue() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(report(0.0, 100.0), at(0));
+        assert_eq!(
+            c.on_report(report(0.0, 400.0), at(1000)),
+            Decision::DecreaseDelay
+        );
+        assert_eq!(c.target_kbps(), 3400);
+        // The minimum is still about 100 ms: a normal round trip lets it grow again.
+        assert_eq!(
+            c.on_report(report(0.0, 110.0), at(2000)),
+            Decision::Increase
+        );
+    }
+
+    #[test]
+    fn recovers_to_max_when_the_path_clears() {
+        let mut c = RateController::new(LIMITS);
+        for i in 0..20 {
+            c.on_report(report(0.3, 100.0), at(i * 1000));
+        }
+        assert_eq!(c.target_kbps(), 300);
+        let mut t = 20_000;
+        let start = t;
+        while c.target_kbps() < 4000 {
+            t += 1000;
+            assert_eq!(c.on_report(report(0.0, 100.0), at(t)), Decision::Increase);
+            assert!(t - start < 60_000, "no recovery within a minute");
+        }
+        // 300 -> 4000 at 20%/s is about 14 s.
+        assert!((13_000..=16_000).contains(&(t - start)), "{}", t - start);
+    }
+
+    #[test]
+    fn growth_follows_elapsed_time_not_report_count() {
+        let mut a = RateController::new(LIMITS);
+        let mut b = RateController::new(LIMITS);
+        for c in [&mut a, &mut b] {
+            c.on_report(report(0.5, 20.0), at(0));
+            c.on_report(report(0.5, 20.0), at(1000));
+        }
+        for i in 1..=10 {
+            a.on_report(report(0.0, 20.0), at(1000 + i * 500));
+        }
+        for i in 1..=5 {
+            b.on_report(report(0.0, 20.0), at(1000 + i * 1000));
+        }
+        assert!(a.target_kbps().abs_diff(b.target_kbps()) <= 1);
+    }
+
+    #[test]
+    fn garbage_reports_do_not_poison_the_state() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(
+            Report {
+                fraction_lost: f64::NAN,
+                rtt_ms: Some(f64::INFINITY),
+                sent_kbps: Some(f64::NAN),
+            },
+            at(0),
+        );
+        c.on_report(
+            Report {
+                fraction_lost: -3.0,
+                rtt_ms: Some(-1.0),
+                sent_kbps: Some(-5.0),
+            },
+            at(1000),
+        );
+        assert_eq!(c.target_kbps(), 4000);
+        assert_eq!(c.on_report(report(0.0, 50.0), at(2000)), Decision::Increase);
+    }
+
+    #[test]
+    fn a_decrease_starts_from_what_is_really_sent() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(report(0.0, 20.0), at(0));
+        let r = Report {
+            fraction_lost: 0.2,
+            rtt_ms: Some(20.0),
+            sent_kbps: Some(1500.0),
+        };
+        assert_eq!(c.on_report(r, at(1000)), Decision::DecreaseLoss);
+        assert_eq!(c.target_kbps(), 1350);
+        // A send rate above the target does not raise it.
+        let r = Report {
+            sent_kbps: Some(9000.0),
+            ..r
+        };
+        assert_eq!(c.on_report(r, at(2000)), Decision::DecreaseLoss);
+        assert_eq!(c.target_kbps(), 1215);
+    }
+
+    #[test]
+    fn loss_window_needs_time_and_packets() {
+        let mut w = LossWindow::default();
+        let loss = |s: Option<WindowStats>| s.map(|s| s.loss);
+        assert_eq!(w.push(at(0), 100, 0, 0), None);
+        assert_eq!(w.push(at(500), 300, 0, 10), None, "too short");
+        let s = w.push(at(1000), 400, 125_000, 9).unwrap();
+        assert_eq!(s.loss, 9.0 / 300.0);
+        assert_eq!(s.sent_kbps, 1000.0);
+        assert_eq!(loss(w.push(at(3000), 410, 0, 9)), None, "too few packets");
+        assert_eq!(
+            loss(w.push(at(3500), 500, 0, 5)),
+            Some(0.0),
+            "a count going down is no loss"
+        );
+        assert_eq!(loss(w.push(at(4500), 600, 0, 500)), Some(1.0));
+    }
+
+    #[test]
+    fn a_minimum_above_the_maximum_is_clamped() {
+        let c = RateController::new(RateLimits {
+            min_kbps: 5000,
+            max_kbps: 1000,
+        });
+        assert_eq!(c.target_kbps(), 1000);
+    }
+}

@@ -1,0 +1,324 @@
+//! A session's stats loop: every `TICK` it asks `webrtcbin` for its stats (`get-stats`), reads
+//! the video stream's send counters and the viewer's RTCP receiver report (loss, round-trip time,
+//! jitter, NACK/PLI/FIR counts), feeds new reports to the `RateController` and sets the encoder's
+//! bitrate, and hands a `SessionStats` to a callback (the session sends it to the controller
+//! and the agent's metrics registry). The rate rule itself is in `rate.rs`; this file is the glue.
+//! One thread per session; it ends when its `StatsTask` is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_webrtc as gst_webrtc;
+use tracing::{debug, info, warn};
+use vdesk_protocol::SessionStats;
+
+use crate::codec::Codec;
+use crate::rate::{Decision, LossWindow, RateController, RateLimits, Report};
+
+/// How often stats are read (and the rate decided).
+pub const TICK: Duration = Duration::from_millis(500);
+/// Every how many ticks the callback gets a `SessionStats`.
+pub const REPORT_EVERY: u32 = 4;
+
+/// Counters kept by pad probes on the encoder: frames out, keyframe requests in.
+#[derive(Debug, Default)]
+pub struct EncoderCounters {
+    pub frames: AtomicU64,
+    pub keyframes_forced: AtomicU64,
+}
+
+/// Counts the encoder's output frames and the force-key-unit events (the viewer's PLI/FIR, turned
+/// into events by the RTP session) that reach it from downstream.
+pub fn watch_encoder(encoder: &gst::Element) -> Arc<EncoderCounters> {
+    let counters = Arc::new(EncoderCounters::default());
+    if let Some(pad) = encoder.static_pad("src") {
+        let c = counters.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            c.frames.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+        let c = counters.clone();
+        pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                if ev
+                    .structure()
+                    .is_some_and(|s| s.name() == "GstForceKeyUnit")
+                {
+                    c.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+                    debug!("keyframe requested by the viewer");
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    counters
+}
+
+/// The numbers read from one `get-stats` reply.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub nack_count: u64,
+    pub pli_count: u64,
+    pub fir_count: u64,
+    /// From the viewer's last receiver report, if there was one.
+    pub fraction_lost: Option<f64>,
+    pub packets_lost: Option<i64>,
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+}
+
+fn num(s: &gst::StructureRef, field: &str) -> Option<f64> {
+    let v = s.value(field).ok()?;
+    v.get::<f64>()
+        .ok()
+        .or_else(|| v.get::<u64>().ok().map(|x| x as f64))
+        .or_else(|| v.get::<i64>().ok().map(|x| x as f64))
+        .or_else(|| v.get::<u32>().ok().map(f64::from))
+        .or_else(|| v.get::<i32>().ok().map(f64::from))
+}
+
+/// Reads the video stream's outbound and remote-inbound stats from a `get-stats` reply. The
+/// media stream is the outbound-rtp with the most packets (the RTX stream, if any, has fewer).
+pub fn read(reply: &gst::StructureRef) -> Snapshot {
+    use gst_webrtc::WebRTCStatsType as T;
+    let mut outbound: Option<&gst::StructureRef> = None;
+    let mut remotes: Vec<&gst::StructureRef> = Vec::new();
+    for (_, value) in reply.iter() {
+        let Ok(s) = value.get::<&gst::StructureRef>() else {
+            continue;
+        };
+        match s.get::<T>("type") {
+            Ok(T::OutboundRtp) => {
+                let packets = num(s, "packets-sent").unwrap_or(0.0);
+                if outbound.is_none_or(|o| num(o, "packets-sent").unwrap_or(0.0) < packets) {
+                    outbound = Some(s);
+                }
+            }
+            Ok(T::RemoteInboundRtp) => remotes.push(s),
+            _ => {}
+        }
+    }
+    let Some(out) = outbound else {
+        return Snapshot::default();
+    };
+    let count = |f: &str| num(out, f).map(|v| v.max(0.0) as u64).unwrap_or(0);
+    let mut snap = Snapshot {
+        packets_sent: count("packets-sent"),
+        bytes_sent: count("bytes-sent"),
+        nack_count: count("nack-count"),
+        pli_count: count("pli-count"),
+        fir_count: count("fir-count"),
+        ..Default::default()
+    };
+    let ssrc = num(out, "ssrc");
+    let remote = remotes
+        .iter()
+        .find(|r| ssrc.is_some() && num(r, "ssrc") == ssrc)
+        .or(remotes.first());
+    if let Some(r) = remote {
+        snap.fraction_lost = num(r, "fraction-lost");
+        snap.packets_lost = num(r, "packets-lost").map(|v| v as i64);
+        snap.rtt_ms = num(r, "round-trip-time").map(|s| s * 1000.0);
+        snap.jitter_ms = num(r, "jitter").map(|s| s * 1000.0);
+    }
+    snap
+}
+
+/// Where the encoder's bitrate is set.
+#[derive(Debug, Clone)]
+pub struct EncoderControl {
+    pub encoder: gst::Element,
+    pub codec: Codec,
+}
+
+impl EncoderControl {
+    fn set_kbps(&self, kbps: u32) {
+        match self.codec {
+            // x264enc: kbit/s, changeable while playing (it reconfigures the encoder).
+            Codec::H264 => self.encoder.set_property("bitrate", kbps),
+            // vp8enc: bit/s.
+            Codec::Vp8 => self.encoder.set_property(
+                "target-bitrate",
+                (kbps.saturating_mul(1000)).min(i32::MAX as u32) as i32,
+            ),
+        }
+    }
+}
+
+/// Where a session's stats go.
+pub trait StatsSink: Send + 'static {
+    /// Every `REPORT_EVERY` ticks.
+    fn report(&self, stats: SessionStats);
+    /// Once, when the loop has stopped: nothing is reported after this.
+    fn ended(&self);
+}
+
+/// The running loop; dropping it stops the thread and waits for it (at most a tick plus one
+/// `get-stats` reply), so that nothing is reported for a session that is gone.
+#[derive(Debug)]
+pub struct StatsTask {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for StatsTask {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the stats loop of one session.
+pub fn start(
+    name: String,
+    webrtc: gst::Element,
+    encoder: Option<EncoderControl>,
+    counters: Arc<EncoderCounters>,
+    limits: RateLimits,
+    sink: impl StatsSink,
+) -> StatsTask {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread_name = format!("stats-{name}");
+    let spawned = std::thread::Builder::new()
+        .name(thread_name.clone())
+        .spawn(move || {
+            run(
+                &name,
+                &webrtc,
+                encoder.as_ref(),
+                &counters,
+                limits,
+                &sink,
+                &stopped,
+            );
+            sink.ended();
+        });
+    let thread = match spawned {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!(thread = %thread_name, "no stats thread (no rate control, no metrics): {e}");
+            None
+        }
+    };
+    StatsTask {
+        stop: Some(stop),
+        thread,
+    }
+}
+
+fn get_stats(webrtc: &gst::Element) -> Option<gst::Structure> {
+    let (tx, rx) = mpsc::channel();
+    let promise = gst::Promise::with_change_func(move |reply| {
+        let _ = tx.send(reply.ok().flatten().map(|s| s.to_owned()));
+    });
+    webrtc.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
+    rx.recv_timeout(Duration::from_secs(1)).ok().flatten()
+}
+
+fn run(
+    name: &str,
+    webrtc: &gst::Element,
+    encoder: Option<&EncoderControl>,
+    counters: &EncoderCounters,
+    limits: RateLimits,
+    sink: &dyn StatsSink,
+    stopped: &mpsc::Receiver<()>,
+) {
+    let start = Instant::now();
+    let mut rate = RateController::new(limits);
+    let mut applied = rate.target_kbps();
+    let mut last: Option<(Instant, Snapshot, u64)> = None;
+    let mut window = LossWindow::default();
+    let mut loss: Option<f64> = None;
+    let mut ticks = 0u32;
+    let mut logged = false;
+    let codec = encoder.map(|e| e.codec.to_string()).unwrap_or_default();
+    loop {
+        match stopped.recv_timeout(TICK) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(reply) = get_stats(webrtc) else {
+            continue;
+        };
+        if !logged {
+            debug!(session = %name, "webrtcbin stats: {reply}");
+            logged = true;
+        }
+        let now = Instant::now();
+        let snap = read(&reply);
+        let frames = counters.frames.load(Ordering::Relaxed);
+        let complete = snap
+            .packets_lost
+            .and_then(|lost| window.push(now - start, snap.packets_sent, snap.bytes_sent, lost));
+        if let Some(w) = complete {
+            loss = Some(w.loss);
+            let decision = rate.on_report(
+                Report {
+                    fraction_lost: w.loss,
+                    rtt_ms: snap.rtt_ms,
+                    sent_kbps: Some(w.sent_kbps),
+                },
+                now - start,
+            );
+            let target = rate.target_kbps();
+            if target != applied {
+                if let Some(enc) = encoder {
+                    enc.set_kbps(target);
+                }
+                let log = matches!(decision, Decision::DecreaseLoss | Decision::DecreaseDelay)
+                    || target == limits.max_kbps;
+                if log {
+                    info!(session = %name, ?decision, loss = w.loss, sent_kbps = w.sent_kbps, rtt_ms = snap.rtt_ms,
+                          "encoder bitrate {applied} -> {target} kbit/s");
+                } else {
+                    debug!(session = %name, ?decision, "encoder bitrate {applied} -> {target} kbit/s");
+                }
+                applied = target;
+            }
+        }
+        let (bitrate_kbps, fps) = match &last {
+            Some((t, prev, prev_frames)) => {
+                let secs = now.duration_since(*t).as_secs_f64().max(1e-3);
+                (
+                    snap.bytes_sent.saturating_sub(prev.bytes_sent) as f64 * 8.0 / 1000.0 / secs,
+                    frames.saturating_sub(*prev_frames) as f64 / secs,
+                )
+            }
+            None => (0.0, 0.0),
+        };
+        ticks += 1;
+        if last.is_none() {
+            last = Some((now, snap, frames));
+            continue;
+        }
+        if ticks.is_multiple_of(REPORT_EVERY) {
+            sink.report(SessionStats {
+                codec: codec.clone(),
+                bitrate_kbps: (bitrate_kbps * 10.0).round() / 10.0,
+                target_kbps: applied,
+                fps: (fps * 10.0).round() / 10.0,
+                rtt_ms: snap.rtt_ms,
+                fraction_lost: loss,
+                packets_lost: snap.packets_lost,
+                jitter_ms: snap.jitter_ms,
+                packets_sent: snap.packets_sent,
+                bytes_sent: snap.bytes_sent,
+                nack_count: snap.nack_count,
+                pli_count: snap.pli_count,
+                fir_count: snap.fir_count,
+                keyframes_forced: counters.keyframes_forced.load(Ordering::Relaxed),
+            });
+            // Rates are averaged over the whole reporting period.
+            last = Some((now, snap, frames));
+        }
+    }
+}
