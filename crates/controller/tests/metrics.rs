@@ -133,6 +133,7 @@ async fn metrics_count_agents_sessions_and_relay_and_show_session_stats() {
     let req = Request::delete(format!("/api/webrtc/session/{id}"))
         .body(Body::empty())
         .unwrap();
+    let req = bearer(req, &viewer_token("demo"));
     assert_eq!(send(&app, req).await.status(), 204);
     let m = scrape(&app).await;
     assert_eq!(m["vdesk_sessions_open"], 0.0);
