@@ -47,8 +47,9 @@ const TOKEN = `e2e-turn-${process.pid}-${Date.now()}`;
 const SECRET = newSecret();
 let viewerToken = null;
 const vmTok = async () => (viewerToken ??= await mintToken(SECRET, 'demo', { bin: CONTROLLER }));
-const TURN_USER = 'vdesk';
-const TURN_PASSWORD = `pw-${process.pid}-${Date.now()}`;
+// The secret coturn and the controller share (coturn's use-auth-secret): the controller hands
+// each peer time-limited credentials derived from it (the TURN REST scheme).
+const TURN_SECRET = `turn-${process.pid}-${Date.now()}-0123456789abcdef`;
 // coturn on a host address of this machine (not loopback: ICE agents skip loopback, and
 // Chromium's relayed UDP through a loopback TURN server got no answers).
 const TURN_IP = Object.values(os.networkInterfaces()).flat()
@@ -84,7 +85,7 @@ describe('TURN relay end to end (coturn on loopback, viewer forced to relay)', {
         '-n', '--no-cli', '--no-tls', '--no-dtls', '--fingerprint',
         `--listening-ip=${TURN_IP}`, `--relay-ip=${TURN_IP}`, `--listening-port=${turnPort}`,
         '--allow-loopback-peers', `--min-port=${relayMin}`, `--max-port=${relayMin + 99}`,
-        '--lt-cred-mech', `--user=${TURN_USER}:${TURN_PASSWORD}`, '--realm=vdesk.test',
+        '--use-auth-secret', `--static-auth-secret=${TURN_SECRET}`, '--realm=vdesk.test',
         `--userdb=${userdb}`, `--pidfile=${pidfile}`, '--log-file=stdout', '--simple-log',
       ]);
       await waitFor('coturn accepting TCP on its port', async () => {
@@ -115,13 +116,20 @@ describe('TURN relay end to end (coturn on loopback, viewer forced to relay)', {
     const base = `http://127.0.0.1:${port}`;
     const controller = procs.spawn(`vdesk-controller (${transport})`, CONTROLLER, [
       '--listen', `127.0.0.1:${port}`, '--agent-token', TOKEN, '--vm', 'demo',
-      '--turn-server', turnUrl, '--turn-username', TURN_USER, '--turn-password', TURN_PASSWORD,
+      '--turn-server', turnUrl, '--turn-secret', TURN_SECRET, '--turn-ttl', '600',
     ], { env: LOG });
     await waitForHttp(`${base}/healthz`, { check: () => procs.assertRunning(controller) });
     const config = await (await fetch(`${base}/api/webrtc/config`, {
       headers: { Authorization: `Bearer ${await vmTok()}` },
     })).json();
-    assert.deepEqual(config.iceServers, [{ urls: [turnUrl], username: TURN_USER, credential: TURN_PASSWORD }]);
+    // Time-limited credentials for this VM: "<expiry>:demo", expiring within the TTL.
+    assert.equal(config.iceServers.length, 1);
+    assert.deepEqual(config.iceServers[0].urls, [turnUrl]);
+    const [expiry, who] = config.iceServers[0].username.split(':');
+    assert.equal(who, 'demo');
+    const left = Number(expiry) - Date.now() / 1000;
+    assert.ok(left > 500 && left <= 601, `credential expires in ${left} s`);
+    assert.ok(config.iceServers[0].credential.length >= 20);
     const agent = procs.spawn(`vdesk-agent (${transport})`, AGENT, [
       '--controller', base, '--vm-id', 'demo', '--token', TOKEN, '--display', `:${display}`,
     ], { env: LOG });
