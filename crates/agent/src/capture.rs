@@ -3,7 +3,7 @@
 //! a second), copying only the damaged rectangles into a frame it keeps. A static screen costs
 //! (almost) nothing and a change does not wait for the next tick of a fixed-rate capture, which
 //! is where `ximagesrc` spends half a frame period on average. When nothing changes the last
-//! frame is repeated every `idle_ms`, so a keyframe asked for by the browser (PLI) never waits
+//! frame is repeated every `idle` (the agent's `--still-fps`), so a keyframe asked for (PLI) never waits
 //! for the screen to change. No unsafe code: images come over the X socket with `GetImage`.
 
 use std::sync::atomic::{AtomicBool, Ordering};

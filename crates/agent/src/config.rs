@@ -39,14 +39,26 @@ pub struct Args {
     #[arg(long, env = "VDESK_DISPLAY", value_name = "DISPLAY")]
     pub display: Option<String>,
 
-    /// Frames per second captured and sent.
+    /// Most frames per second captured and sent (with --capture damage: while the screen
+    /// changes).
     #[arg(
         long,
         env = "VDESK_FRAMERATE",
-        default_value_t = 30,
+        default_value_t = 60,
         value_name = "FPS"
     )]
     pub framerate: u32,
+
+    /// With --capture damage: frames per second sent while the screen does not change (the last
+    /// frame again). Fewer saves CPU on a still desktop; 30 keeps Chromium's renderer from
+    /// sleeping, which measured p95 48 ms instead of 120 ms at 10 (docs/benchmarks.md).
+    #[arg(
+        long,
+        env = "VDESK_STILL_FPS",
+        default_value_t = 30,
+        value_name = "FPS"
+    )]
+    pub still_fps: u32,
 
     /// Target video bitrate.
     #[arg(
@@ -182,6 +194,9 @@ impl Config {
         if !(1..=120).contains(&args.framerate) {
             return Err(bad("--framerate", "must be 1 to 120"));
         }
+        if !(1..=args.framerate).contains(&args.still_fps) {
+            return Err(bad("--still-fps", "must be 1 to --framerate"));
+        }
         if !(100..=100_000).contains(&args.bitrate_kbps) {
             return Err(bad("--bitrate-kbps", "must be 100 to 100000"));
         }
@@ -209,6 +224,7 @@ impl Config {
                 display,
                 capture: args.capture,
                 framerate: args.framerate,
+                still_fps: args.still_fps,
                 bitrate_kbps: args.bitrate_kbps,
                 min_bitrate_kbps: args.min_bitrate_kbps,
                 show_pointer: args.stream_cursor,
@@ -288,6 +304,14 @@ mod tests {
             |a: Args, d: Option<&str>| Config::from_args(&a, d.map(Into::into)).unwrap_err().flag;
         assert_eq!(err(args(&[]), None), "--display");
         assert_eq!(err(args(&["--framerate", "0"]), Some(":0")), "--framerate");
+        assert_eq!(err(args(&["--still-fps", "0"]), Some(":0")), "--still-fps");
+        assert_eq!(
+            err(
+                args(&["--framerate", "20", "--still-fps", "30"]),
+                Some(":0")
+            ),
+            "--still-fps"
+        );
         assert_eq!(
             err(args(&["--resume-grace", "7200"]), Some(":0")),
             "--resume-grace"

@@ -38,6 +38,8 @@ pub struct MediaSettings {
     pub display: String,
     pub capture: CaptureMode,
     pub framerate: u32,
+    /// Damage capture: frames per second while the screen is still.
+    pub still_fps: u32,
     pub bitrate_kbps: u32,
     /// Lowest bitrate the rate controller may set when the network is bad (`rate.rs`).
     pub min_bitrate_kbps: u32,
@@ -148,7 +150,9 @@ pub fn build(
                 &src,
                 CaptureSettings {
                     max_fps: media.framerate,
-                    idle: std::time::Duration::from_millis(100),
+                    idle: std::time::Duration::from_secs_f64(
+                        1.0 / f64::from(media.still_fps.max(1)),
+                    ),
                 },
             )?;
             (vec![src.upcast()], Some(capture))

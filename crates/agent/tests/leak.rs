@@ -69,6 +69,7 @@ async fn one_session(display: &str, n: usize) {
         display: display.to_owned(),
         capture: CaptureMode::Damage,
         framerate: 30,
+        still_fps: 10,
         bitrate_kbps: 500,
         min_bitrate_kbps: 300,
         show_pointer: false,

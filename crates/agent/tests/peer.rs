@@ -44,6 +44,7 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
         display: x.display.clone(),
         capture,
         framerate: 30,
+        still_fps: 10,
         bitrate_kbps: 2000,
         show_pointer: false,
     };
