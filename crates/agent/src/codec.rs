@@ -122,6 +122,31 @@ pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, Cod
     Err(CodecError::NoCommonCodec { offered })
 }
 
+/// Puts the offer's `profile-level-id` into the answer's `a=fmtp` line of the chosen H.264
+/// payload when webrtcbin left it out (it does when Chrome offers several H.264 profiles): without
+/// it the answer would declare Baseline level 1.0 (RFC 6184's default). The stream is
+/// constrained baseline, which every offered H.264 profile can decode. Other SDP is unchanged.
+pub fn complete_answer(answer: &str, choice: &CodecChoice) -> String {
+    let Some(plid) = choice.profile_level_id.as_deref() else {
+        return answer.to_owned();
+    };
+    let prefix = format!("a=fmtp:{} ", choice.payload_type);
+    let eol = if answer.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut out: Vec<String> = Vec::new();
+    for line in answer.split(eol) {
+        if line.starts_with(&prefix) && !line.contains("profile-level-id=") {
+            out.push(format!("{line};profile-level-id={plid}"));
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    out.join(eol)
+}
+
 /// H.264 with packetization-mode=1 that a constrained-baseline stream satisfies: prefer
 /// constrained baseline (42e0..), then baseline (4200..), then any other profile (a
 /// constrained-baseline stream is a valid main/high stream).
@@ -307,6 +332,29 @@ m=video 9 UDP/TLS/RTP/SAVPF 100\r\na=rtpmap:100 VP8/90000\r\n";
         let offer = "v=0\r\nm=video 9 x 104\r\na=rtpmap:104 H264/90000\r\n\
 a=fmtp:104 packetization-mode=0;profile-level-id=42e01f\r\n";
         assert!(choose(offer, &[Codec::H264]).is_err());
+    }
+
+    #[test]
+    fn the_answer_gets_the_offered_h264_profile() {
+        let c = choose(CHROME_OFFER, &[Codec::H264]).unwrap();
+        let answer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 106 109\r\n\
+a=fmtp:106 packetization-mode=1;level-asymmetry-allowed=1\r\na=fmtp:109 apt=106\r\n";
+        let done = complete_answer(answer, &c);
+        assert!(
+            done.contains("a=fmtp:106 packetization-mode=1;level-asymmetry-allowed=1;profile-level-id=42e01f\r\n"),
+            "{done}"
+        );
+        assert!(
+            done.contains("a=fmtp:109 apt=106\r\n"),
+            "other lines unchanged: {done}"
+        );
+        assert_eq!(
+            complete_answer(&done, &c),
+            done,
+            "already complete: unchanged"
+        );
+        let vp8 = choose(CHROME_OFFER, &[Codec::Vp8]).unwrap();
+        assert_eq!(complete_answer(answer, &vp8), answer);
     }
 
     #[test]

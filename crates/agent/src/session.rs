@@ -49,6 +49,8 @@ enum RemoteCandidates {
 struct Descriptions {
     offer: String,
     answer: Option<String>,
+    /// What the answer's fmtp must say that webrtcbin leaves out (see `codec::complete_answer`).
+    choice: Option<CodecChoice>,
 }
 
 /// A running peer. Drop it to end the session and free its pipeline.
@@ -209,7 +211,8 @@ impl Session {
         let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
         let sdp = Arc::new(Mutex::new(Descriptions {
             offer: offer_sdp.to_owned(),
-            ..Descriptions::default()
+            answer: None,
+            choice: Some(choice.clone()),
         }));
         connect_signals(&webrtc, &out, input.clone());
         watch_bus(guard.pipeline(), &out);
@@ -379,7 +382,10 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
             };
             webrtc.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
             let sdp = match answer.sdp().as_text() {
-                Ok(sdp) => sdp,
+                Ok(sdp) => match &lock(&descriptions).choice {
+                    Some(choice) => codec::complete_answer(&sdp, choice),
+                    None => sdp,
+                },
                 Err(e) => {
                     out.end(
                         ErrorCode::AgentError,
