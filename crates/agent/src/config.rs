@@ -85,13 +85,14 @@ pub struct Args {
     #[arg(long, env = "VDESK_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
-    /// Codecs in order of preference; the first one the browser's offer supports is used. VP8
-    /// first: in our benchmark (docs/benchmarks.md) Chromium shows VP8 frames sooner (busy
-    /// 1280x720: p50 22 ms vs 25-39 ms for H.264); H.264 costs less CPU (25% vs 40% of a core).
+    /// Codecs in order of preference; the first one the browser's offer supports is used.
+    /// H.264 first: less CPU (25% vs 40% of a core, busy 1280x720) and it kept the picture
+    /// moving under a 1 Mbit/s cap where VP8 froze for 7 s. On a good network VP8 showed frames
+    /// sooner in Chromium (busy p50 22 ms vs 25-39 ms): `--codecs vp8,h264` (docs/benchmarks.md).
     #[arg(
         long,
         env = "VDESK_CODECS",
-        default_value = "vp8,h264",
+        default_value = "h264,vp8",
         value_delimiter = ',',
         value_name = "LIST"
     )]
@@ -287,7 +288,7 @@ mod tests {
         let c = Config::from_args(&args(&[]), Some(":7".into())).unwrap();
         assert_eq!(c.ws_url.as_str(), "ws://127.0.0.1:8080/api/agent/ws");
         assert_eq!(c.media.display, ":7");
-        assert_eq!(c.codecs, vec![Codec::Vp8, Codec::H264]);
+        assert_eq!(c.codecs, vec![Codec::H264, Codec::Vp8]);
         let c = Config::from_args(&args(&["--display", ":3"]), Some(":7".into())).unwrap();
         assert_eq!(c.media.display, ":3");
     }
