@@ -62,6 +62,8 @@ function showError({ code, message, hint, detail, willRetry }) {
   $('error-detail').hidden = !detail;
   $('error-code').textContent = code;
   retryButton.textContent = willRetry ? 'Retry now' : 'Retry';
+  // Without a (valid) link, trying again cannot help: the panel says to ask for a new one.
+  retryButton.hidden = code === 'unauthorized' || code === 'forbidden';
   countdown.textContent = '';
   stopCountdown();
   loading.hidden = true;
