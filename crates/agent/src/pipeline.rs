@@ -330,6 +330,24 @@ fn encoder_chain(
 /// Debian package that brings a missing one.
 pub fn check_plugins(codecs: &[Codec]) -> Result<(), String> {
     gst::init().map_err(|e| format!("GStreamer failed to initialize: {e}"))?;
+    let missing: Vec<String> = needed_elements(codecs)
+        .into_iter()
+        .filter(|(name, _)| gst::ElementFactory::find(name).is_none())
+        .map(|(name, pkg)| format!("{name} (apt-get install {pkg})"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "missing GStreamer elements: {}",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Every element a session with one of `codecs` may create, with the Debian package that
+/// brings it: what `check_plugins` looks for and `warm_up` loads.
+fn needed_elements(codecs: &[Codec]) -> Vec<(&'static str, &'static str)> {
     let mut needed = vec![
         ("ximagesrc", "gstreamer1.0-x"),
         ("appsrc", "gstreamer1.0-plugins-base"),
@@ -337,6 +355,7 @@ pub fn check_plugins(codecs: &[Codec]) -> Result<(), String> {
         ("queue", "libgstreamer1.0-0"),
         ("webrtcbin", "gstreamer1.0-plugins-bad"),
         ("nicesrc", "gstreamer1.0-nice"),
+        ("dtlsdec", "gstreamer1.0-plugins-bad"),
         ("dtlssrtpenc", "gstreamer1.0-plugins-bad"),
         ("srtpenc", "gstreamer1.0-plugins-bad"),
         ("rtpbin", "gstreamer1.0-plugins-good"),
@@ -354,35 +373,16 @@ pub fn check_plugins(codecs: &[Codec]) -> Result<(), String> {
             ]),
         }
     }
-    let missing: Vec<String> = needed
-        .iter()
-        .filter(|(name, _)| gst::ElementFactory::find(name).is_none())
-        .map(|(name, pkg)| format!("{name} (apt-get install {pkg})"))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "missing GStreamer elements: {}",
-            missing.join(", ")
-        ))
-    }
+    needed
 }
 
 /// Pays the one-time costs at start-up instead of on the first viewer's clock: loads every
 /// plugin a session uses, and makes GStreamer generate (and cache for the process) the DTLS
-/// certificate that every `webrtcbin` then shares, which alone takes hundreds of milliseconds.
-/// Returns how long it took.
+/// certificate that every `webrtcbin` then shares (creating a `dtlsdec` does it), which alone
+/// takes hundreds of milliseconds. Returns how long it took.
 pub fn warm_up(codecs: &[Codec]) -> std::time::Duration {
     let start = std::time::Instant::now();
-    let mut names = vec!["dtlsdec", "webrtcbin", "ximagesrc", "videoconvert", "queue"];
-    for codec in codecs {
-        match codec {
-            Codec::Vp8 => names.extend(["vp8enc", "rtpvp8pay"]),
-            Codec::H264 => names.extend(["x264enc", "h264parse", "rtph264pay"]),
-        }
-    }
-    for name in names {
+    for (name, _) in needed_elements(codecs) {
         // Created and dropped at once: only the side effects (plugin loaded, certificate
         // cached) are wanted. A missing element was already reported by `check_plugins`.
         let _ = gst::ElementFactory::make(name).build();

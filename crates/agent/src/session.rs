@@ -136,29 +136,6 @@ impl Session {
         )
     }
 
-    /// [`Session::start`], remembering the viewer's permission (reported again on `resume`);
-    /// no remote control.
-    pub fn start_with(
-        id: SessionId,
-        offer_sdp: &str,
-        ice_servers: &[IceServer],
-        media: &MediaSettings,
-        codecs: &[Codec],
-        permission: Permission,
-        tx: UnboundedSender<AgentToController>,
-    ) -> Result<Session, SessionError> {
-        Self::start_with_input(
-            id,
-            offer_sdp,
-            ice_servers,
-            media,
-            codecs,
-            tx,
-            permission,
-            None,
-        )
-    }
-
     /// `start`, plus remote control through the viewer's data channels when `input` is given:
     /// with `Permission::Control` the viewer's input goes into X and the viewer draws the cursor
     /// (so the stream leaves it out); view-only input is dropped and the cursor stays in the

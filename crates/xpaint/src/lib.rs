@@ -32,6 +32,36 @@ pub fn now_us() -> u128 {
         .unwrap_or(0)
 }
 
+/// Connects to `display` and maps an override-redirect window at `(x, y, w, h)` filled with
+/// `colour`: the connection, the root window and the block.
+fn open_block(
+    display: &str,
+    (x, y, w, h): (i16, i16, u16, u16),
+    colour: u32,
+) -> Result<(RustConnection, Window, Window), Error> {
+    let (conn, screen_num) = x11rb::connect(Some(display))
+        .map_err(|e| format!("cannot open X display {display}: {e}"))?;
+    let root = conn.setup().roots[screen_num].root;
+    let win = conn.generate_id()?;
+    conn.create_window(
+        x11rb::COPY_DEPTH_FROM_PARENT,
+        win,
+        root,
+        x,
+        y,
+        w,
+        h,
+        0,
+        WindowClass::INPUT_OUTPUT,
+        0,
+        &CreateWindowAux::new()
+            .background_pixel(colour)
+            .override_redirect(1),
+    )?;
+    conn.map_window(win)?;
+    Ok((conn, root, win))
+}
+
 /// A block on an X display; the X connection (and so the block) lives as long as this does.
 #[derive(Debug)]
 pub struct Painter {
@@ -49,26 +79,7 @@ impl Painter {
         colour: u32,
         background: Option<u32>,
     ) -> Result<Painter, Error> {
-        let (conn, screen_num) = x11rb::connect(Some(display))
-            .map_err(|e| format!("cannot open X display {display}: {e}"))?;
-        let root = conn.setup().roots[screen_num].root;
-        let win = conn.generate_id()?;
-        conn.create_window(
-            x11rb::COPY_DEPTH_FROM_PARENT,
-            win,
-            root,
-            x,
-            y,
-            w,
-            h,
-            0,
-            WindowClass::INPUT_OUTPUT,
-            0,
-            &CreateWindowAux::new()
-                .background_pixel(colour)
-                .override_redirect(1),
-        )?;
-        conn.map_window(win)?;
+        let (conn, root, win) = open_block(display, (x, y, w, h), colour)?;
         let painter = Painter { conn, root, win };
         if let Some(bg) = background {
             painter.fill_screen(bg)?;
@@ -123,26 +134,7 @@ impl Animator {
         (x, y, w, h): (i16, i16, u16, u16),
         fps: u32,
     ) -> Result<Animator, Error> {
-        let (conn, screen_num) = x11rb::connect(Some(display))
-            .map_err(|e| format!("cannot open X display {display}: {e}"))?;
-        let root = conn.setup().roots[screen_num].root;
-        let win = conn.generate_id()?;
-        conn.create_window(
-            x11rb::COPY_DEPTH_FROM_PARENT,
-            win,
-            root,
-            x,
-            y,
-            w,
-            h,
-            0,
-            WindowClass::INPUT_OUTPUT,
-            0,
-            &CreateWindowAux::new()
-                .background_pixel(0)
-                .override_redirect(1),
-        )?;
-        conn.map_window(win)?;
+        let (conn, _, win) = open_block(display, (x, y, w, h), 0)?;
         let gc = conn.generate_id()?;
         conn.create_gc(gc, win, &CreateGCAux::new())?;
         conn.get_input_focus()?.reply()?;

@@ -21,11 +21,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  Processes,
-  mintToken,
-  newSecret,
+  AGENT_BIN,
+  BIN_DIR,
+  CONTROLLER_BIN,
   freePort,
   launchChromium,
+  mintToken,
+  newSecret,
+  Processes,
   recordConsole,
   reportingFailures,
   sleep,
@@ -35,9 +38,8 @@ import {
 } from './harness.mjs';
 
 const run = promisify(execFile);
-const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
-const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
-const AGENT = path.join(BIN_DIR, 'vdesk-agent');
+const CONTROLLER = CONTROLLER_BIN;
+const AGENT = AGENT_BIN;
 const XPAINT = path.join(BIN_DIR, 'vdesk-xpaint');
 const TOKEN = `net-${process.pid}-${Date.now()}`;
 // The controller's secret (viewer links are minted from it) and its admin token (for /metrics).

@@ -5,7 +5,7 @@
 // SIGTERM (the agent ends its sessions with a message to the viewer and exits; nothing is left).
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/faults.e2e.mjs (binaries from
-// $VDESK_BIN_DIR, default /work/main/target/debug). VDESK_E2E=0 skips it.
+// $VDESK_BIN_DIR, default target/debug of this checkout). VDESK_E2E=0 skips it.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -13,15 +13,17 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  Processes,
-  mintToken,
-  newSecret,
+  AGENT_BIN,
   closeTo,
+  CONTROLLER_BIN,
   errorPanelText,
   freePort,
   hexRgb,
   launchChromium,
+  mintToken,
+  newSecret,
   paintRoot,
+  Processes,
   readRootPixel,
   recordConsole,
   recordViewerErrors,
@@ -36,9 +38,8 @@ import {
 } from './harness.mjs';
 import { PICTURE, PROBE } from './scenarios.mjs';
 
-const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
-const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
-const AGENT = path.join(BIN_DIR, 'vdesk-agent');
+const CONTROLLER = CONTROLLER_BIN;
+const AGENT = AGENT_BIN;
 const TOKEN = `e2e-faults-${process.pid}-${Date.now()}`;
 // The controller's secret (viewer links are minted from it); agents use --agent-token.
 const SECRET = newSecret();

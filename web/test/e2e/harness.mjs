@@ -237,8 +237,9 @@ export async function waitForHttp(url, { timeoutMs = 15000, ok = (s) => s === 20
 
 // --- vdesk-controller with auth -----------------------------------------------------------------
 
-/** Where the Rust binaries are ($VDESK_BIN_DIR, default /work/main/target/debug). */
-export const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
+/** Where the Rust binaries are ($VDESK_BIN_DIR, default this checkout's target/debug). */
+export const BIN_DIR = process.env.VDESK_BIN_DIR
+  ?? path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'target', 'debug');
 export const CONTROLLER_BIN = path.join(BIN_DIR, 'vdesk-controller');
 export const AGENT_BIN = path.join(BIN_DIR, 'vdesk-agent');
 

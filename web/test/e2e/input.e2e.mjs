@@ -18,11 +18,14 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  Processes,
-  SCREEN,
+  AGENT_BIN,
+  BIN_DIR,
+  CONTROLLER_BIN,
   launchChromium,
+  Processes,
   recordConsole,
   reportingFailures,
+  SCREEN,
   sleep,
   startController,
   startXvfb,
@@ -31,9 +34,8 @@ import {
 } from './harness.mjs';
 
 const run = promisify(execFile);
-const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
-const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
-const AGENT = path.join(BIN_DIR, 'vdesk-agent');
+const CONTROLLER = CONTROLLER_BIN;
+const AGENT = AGENT_BIN;
 const XPROBE = path.join(BIN_DIR, 'vdesk-xprobe');
 const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : false;
 

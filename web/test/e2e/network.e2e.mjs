@@ -19,15 +19,17 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 
 import {
+  AGENT_BIN,
   CHROMIUM,
-  Processes,
-  mintToken,
-  newSecret,
   closeTo,
+  CONTROLLER_BIN,
   freePort,
   hexRgb,
   launchChromium,
+  mintToken,
+  newSecret,
   paintRoot,
+  Processes,
   readRootPixel,
   recordConsole,
   recordViewerErrors,
@@ -43,9 +45,8 @@ import {
 import { PICTURE, PROBE } from './scenarios.mjs';
 
 const run = promisify(execFile);
-const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
-const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
-const AGENT = path.join(BIN_DIR, 'vdesk-agent');
+const CONTROLLER = CONTROLLER_BIN;
+const AGENT = AGENT_BIN;
 const TOKEN = `e2e-net-${process.pid}-${Date.now()}`;
 // The controller's secret (viewer links are minted from it); agents use --agent-token.
 const SECRET = newSecret();

@@ -5,7 +5,7 @@
 // relay one, over UDP and then over TCP (turn:...?transport=tcp).
 //
 // Run: node --test web/test/e2e/turn.e2e.mjs (binaries from $VDESK_BIN_DIR, default
-// /work/main/target/debug; coturn's turnserver from $VDESK_TURNSERVER, default
+// target/debug of this checkout; coturn's turnserver from $VDESK_TURNSERVER, default
 // /usr/bin/turnserver: apt-get install coturn). VDESK_E2E=0 skips it.
 
 import assert from 'node:assert/strict';
@@ -17,14 +17,16 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  Processes,
-  mintToken,
-  newSecret,
+  AGENT_BIN,
   closeTo,
+  CONTROLLER_BIN,
   freePort,
   hexRgb,
   launchChromium,
+  mintToken,
+  newSecret,
   paintRoot,
+  Processes,
   readRootPixel,
   recordConsole,
   recordViewerErrors,
@@ -38,9 +40,8 @@ import {
 } from './harness.mjs';
 import { PICTURE, PROBE } from './scenarios.mjs';
 
-const BIN_DIR = process.env.VDESK_BIN_DIR ?? '/work/main/target/debug';
-const CONTROLLER = path.join(BIN_DIR, 'vdesk-controller');
-const AGENT = path.join(BIN_DIR, 'vdesk-agent');
+const CONTROLLER = CONTROLLER_BIN;
+const AGENT = AGENT_BIN;
 const TURNSERVER = process.env.VDESK_TURNSERVER ?? '/usr/bin/turnserver';
 const TOKEN = `e2e-turn-${process.pid}-${Date.now()}`;
 // The controller's secret (viewer links are minted from it); agents use --agent-token.

@@ -3,7 +3,7 @@
 // frames and show the pixels drawn on the X display; a mock SDP answer can never pass it.
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/*.e2e.mjs (binaries from $VDESK_BIN_DIR,
-// default /work/main/target/debug; screenshot to $VDESK_E2E_SCREENSHOT, default
+// default target/debug of this checkout; screenshot to $VDESK_E2E_SCREENSHOT, default
 // /tmp/vdesk-e2e.png). VDESK_E2E=0 skips it; missing binaries fail it (they are not a reason to skip).
 
 import { existsSync } from 'node:fs';
