@@ -7,6 +7,7 @@ pub mod config;
 pub mod ice;
 pub mod input;
 pub mod metrics;
+pub mod pacing;
 pub mod pipeline;
 pub mod rate;
 pub mod session;
