@@ -322,11 +322,21 @@ async function startVdesk(procs, display, codec) {
     m.on('exit', (code) => (code === 0 ? resolve(out.trim()) : reject(new Error(`mint-link exited ${code}`))));
   });
   const auth = { headers: { Authorization: `Bearer ${token}` } };
+  const metrics = port();
   const agent = procs.spawn('agent', path.join(BIN, 'vdesk-agent'),
     ['--controller', base, '--vm-id', 'bench', '--display', `:${display}`, '--codecs', codec,
-      '--framerate', String(FPS)], { ...env, VDESK_LOG: 'warn' });
+      '--framerate', String(FPS), '--metrics-listen', `127.0.0.1:${metrics}`], { ...env, VDESK_LOG: 'warn' });
   await waitFor('agent online', async () => (await (await fetch(`${base}/api/vms/bench`, auth)).json()).online);
-  return { url: `${base}/vm/bench?token=${token}`, serverPids: () => [agent.pid], probe: VIDEO_PROBE, kind: 'video' };
+  // The agent's own stage times (vdesk_agent_stage_seconds: capture, encode), as totals.
+  const stages = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
+    const out = {};
+    for (const m of text.matchAll(/^vdesk_agent_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$/gm)) {
+      out[m[2]] = { ...out[m[2]], [m[1]]: Number(m[3]) };
+    }
+    return out;
+  };
+  return { url: `${base}/vm/bench?token=${token}`, serverPids: () => [agent.pid], probe: VIDEO_PROBE, kind: 'video', stages };
 }
 
 async function startNovnc(procs, display) {
@@ -411,7 +421,15 @@ async function runOne(cfg) {
       ? (frames1.framesDecoded - frames0.framesDecoded) / secs : busyUpdates / secs;
 
     const off = await clockOffset(page);
+    const stages0 = await sut.stages?.().catch(() => null);
     const { lat, misses, split } = await measure(page, stim, off.offset);
+    const stages1 = await sut.stages?.().catch(() => null);
+    // Mean milliseconds per frame of an agent stage over the samples.
+    const stageMs = (name) => {
+      const a = stages0?.[name];
+      const b = stages1?.[name];
+      return a && b && b.count > a.count ? (1000 * (b.sum - a.sum)) / (b.count - a.count) : NaN;
+    };
     const clicks = await measureClicks(page, stim, sut.kind, off.offset, Math.max(5, Math.round(SAMPLES / 2)));
     const st = sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null;
     const per = (total, count) => (st && st[count] ? (1000 * st[total]) / st[count] : NaN);
@@ -421,6 +439,8 @@ async function runOne(cfg) {
       processingMs: per('totalProcessingDelay', 'framesDecoded'),
       interFrameMs: per('totalInterFrameDelay', 'framesDecoded'),
       framesDropped: st.framesDropped,
+      captureMs: stageMs('capture'),
+      encodeMs: stageMs('encode'),
     } : null;
     return {
       ...cfg, codec: cfg.system === 'novnc' ? 'VNC' : cfg.codec, ...stats(lat), misses,
@@ -496,11 +516,11 @@ function ratios(results) {
 }
 
 function breakdownTable(results) {
-  const rows = ['| codec | screen | content | X paint → last packet received (capture wait, capture, encode, send) ms | received → presented (jitter buffer, decode) ms | presented → shown (compositor) ms | avg jitter buffer ms | avg decode ms | frames dropped |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  const rows = ['| codec | screen | content | X paint → last packet received (capture wait, capture, encode, send) ms | of which agent capture (avg) ms | of which agent convert + encode (avg) ms | received → presented (jitter buffer, decode) ms | presented → shown (compositor) ms | avg jitter buffer ms | avg decode ms | frames dropped |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const r of results.filter((x) => x.breakdown)) {
     const b = r.breakdown;
-    rows.push(`| ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(b.toReceivedMs, 1)} | ${f(b.toPresentedMs, 1)} | ${f(b.toShownMs, 1)} | ${f(b.jitterBufferMs, 1)} | ${f(b.decodeMs, 1)} | ${b.framesDropped ?? '–'} |`);
+    rows.push(`| ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(b.toReceivedMs, 1)} | ${f(b.captureMs, 1)} | ${f(b.encodeMs, 1)} | ${f(b.toPresentedMs, 1)} | ${f(b.toShownMs, 1)} | ${f(b.jitterBufferMs, 1)} | ${f(b.decodeMs, 1)} | ${b.framesDropped ?? '–'} |`);
   }
   return rows.join('\n');
 }

@@ -22,6 +22,7 @@ use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 
 use crate::pacing::Pacer;
+use crate::stage_timing::{self, Stage};
 
 /// Why capture could not start.
 #[derive(Debug, thiserror::Error)]
@@ -318,6 +319,7 @@ fn run(
             dirty.extend(screen.take_damage()?);
         }
         if may_take && (!dirty.is_empty() || pacer.idle_due(now) || unsent) {
+            let changed = !dirty.is_empty();
             for rect in dirty.drain(..) {
                 screen.copy(rect, &mut frame)?;
             }
@@ -337,6 +339,10 @@ fn run(
                     // The frame counts from when its capture started, not from now: the copy
                     // and the push must not stretch the frame period.
                     pacer.took(now);
+                    if changed {
+                        stage_timing::global()
+                            .record(Stage::Capture, clock.elapsed().saturating_sub(now));
+                    }
                     continue;
                 }
                 // Not started yet (the session sets the pipeline playing after this thread

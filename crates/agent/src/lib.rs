@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod rate;
 pub mod session;
 pub mod signalling;
+pub mod stage_timing;
 pub mod stats;

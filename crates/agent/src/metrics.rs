@@ -42,7 +42,9 @@ impl Registry {
     /// The metrics text for this agent (`vm` label on every session).
     pub fn render(&self, vm: &str) -> String {
         let map = self.lock();
-        render(vm, &map)
+        let mut out = render(vm, &map);
+        crate::stage_timing::global().render(&mut out);
+        out
     }
 }
 

@@ -208,6 +208,9 @@ impl Session {
             Some(e) => stats::watch_encoder(e),
             None => Arc::default(),
         };
+        if let (Some(capture), Some(encoder)) = (guard.pipeline().by_name("capture"), &encoder) {
+            crate::stage_timing::watch_encode(&capture, encoder, crate::stage_timing::global());
+        }
 
         guard
             .pipeline()
