@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
 use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
 use vdesk_agent::session::Session;
+use vdesk_agent::stage_timing::Stage;
 use vdesk_protocol::{AgentToController, IceCandidate, SessionId};
 
 async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
@@ -115,6 +116,15 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     );
     assert!(states.iter().any(|s| s == "dtls:connected"), "{states:?}");
     assert!(*browser.frames.lock().unwrap() >= 2);
+    // The agent timed its own stages for the frames it sent (its /metrics shows them).
+    let times = vdesk_agent::stage_timing::global();
+    let (encoded, encode_secs) = times.get(Stage::Encode);
+    assert!(encoded >= 2, "encode stage timed for {encoded} frames");
+    assert!(encode_secs > 0.0 && encode_secs / (encoded as f64) < 5.0);
+    if capture == CaptureMode::Damage {
+        let (captured, _) = times.get(Stage::Capture);
+        assert!(captured >= 1, "capture stage timed for {captured} frames");
+    }
     drop(session);
 }
 
