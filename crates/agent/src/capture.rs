@@ -21,6 +21,8 @@ use x11rb::protocol::xproto::{ConnectionExt as _, EventMask, ImageFormat, Rectan
 use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 
+use crate::pacing::Pacer;
+
 /// Why capture could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -263,7 +265,8 @@ fn run(
     settings: CaptureSettings,
     stop: &AtomicBool,
 ) -> Result<(), CaptureError> {
-    let min_gap = Duration::from_secs_f64(1.0 / f64::from(settings.max_fps.max(1)));
+    let clock = Instant::now();
+    let mut pacer = Pacer::new(settings.max_fps, settings.idle);
     let mut frame = vec![0u8; usize::from(screen.width) * usize::from(screen.height) * 4];
     // The first frame is the whole screen.
     let mut dirty = vec![Rectangle {
@@ -274,7 +277,6 @@ fn run(
     }];
     let mut damaged = false;
     let mut unsent = false;
-    let mut last_push: Option<Instant> = None;
     info!(
         width = screen.width,
         height = screen.height,
@@ -304,21 +306,25 @@ fn run(
                 _ => {}
             }
         }
-        let since = last_push.map(|t| t.elapsed());
-        let may_push = since.is_none_or(|s| s >= min_gap);
-        if may_push && damaged {
+        let now = clock.elapsed();
+        let may_take = pacer.may_take(now);
+        // Replies read for our requests may bring events with them, which x11rb then queues
+        // instead of leaving them on the socket: after a request, look at the queue again
+        // before sleeping on the socket.
+        let mut asked = false;
+        if may_take && damaged {
             damaged = false;
+            asked = true;
             dirty.extend(screen.take_damage()?);
         }
-        let idle_due = since.is_some_and(|s| s >= settings.idle);
-        if may_push && (!dirty.is_empty() || idle_due || unsent) {
+        if may_take && (!dirty.is_empty() || pacer.idle_due(now) || unsent) {
             for rect in dirty.drain(..) {
                 screen.copy(rect, &mut frame)?;
             }
             let Some(pts) = running_time(src) else {
                 // Not playing yet: keep the frame for when it is.
                 unsent = true;
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(NOT_PLAYING_RETRY);
                 continue;
             };
             let mut buffer = gst::Buffer::from_slice(frame.clone());
@@ -328,12 +334,18 @@ fn run(
             match src.push_buffer(buffer) {
                 Ok(_) => {
                     unsent = false;
-                    last_push = Some(Instant::now());
+                    // The frame counts from when its capture started, not from now: the copy
+                    // and the push must not stretch the frame period.
+                    pacer.took(now);
                     continue;
                 }
                 // Not started yet (the session sets the pipeline playing after this thread
                 // starts), or stopping: keep the frame and try again until told to stop.
-                Err(gst::FlowError::Flushing) => unsent = true,
+                Err(gst::FlowError::Flushing) => {
+                    unsent = true;
+                    std::thread::sleep(NOT_PLAYING_RETRY);
+                    continue;
+                }
                 Err(gst::FlowError::Eos) => {
                     debug!("capture: end of stream");
                     return Ok(());
@@ -341,9 +353,41 @@ fn run(
                 Err(e) => return Err(CaptureError::X(format!("push: {e:?}"))),
             }
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Sleep until the X server sends something (damage), the pacer allows the frame that
+        // is waiting, the still screen is due to be repeated, or `STOP_CHECK` passes (to see
+        // `stop`), whichever comes first.
+        let now = clock.elapsed();
+        let mut timeout = STOP_CHECK;
+        if damaged || !dirty.is_empty() || unsent {
+            timeout = timeout.min(pacer.wait(now));
+        }
+        if let Some(idle) = pacer.until_idle(now) {
+            timeout = timeout.min(pacer.wait(now).max(idle));
+        }
+        if asked {
+            continue;
+        }
+        if !damaged {
+            wait_readable(&screen.conn, timeout);
+        } else if !timeout.is_zero() {
+            std::thread::sleep(timeout);
+        }
     }
     Ok(())
+}
+
+/// How often a waiting capture thread looks at its stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+/// How often a frame is offered again while the pipeline is not playing yet.
+const NOT_PLAYING_RETRY: Duration = Duration::from_millis(1);
+
+/// Waits until the X connection has something to read, or `timeout`.
+fn wait_readable(conn: &RustConnection, timeout: Duration) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(conn.stream(), PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).ok();
+    // An error (EINTR) just ends the wait early: the loop looks again.
+    let _ = poll(&mut fds, timeout.as_ref());
 }
 
 #[cfg(test)]

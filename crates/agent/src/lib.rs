@@ -8,6 +8,7 @@ pub mod encoder;
 pub mod ice;
 pub mod input;
 pub mod metrics;
+pub mod pacing;
 pub mod pipeline;
 pub mod rate;
 pub mod session;
