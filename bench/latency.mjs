@@ -484,7 +484,7 @@ function configs() {
   const sizes = opt.quick ? [[1280, 720]] : [[1280, 720], [1920, 1080]];
   for (const [width, height] of sizes) {
     for (const busy of [false, true]) {
-      for (const codec of ['h264', 'vp8']) out.push({ system: 'vdesk', codec, width, height, busy });
+      for (const codec of ['h264', 'vp8', 'vp9']) out.push({ system: 'vdesk', codec, width, height, busy });
       out.push({ system: 'novnc', width, height, busy });
     }
   }

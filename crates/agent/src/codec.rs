@@ -1,6 +1,10 @@
 //! Picks the video codec for a session from the browser's SDP offer: which of our encoders the
 //! offer accepts, with the payload type and H.264 profile the browser wrote. Plain text parsing,
 //! no GStreamer, so it is unit-tested on real browser offers.
+//!
+//! AV1 is not one of them: GStreamer 1.22 (Debian 12) has an AV1 encoder (`av1enc`, libaom) but
+//! no AV1 RTP payloader (`rtpav1pay` lives in gst-plugins-rs, which Debian 12 does not package),
+//! so `--codecs av1` is refused with that reason.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +14,8 @@ use std::str::FromStr;
 pub enum Codec {
     H264,
     Vp8,
+    /// VP9 profile 0 (8-bit 4:2:0), the only VP9 profile the agent sends.
+    Vp9,
 }
 
 impl Codec {
@@ -17,6 +23,7 @@ impl Codec {
         match self {
             Codec::H264 => "H264",
             Codec::Vp8 => "VP8",
+            Codec::Vp9 => "VP9",
         }
     }
 }
@@ -33,10 +40,19 @@ impl FromStr for Codec {
         match s.to_ascii_lowercase().as_str() {
             "h264" => Ok(Codec::H264),
             "vp8" => Ok(Codec::Vp8),
-            other => Err(format!("unknown codec {other:?} (expected h264 or vp8)")),
+            "vp9" => Ok(Codec::Vp9),
+            "av1" => Err(AV1_UNSUPPORTED.to_owned()),
+            other => Err(format!(
+                "unknown codec {other:?} (expected h264, vp8 or vp9)"
+            )),
         }
     }
 }
+
+/// Why `av1` is not a codec this agent can send (shown for `--codecs av1`).
+pub const AV1_UNSUPPORTED: &str = "AV1 is not supported: GStreamer 1.22 (Debian 12) has an AV1 \
+encoder (av1enc) but no AV1 RTP payloader (rtpav1pay is in gst-plugins-rs, not packaged for \
+Debian 12); use h264, vp8 or vp9";
 
 /// What the answer will use: the codec, the browser's payload type for it, and (H.264) the
 /// `profile-level-id` to declare.
@@ -104,6 +120,14 @@ pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, Cod
             Codec::Vp8 => formats
                 .iter()
                 .find(|f| f.name.eq_ignore_ascii_case("VP8"))
+                .map(|f| (f.pt, None)),
+            // Profile 0 only; a format without profile-id is profile 0 (RFC 9628).
+            Codec::Vp9 => formats
+                .iter()
+                .find(|f| {
+                    f.name.eq_ignore_ascii_case("VP9")
+                        && f.param("profile-id").is_none_or(|p| p.trim() == "0")
+                })
                 .map(|f| (f.pt, None)),
             Codec::H264 => best_h264(&formats),
         };
@@ -283,6 +307,30 @@ a=rtpmap:39 AV1/90000\r\n\
 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
 a=mid:1\r\n";
 
+    /// Lines of a Chromium 156 offer from this machine (headless, recvonly video): the m-line and
+    /// the VP8, VP9 (all four profiles) and AV1 formats, verbatim.
+    const CHROME_156_VP9_AV1: &str = "v=0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 100 101 35 36 37 38 102 103 104 107 108 109 114 115 116 117 39 40 41 42 43 44 45 46 47 48 118 119 120 49\r\n\
+a=mid:0\r\n\
+a=extmap:5 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:98 VP9/90000\r\n\
+a=fmtp:98 profile-id=0\r\n\
+a=rtpmap:99 rtx/90000\r\n\
+a=fmtp:99 apt=98\r\n\
+a=rtpmap:100 VP9/90000\r\n\
+a=fmtp:100 profile-id=2\r\n\
+a=rtpmap:101 rtx/90000\r\n\
+a=fmtp:101 apt=100\r\n\
+a=rtpmap:35 VP9/90000\r\n\
+a=fmtp:35 profile-id=1\r\n\
+a=rtpmap:37 VP9/90000\r\n\
+a=fmtp:37 profile-id=3\r\n\
+a=rtpmap:45 AV1/90000\r\n\
+a=fmtp:45 level-idx=5;profile=0;tier=0\r\n\
+a=rtpmap:47 AV1/90000\r\n\
+a=fmtp:47 level-idx=5;profile=1;tier=0\r\n";
+
     #[test]
     fn picks_constrained_baseline_h264_with_packetization_mode_1() {
         let c = choose(CHROME_OFFER, &[Codec::H264, Codec::Vp8]).unwrap();
@@ -361,6 +409,50 @@ a=fmtp:106 packetization-mode=1;level-asymmetry-allowed=1\r\na=fmtp:109 apt=106\
     fn codec_names_parse() {
         assert_eq!("H264".parse::<Codec>(), Ok(Codec::H264));
         assert_eq!("vp8".parse::<Codec>(), Ok(Codec::Vp8));
-        assert!("av1".parse::<Codec>().is_err());
+        assert_eq!("VP9".parse::<Codec>(), Ok(Codec::Vp9));
+        let av1 = "av1".parse::<Codec>().unwrap_err();
+        assert!(av1.contains("rtpav1pay"), "says why: {av1}");
+        assert!("h265".parse::<Codec>().unwrap_err().contains("vp9"));
+    }
+
+    #[test]
+    fn picks_vp9_profile_0_from_a_chromium_offer() {
+        let c = choose(CHROME_156_VP9_AV1, &[Codec::Vp9, Codec::Vp8]).unwrap();
+        assert_eq!((c.codec, c.payload_type), (Codec::Vp9, 98));
+        assert_eq!(c.profile_level_id, None);
+        assert_eq!(c.playout_delay_ext, Some(5));
+        let c = choose(CHROME_156_VP9_AV1, &[Codec::Vp8, Codec::Vp9]).unwrap();
+        assert_eq!((c.codec, c.payload_type), (Codec::Vp8, 96));
+    }
+
+    #[test]
+    fn vp9_needs_profile_0() {
+        // Only 10-bit / 4:4:4 profiles offered: not something vp9enc's I420 stream satisfies.
+        let offer = "v=0\r\nm=video 9 x 100 35 96\r\na=rtpmap:100 VP9/90000\r\n\
+a=fmtp:100 profile-id=2\r\na=rtpmap:35 VP9/90000\r\na=fmtp:35 profile-id=1\r\n\
+a=rtpmap:96 VP8/90000\r\n";
+        let c = choose(offer, &[Codec::Vp9, Codec::Vp8]).unwrap();
+        assert_eq!(c.codec, Codec::Vp8, "VP9 skipped, next preference used");
+        assert!(choose(offer, &[Codec::Vp9]).is_err());
+        // Profile 2 listed first, profile 0 later: profile 0's payload type is used.
+        let offer = "v=0\r\nm=video 9 x 100 98\r\na=rtpmap:100 VP9/90000\r\n\
+a=fmtp:100 profile-id=2\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\n";
+        assert_eq!(choose(offer, &[Codec::Vp9]).unwrap().payload_type, 98);
+        // No fmtp at all (Firefox-style): profile 0 by default.
+        let offer = "v=0\r\nm=video 9 x 121\r\na=rtpmap:121 VP9/90000\r\n";
+        assert_eq!(choose(offer, &[Codec::Vp9]).unwrap().payload_type, 121);
+    }
+
+    #[test]
+    fn an_av1_only_offer_is_refused_by_name() {
+        let offer = "v=0\r\nm=video 9 x 45\r\na=rtpmap:45 AV1/90000\r\n\
+a=fmtp:45 level-idx=5;profile=0;tier=0\r\n";
+        let err = choose(offer, &[Codec::H264, Codec::Vp8, Codec::Vp9]).unwrap_err();
+        assert_eq!(
+            err,
+            CodecError::NoCommonCodec {
+                offered: vec!["AV1".into()]
+            }
+        );
     }
 }

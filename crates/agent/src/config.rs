@@ -7,6 +7,7 @@ use url::Url;
 use vdesk_protocol::VmId;
 
 use crate::codec::Codec;
+use crate::encoder::EncoderPref;
 use crate::input::InputSettings;
 use crate::pipeline::{CaptureMode, MediaSettings};
 
@@ -98,6 +99,20 @@ pub struct Args {
     )]
     pub codecs: Vec<Codec>,
 
+    /// Which encoder element to use. "auto": a hardware H.264 encoder (tried in order:
+    /// vah264enc, vaapih264enc, nvh264enc, v4l2h264enc) if one encodes test frames at start-up,
+    /// software otherwise; VP8 and VP9 always in software. "software": x264enc, vp8enc, vp9enc.
+    /// Or one element name (e.g. nvh264enc) for its codec: the agent refuses to start if it does
+    /// not work. A hardware encoder that fails in a session is replaced by software. The log
+    /// says which encoder each codec uses and why.
+    #[arg(
+        long,
+        env = "VDESK_ENCODER",
+        default_value = "auto",
+        value_name = "auto|software|ELEMENT"
+    )]
+    pub encoder: EncoderPref,
+
     /// How to capture the screen: "damage" sends a frame as soon as X reports a change (lowest
     /// latency, near-zero cost on a static screen; needs the DAMAGE and XFIXES extensions);
     /// "ximagesrc" captures at a fixed --framerate and draws the pointer into the picture.
@@ -152,6 +167,7 @@ pub struct Config {
     pub token: String,
     pub media: MediaSettings,
     pub codecs: Vec<Codec>,
+    pub encoder: EncoderPref,
     pub max_sessions: usize,
     pub input: InputSettings,
     /// How long sessions outlive a lost controller link (`--resume-grace`).
@@ -207,7 +223,18 @@ impl Config {
             return Err(bad("--min-bitrate-kbps", "must be 100 to --bitrate-kbps"));
         }
         if args.codecs.is_empty() {
-            return Err(bad("--codecs", "name at least one of h264, vp8"));
+            return Err(bad("--codecs", "name at least one of h264, vp8, vp9"));
+        }
+        if let EncoderPref::Element(kind) = args.encoder {
+            if !args.codecs.contains(&kind.codec()) {
+                return Err(bad(
+                    "--encoder",
+                    format!(
+                        "{kind} encodes {}, which --codecs does not list",
+                        kind.codec()
+                    ),
+                ));
+            }
         }
         if args.max_sessions == 0 {
             return Err(bad("--max-sessions", "must be at least 1"));
@@ -233,6 +260,7 @@ impl Config {
                 show_pointer: args.stream_cursor,
             },
             codecs: args.codecs.clone(),
+            encoder: args.encoder.clone(),
             max_sessions: args.max_sessions,
             resume_grace: std::time::Duration::from_secs(args.resume_grace),
             metrics_listen: args.metrics_listen,
@@ -330,6 +358,42 @@ mod tests {
         let mut a = args(&[]);
         a.controller = "not a url".into();
         assert_eq!(err(a, Some(":0")), "--controller");
-        assert!(Args::try_parse_from(["vdesk-agent", "--codecs", "av1"]).is_err());
+        let av1 = args_err(&["--codecs", "vp8,av1"]);
+        assert!(av1.contains("rtpav1pay"), "{av1}");
+        assert!(args_err(&["--encoder", "fastenc"]).contains("vah264enc"));
+        assert_eq!(
+            err(
+                args(&["--encoder", "nvh264enc", "--codecs", "vp8"]),
+                Some(":0")
+            ),
+            "--encoder"
+        );
+    }
+
+    fn args_err(extra: &[&str]) -> String {
+        let mut v = vec![
+            "vdesk-agent",
+            "--controller",
+            "http://h",
+            "--vm-id",
+            "a",
+            "--token",
+            "t",
+        ];
+        v.extend_from_slice(extra);
+        Args::try_parse_from(v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn encoder_and_vp9_flags() {
+        let c = Config::from_args(&args(&[]), Some(":0".into())).unwrap();
+        assert_eq!(c.encoder, EncoderPref::Auto);
+        let c = Config::from_args(
+            &args(&["--codecs", "vp9,h264", "--encoder", "vaapih264enc"]),
+            Some(":0".into()),
+        )
+        .unwrap();
+        assert_eq!(c.codecs, vec![Codec::Vp9, Codec::H264]);
+        assert_eq!(c.encoder, EncoderPref::Element(crate::encoder::Kind::Vaapi));
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing::{error, info};
 use vdesk_agent::config::{Args, Config};
-use vdesk_agent::{metrics, pipeline, signalling};
+use vdesk_agent::{encoder, metrics, pipeline, signalling};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,12 +29,18 @@ async fn main() -> ExitCode {
         eprintln!("vdesk-agent: {e}");
         return ExitCode::from(2);
     }
-    let hw = pipeline::hardware_encoders();
-    if hw.is_empty() {
-        info!("encoding in software (x264enc / vp8enc): no hardware encoder element found (looked for vah264enc, vaapih264enc, nvh264enc, v4l2h264enc)");
-    } else {
-        // Not used yet: software encoding is what the tests and the benchmark cover.
-        info!(found = ?hw, "hardware encoder elements found but not used: encoding in software (x264enc / vp8enc)");
+    // One log line per codec: which encoder it uses and why.
+    match encoder::select(
+        &config.encoder,
+        &config.codecs,
+        &encoder::HARDWARE_H264,
+        &mut encoder::probe,
+    ) {
+        Ok(choices) => encoder::install(choices),
+        Err(e) => {
+            eprintln!("vdesk-agent: {e}");
+            return ExitCode::from(2);
+        }
     }
     let warm = pipeline::warm_up(&config.codecs);
     info!(

@@ -8,6 +8,7 @@ use gstreamer::prelude::*;
 
 use crate::capture::{self, CaptureSettings};
 use crate::codec::{Codec, CodecChoice, PLAYOUT_DELAY_URI};
+use crate::encoder;
 
 /// How the screen is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,8 @@ pub fn capture_restarter(
 pub enum PipelineError {
     #[error("GStreamer element {0:?} is missing: install the plugin that provides it")]
     MissingElement(&'static str),
+    #[error("encoder: {0}")]
+    Encoder(String),
     #[error("could not link the pipeline: {0}")]
     Link(String),
     #[error("{0}")]
@@ -274,59 +277,38 @@ fn add_playout_delay_probe(element: &gst::Element, id: u8) {
     );
 }
 
-/// Encoder and payloader, tuned for latency: no lookahead, no B-frames, realtime speed.
+/// Encoder and payloader, tuned for latency: no lookahead, no B-frames, realtime speed. The
+/// encoder element is the one `encoder::for_codec` says (software unless a hardware one was
+/// chosen at start-up); its settings are in `encoder.rs`.
 fn encoder_chain(
     media: &MediaSettings,
     choice: &CodecChoice,
 ) -> Result<Vec<gst::Element>, PipelineError> {
     let pt = u32::from(choice.payload_type);
-    match choice.codec {
+    let kind = encoder::for_codec(choice.codec);
+    let mut chain = encoder::make(kind, media.bitrate_kbps).map_err(PipelineError::Encoder)?;
+    let pay = match choice.codec {
         Codec::Vp8 => {
-            let enc = make("vp8enc", Some("encoder"))?;
-            enc.set_property("deadline", 1i64);
-            enc.set_property("cpu-used", 8i32);
-            // One thread: libvpx's worker threads spin while they wait for each other, and on a
-            // busy 2-core VM that cost 4x the CPU of one thread for the same frames (150 static
-            // 720p frames: 4.4 s of CPU with 2 threads, 0.9 s with 1) and made latency worse.
-            enc.set_property("threads", 1i32);
-            enc.set_property("lag-in-frames", 0i32);
-            enc.set_property_from_str("end-usage", "cbr");
-            enc.set_property("target-bitrate", (media.bitrate_kbps * 1000) as i32);
-            enc.set_property("keyframe-max-dist", 600i32);
-            enc.set_property_from_str("error-resilient", "partitions");
-            enc.set_property("buffer-initial-size", 100i32);
-            enc.set_property("buffer-optimal-size", 120i32);
-            enc.set_property("buffer-size", 150i32);
             let pay = make("rtpvp8pay", None)?;
-            pay.set_property("pt", pt);
-            pay.set_property("mtu", 1200u32);
             pay.set_property_from_str("picture-id-mode", "15-bit");
-            Ok(vec![enc, pay])
+            pay
+        }
+        Codec::Vp9 => {
+            let pay = make("rtpvp9pay", None)?;
+            pay.set_property_from_str("picture-id-mode", "15-bit");
+            pay
         }
         Codec::H264 => {
-            let enc = make("x264enc", Some("encoder"))?;
-            enc.set_property_from_str("tune", "zerolatency");
-            enc.set_property_from_str("speed-preset", "ultrafast");
-            enc.set_property("bitrate", media.bitrate_kbps);
-            enc.set_property("key-int-max", 600u32);
-            enc.set_property("bframes", 0u32);
-            enc.set_property("threads", 2u32);
-            let profile = make("capsfilter", None)?;
-            profile.set_property(
-                "caps",
-                gst::Caps::builder("video/x-h264")
-                    .field("profile", "constrained-baseline")
-                    .build(),
-            );
-            let parse = make("h264parse", None)?;
             let pay = make("rtph264pay", None)?;
-            pay.set_property("pt", pt);
-            pay.set_property("mtu", 1200u32);
             pay.set_property("config-interval", -1i32);
             pay.set_property_from_str("aggregate-mode", "zero-latency");
-            Ok(vec![enc, profile, parse, pay])
+            pay
         }
-    }
+    };
+    pay.set_property("pt", pt);
+    pay.set_property("mtu", 1200u32);
+    chain.push(pay);
+    Ok(chain)
 }
 
 /// Initializes GStreamer and checks that every element a session needs is installed, naming the
@@ -369,6 +351,10 @@ fn needed_elements(codecs: &[Codec]) -> Vec<(&'static str, &'static str)> {
                 ("vp8enc", "gstreamer1.0-plugins-good"),
                 ("rtpvp8pay", "gstreamer1.0-plugins-good"),
             ]),
+            Codec::Vp9 => needed.extend([
+                ("vp9enc", "gstreamer1.0-plugins-good"),
+                ("rtpvp9pay", "gstreamer1.0-plugins-good"),
+            ]),
             Codec::H264 => needed.extend([
                 ("x264enc", "gstreamer1.0-plugins-ugly"),
                 ("h264parse", "gstreamer1.0-plugins-bad"),
@@ -407,13 +393,4 @@ pub fn request_keyframe(pipeline: &gst::Pipeline) -> bool {
         .all_headers(true)
         .build();
     pad.send_event(event)
-}
-
-/// Hardware H.264 encoders GStreamer could offer on this machine (VA-API, NVENC, V4L2), in the
-/// order the agent would consider them; those whose element is installed are returned.
-pub fn hardware_encoders() -> Vec<&'static str> {
-    ["vah264enc", "vaapih264enc", "nvh264enc", "v4l2h264enc"]
-        .into_iter()
-        .filter(|name| gst::ElementFactory::find(name).is_some())
-        .collect()
 }

@@ -18,6 +18,7 @@ use vdesk_protocol::{
 };
 
 use crate::codec::{self, Codec, CodecChoice};
+use crate::encoder;
 use crate::ice;
 use crate::input::{InputSettings, SessionInput};
 use crate::pipeline::{self, MediaSettings, PipelineGuard};
@@ -165,7 +166,7 @@ impl Session {
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
-        let (guard, webrtc) = pipeline::build(&format!("session-{short}"), media, &choice)?;
+        let (guard, webrtc) = build_pipeline(&format!("session-{short}"), media, &choice)?;
         let capture = pipeline::capture_restarter(guard.pipeline());
         let input = input.map(|s| SessionInput::start(id.clone(), permission, s, capture));
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
@@ -274,6 +275,33 @@ impl Session {
             RemoteCandidates::Ready => add_candidate(&self.webrtc, &candidate),
         }
     }
+}
+
+/// Builds the session's pipeline. When its hardware encoder cannot be made, linked or opened, the
+/// codec switches to software for this and every later session, and the pipeline is built again.
+fn build_pipeline(
+    name: &str,
+    media: &MediaSettings,
+    choice: &CodecChoice,
+) -> Result<(PipelineGuard, gst::Element), SessionError> {
+    let kind = encoder::for_codec(choice.codec);
+    let failure = match pipeline::build(name, media, choice) {
+        Ok((guard, webrtc)) => {
+            let opened = match guard.pipeline().by_name("encoder") {
+                Some(enc) => encoder::open(&enc),
+                None => Err("no encoder in the pipeline".into()),
+            };
+            match opened {
+                Ok(()) => return Ok((guard, webrtc)),
+                Err(reason) => reason,
+            }
+        }
+        Err(e) if kind.is_hardware() => e.to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    // Only a hardware encoder gets here (`encoder::open` passes software ones).
+    encoder::mark_failed(kind, &failure);
+    Ok(pipeline::build(name, media, choice)?)
 }
 
 /// Sets `offer` as the remote description, then answers it.
@@ -498,6 +526,16 @@ fn watch_bus(pipeline: &gst::Pipeline, out: &Outbox) {
                     .map(|s| s.path_string().to_string())
                     .unwrap_or_default();
                 warn!(session = %out.id, "pipeline error from {src}: {} ({:?})", err.error(), err.debug());
+                // A hardware encoder that fails while running: later sessions use software.
+                let from_encoder = err.src().is_some_and(|s| s.name() == "encoder");
+                let kind = err
+                    .src()
+                    .and_then(|s| s.downcast_ref::<gst::Element>())
+                    .and_then(|e| e.factory())
+                    .and_then(|f| encoder::Kind::from_factory(f.name().as_str()));
+                if let (true, Some(kind)) = (from_encoder, kind) {
+                    encoder::mark_failed(kind, &err.error().to_string());
+                }
                 out.end(
                     ErrorCode::AgentError,
                     format!("media pipeline failed: {}", err.error()),

@@ -139,15 +139,9 @@ pub struct EncoderControl {
 
 impl EncoderControl {
     fn set_kbps(&self, kbps: u32) {
-        match self.codec {
-            // x264enc: kbit/s, changeable while playing (it reconfigures the encoder).
-            Codec::H264 => self.encoder.set_property("bitrate", kbps),
-            // vp8enc: bit/s.
-            Codec::Vp8 => self.encoder.set_property(
-                "target-bitrate",
-                (kbps.saturating_mul(1000)).min(i32::MAX as u32) as i32,
-            ),
-        }
+        // The property and unit depend on the element (x264enc and the hardware encoders:
+        // kbit/s; vp8enc/vp9enc: bit/s); `encoder.rs` knows each.
+        crate::encoder::set_bitrate_kbps(&self.encoder, kbps);
     }
 }
 

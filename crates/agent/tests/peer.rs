@@ -142,3 +142,8 @@ async fn ximagesrc_capture_streams_the_x_display() {
 async fn h264_session_streams_the_x_display() {
     stream_and_check_colour(Codec::H264, CaptureMode::Damage).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_session_streams_the_x_display() {
+    stream_and_check_colour(Codec::Vp9, CaptureMode::Damage).await;
+}

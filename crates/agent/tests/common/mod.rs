@@ -91,7 +91,9 @@ impl Browser {
         let caps = <gst::Caps as std::str::FromStr>::from_str(
             "application/x-rtp,media=video,encoding-name=VP8,payload=96,clock-rate=90000;\
              application/x-rtp,media=video,encoding-name=H264,payload=102,clock-rate=90000,\
-             packetization-mode=(string)1,profile-level-id=(string)42e01f",
+             packetization-mode=(string)1,profile-level-id=(string)42e01f;\
+             application/x-rtp,media=video,encoding-name=VP9,payload=98,clock-rate=90000,\
+             profile-id=(string)0",
         )
         .unwrap();
         webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(

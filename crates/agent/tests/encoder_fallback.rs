@@ -1,0 +1,108 @@
+//! Integration tier: a hardware H.264 encoder that fails when a session is built (here: one that
+//! is not installed, as on this GPU-less machine) gives way to x264enc, and the viewer still gets
+//! a picture: the in-process "browser" must decode the red block painted on a real Xvfb. In a
+//! file of its own because the encoder choice is process-wide.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{close, Browser, Xvfb};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use tokio::sync::mpsc;
+use vdesk_agent::codec::Codec;
+use vdesk_agent::encoder::{self, Choice, Kind};
+use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
+use vdesk_agent::session::Session;
+use vdesk_protocol::{AgentToController, IceCandidate, SessionId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_hardware_encoder_falls_back_to_software() {
+    gst::init().unwrap();
+    let Some(broken) = encoder::HARDWARE_H264
+        .into_iter()
+        .find(|k| gst::ElementFactory::find(k.factory()).is_none())
+    else {
+        eprintln!("skipped: every hardware H.264 element is installed here");
+        return;
+    };
+    encoder::install(vec![Choice {
+        codec: Codec::H264,
+        kind: broken,
+        why: "test".into(),
+    }]);
+
+    let x = Xvfb::start();
+    let _painter = x.painter();
+    let browser = Browser::new();
+    let (btx, mut brx) = mpsc::unbounded_channel::<IceCandidate>();
+    browser.webrtc.connect("on-ice-candidate", false, move |v| {
+        let _ = btx.send(IceCandidate {
+            candidate: v[2].get::<String>().unwrap(),
+            sdp_mid: None,
+            sdp_m_line_index: Some(v[1].get::<u32>().unwrap()),
+            username_fragment: None,
+        });
+        None
+    });
+    let offer = browser.offer().await;
+    let media = MediaSettings {
+        min_bitrate_kbps: 300,
+        display: x.display.clone(),
+        capture: CaptureMode::Damage,
+        framerate: 30,
+        still_fps: 10,
+        bitrate_kbps: 2000,
+        show_pointer: false,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let session = Session::start(SessionId::random(), &offer, &[], &media, &[Codec::H264], tx)
+        .expect("the session starts in software");
+    assert_eq!(session.codec(), Codec::H264);
+    assert_eq!(encoder::for_codec(Codec::H264), Kind::X264);
+    let why = encoder::choice(Codec::H264).unwrap().why;
+    assert!(
+        why.contains(&format!("{broken} failed in a session")),
+        "{why}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no red frame in time; frames={} last={:?}",
+            browser.frames.lock().unwrap(),
+            browser.last_rgb.lock().unwrap()
+        );
+        tokio::select! {
+            Some(msg) = rx.recv() => match msg {
+                AgentToController::Answer { sdp, .. } => {
+                    assert!(sdp.contains("H264/90000"), "{sdp}");
+                    browser.set_answer(&sdp);
+                }
+                AgentToController::Candidate { candidate, .. } if !candidate.is_end_of_candidates() => {
+                    browser.webrtc.emit_by_name::<()>(
+                        "add-ice-candidate",
+                        &[&candidate.sdp_m_line_index.unwrap(), &candidate.candidate],
+                    );
+                }
+                AgentToController::SessionEnded { reason, .. } => panic!("session ended: {reason}"),
+                _ => {}
+            },
+            Some(c) = brx.recv() => session.add_remote_candidate(c),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        if browser
+            .last_rgb
+            .lock()
+            .unwrap()
+            .is_some_and(|c| close(c, [255, 0, 0]))
+        {
+            break;
+        }
+    }
+    drop(session);
+}
