@@ -64,7 +64,7 @@ pub struct CodecChoice {
     /// Index of the offer's video m-line.
     pub mline: u32,
     /// The id the offer gives the playout-delay RTP header extension, if it offers it. With it
-    /// the agent tells the browser to play each frame at once (min = max = 0 ms delay).
+    /// the agent tells the browser to play each frame at once (`pipeline::PLAYOUT_DELAY`).
     pub playout_delay_ext: Option<u8>,
 }
 
