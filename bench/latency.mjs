@@ -25,7 +25,7 @@ const { values: opt } = parseArgs({
     only: { type: 'string', default: '' },
     'bin-dir': { type: 'string', default: path.join(root, 'target', 'release') },
     out: { type: 'string', default: path.join(here, 'results') },
-    fps: { type: 'string', default: '60' },
+    fps: { type: 'string', default: '90' }, // the agent's --framerate (its default)
     quick: { type: 'boolean', default: false },
   },
 });

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the glass-to-glass benchmark (bench/latency.mjs) in a network namespace of its own, so
 # nothing it sends can leave the machine, against release builds. Extra arguments go to
-# latency.mjs: --quick, --samples N, --only vdesk-h264-720p, --fps 60. See bench/README.md.
+# latency.mjs: --quick, --samples N, --only vdesk-h264-720p, --fps 90. See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VDESK_BENCH_DEPS="novnc websockify x11vnc" ./scripts/deps.sh

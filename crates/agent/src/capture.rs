@@ -213,13 +213,16 @@ fn clip(r: Rectangle, width: u16, height: u16) -> Option<Rectangle> {
 }
 
 /// Caps for a BGRx frame of this size (variable frame rate).
-pub fn frame_caps(width: u16, height: u16) -> gst::Caps {
+pub fn frame_caps(width: u16, height: u16, max_fps: u32) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
         .field("format", "BGRx")
         .field("width", i32::from(width))
         .field("height", i32::from(height))
         .field("framerate", gst::Fraction::new(0, 1))
-        .field("max-framerate", gst::Fraction::new(60, 1))
+        .field(
+            "max-framerate",
+            gst::Fraction::new(i32::try_from(max_fps).unwrap_or(60), 1),
+        )
         .build()
 }
 
@@ -231,7 +234,11 @@ pub fn start(
     settings: CaptureSettings,
 ) -> Result<Capture, CaptureError> {
     let screen = Screen::open(display)?;
-    src.set_caps(Some(&frame_caps(screen.width, screen.height)));
+    src.set_caps(Some(&frame_caps(
+        screen.width,
+        screen.height,
+        settings.max_fps,
+    )));
     src.set_is_live(true);
     src.set_format(gst::Format::Time);
     // Timestamps are set by `run` (running time at capture), not by appsrc's do-timestamp,
@@ -296,7 +303,7 @@ fn run(
                     screen.width = c.width;
                     screen.height = c.height;
                     frame = vec![0u8; usize::from(c.width) * usize::from(c.height) * 4];
-                    src.set_caps(Some(&frame_caps(c.width, c.height)));
+                    src.set_caps(Some(&frame_caps(c.width, c.height, settings.max_fps)));
                     dirty = vec![Rectangle {
                         x: 0,
                         y: 0,

@@ -41,11 +41,14 @@ pub struct Args {
     pub display: Option<String>,
 
     /// Most frames per second captured and sent (with --capture damage: while the screen
-    /// changes).
+    /// changes). Above the usual 60 Hz on purpose: an application animating at 60 fps then
+    /// leaves room for a change elsewhere (a key echoed) to be sent at once instead of waiting
+    /// for the animation's next frame (busy-screen p50 23-26 ms at 60, 11-22 ms at 90, for the
+    /// same CPU; docs/benchmarks.md).
     #[arg(
         long,
         env = "VDESK_FRAMERATE",
-        default_value_t = 60,
+        default_value_t = 90,
         value_name = "FPS"
     )]
     pub framerate: u32,
@@ -115,7 +118,8 @@ pub struct Args {
 
     /// How to capture the screen: "damage" sends a frame as soon as X reports a change (lowest
     /// latency, near-zero cost on a static screen; needs the DAMAGE and XFIXES extensions);
-    /// "ximagesrc" captures at a fixed --framerate and draws the pointer into the picture.
+    /// "ximagesrc" captures at a fixed --framerate (every frame costs: 30 or 60 suit it better
+    /// than the default 90) and draws the pointer into the picture.
     #[arg(
         long,
         env = "VDESK_CAPTURE",
