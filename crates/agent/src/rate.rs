@@ -1,21 +1,34 @@
-//! The sender's bitrate controller: turns what the viewer's RTCP receiver reports say (loss,
-//! round-trip time) into the encoder's bitrate target. Pure arithmetic on samples, with time
-//! passed in, so it is unit-tested without a network or a clock; `stats.rs` feeds it from
-//! `webrtcbin` and applies its output to the encoder.
+//! The sender's bitrate controller: turns what the viewer says about the path into the encoder's
+//! bitrate target. Pure arithmetic on samples, with time passed in, so it is unit-tested without a
+//! network or a clock; `stats.rs` feeds it from `webrtcbin` and applies its output to the encoder.
 //!
-//! The rule (a loss-based AIMD after GCC's loss controller, plus a crude delay signal, since
-//! GStreamer 1.22 from Debian has no transport-wide congestion controller):
-//! - loss above 10% over the last window (`LossWindow`, about a second): rate × (1 − 0.5 × loss);
-//! - round-trip time more than `QUEUE_DELAY_MS` above the lowest seen recently (a queue is
-//!   building in front of a bottleneck that does not drop yet): rate × 0.85;
+//! Two inputs, after GCC (draft-ietf-rmcat-gcc): a delay-based rule on transport-wide congestion
+//! control feedback, and a loss-based rule on the RTCP receiver reports.
+//!
+//! Delay (`on_twcc`, at every transport-cc feedback, about 10 a second): the RTP session compares,
+//! over the packets sent in the last ~300 ms (`TwccReport`), the rate they were sent at with the
+//! rate they arrived at. Without loss that ratio is the delay gradient: arrivals spread over
+//! `local + growth` ms for `local` ms of sending, so `recv / sent = local / (local + growth)`;
+//! with loss it falls further. Overuse is `recv < (1 − OVERUSE) × sent`, that is a queue growing
+//! by more than ~33 ms per 300 ms, or a full queue dropping what does not fit. It must last
+//! `OVERUSE_PERSIST` (one ~300 ms window holds a one-off delay step, e.g. a route change, which
+//! is no congestion); then the target drops to `DELAY_BACKOFF` × the arrival rate (the
+//! bottleneck's measured capacity), at once instead of in small steps. After that the target
+//! grows slowly (`NEAR_INCREASE_PER_SECOND`) while it is near that capacity, and fast again above
+//! it (the link got better).
+//!
+//! Loss (`on_report`, once per `LossWindow`, about a second):
+//! - loss above 10%: rate × (1 − 0.5 × loss);
 //!   where "rate" is the lower of the target and the rate actually sent in the window: a desktop
 //!   stream often needs far less than its target, and cutting an unused target changes nothing;
-//! - loss below 2% and no queueing: target grows by 20% per second of elapsed time;
+//! - loss below 2% and no overuse pending: target grows by 20% per second of elapsed time;
 //! - loss between 2% and 10%: hold (random loss that NACK retransmission repairs);
-//! - the target stays within `[min_kbps, max_kbps]`; it starts at `max_kbps`.
+//! - without transport-cc feedback (a browser that does not offer it), a round-trip time more
+//!   than `QUEUE_DELAY_MS` above the lowest seen recently counts as a queue: rate × 0.85.
 //!
-//! At most one decrease per `DECREASE_GAP`: a report that still shows the loss caused before
-//! the last decrease took effect must not cut the rate twice.
+//! The target stays within `[min_kbps, max_kbps]`; it starts at `max_kbps`. At most one decrease
+//! per `DECREASE_GAP`: a report that still shows the congestion caused before the last decrease
+//! took effect must not cut the rate twice.
 
 use std::time::Duration;
 
@@ -31,6 +44,32 @@ pub const DELAY_DECREASE: f64 = 0.85;
 pub const QUEUE_DELAY_MS: f64 = 150.0;
 /// Shortest time between two decreases.
 pub const DECREASE_GAP: Duration = Duration::from_millis(800);
+/// Arrival rate below the send rate, as a fraction of it, that counts as overuse.
+pub const OVERUSE: f64 = 0.10;
+/// How long overuse must be seen before the rate goes down.
+pub const OVERUSE_PERSIST: Duration = Duration::from_millis(300);
+/// On overuse the target becomes this times the arrival rate.
+pub const DELAY_BACKOFF: f64 = 0.85;
+/// Growth per second while the target is within `NEAR` of the rate at the last overuse.
+pub const NEAR_INCREASE_PER_SECOND: f64 = 1.08;
+/// "Near" the last overuse: up to this factor above the arrival rate measured then.
+pub const NEAR: f64 = 1.25;
+/// Transport-cc feedback older than this no longer counts (the browser stopped sending it).
+pub const TWCC_STALE: Duration = Duration::from_secs(3);
+/// Fewest packets in a transport-cc window for its rates to mean anything.
+pub const TWCC_MIN_PACKETS: u32 = 10;
+
+/// What one transport-wide congestion control feedback says: the RTP session's `twcc-stats`,
+/// over the packets sent in the last ~300 ms that feedback has covered.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TwccReport {
+    /// Rate the window's packets were sent at, kbit/s.
+    pub sent_kbps: f64,
+    /// Rate they arrived at (lost ones do not count), kbit/s.
+    pub recv_kbps: f64,
+    /// Packets sent in the window.
+    pub packets: u32,
+}
 
 /// Limits of the target, kbit/s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +146,8 @@ pub enum Decision {
     Increase,
     DecreaseLoss,
     DecreaseDelay,
+    /// Overuse seen, not yet for `OVERUSE_PERSIST` (or a decrease too recent): target unchanged.
+    Overuse,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +159,13 @@ pub struct RateController {
     /// Time of the last report and of the last decrease, on the caller's clock.
     last_report: Option<Duration>,
     last_decrease: Option<Duration>,
+    /// When the last usable transport-cc report came: while they come, the round-trip-time
+    /// queue rule is off.
+    last_twcc: Option<Duration>,
+    /// Since when every transport-cc report has shown overuse.
+    overuse_since: Option<Duration>,
+    /// Arrival rate measured at the last delay decrease, kbit/s.
+    capacity_kbps: Option<f64>,
 }
 
 impl RateController {
@@ -132,7 +180,44 @@ impl RateController {
             min_rtt_ms: None,
             last_report: None,
             last_decrease: None,
+            last_twcc: None,
+            overuse_since: None,
+            capacity_kbps: None,
         }
+    }
+
+    /// Feeds one transport-cc feedback's window, at `now`.
+    pub fn on_twcc(&mut self, report: TwccReport, now: Duration) -> Decision {
+        let valid = |v: f64| v.is_finite() && v >= 0.0;
+        if !valid(report.sent_kbps)
+            || !valid(report.recv_kbps)
+            || report.sent_kbps <= 0.0
+            || report.packets < TWCC_MIN_PACKETS
+        {
+            return Decision::Hold;
+        }
+        self.last_twcc = Some(now);
+        if report.recv_kbps >= (1.0 - OVERUSE) * report.sent_kbps {
+            self.overuse_since = None;
+            return Decision::Hold;
+        }
+        let since = *self.overuse_since.get_or_insert(now);
+        if now.saturating_sub(since) < OVERUSE_PERSIST || !self.may_decrease(now) {
+            return Decision::Overuse;
+        }
+        let target = (DELAY_BACKOFF * report.recv_kbps).min(self.target);
+        self.target = target.clamp(
+            f64::from(self.limits.min_kbps),
+            f64::from(self.limits.max_kbps),
+        );
+        self.capacity_kbps = Some(report.recv_kbps);
+        self.last_decrease = Some(now);
+        Decision::DecreaseDelay
+    }
+
+    fn may_decrease(&self, now: Duration) -> bool {
+        self.last_decrease
+            .is_none_or(|t| now.saturating_sub(t) >= DECREASE_GAP)
     }
 
     /// The current target, kbit/s.
@@ -154,7 +239,7 @@ impl RateController {
         } else {
             0.0
         };
-        let queueing = match (
+        let rtt_queueing = match (
             report.rtt_ms.filter(|r| r.is_finite() && *r >= 0.0),
             self.min_rtt_ms,
         ) {
@@ -173,14 +258,16 @@ impl RateController {
             }
             (None, _) => false,
         };
+        let twcc = self
+            .last_twcc
+            .is_some_and(|t| now.saturating_sub(t) < TWCC_STALE);
+        let queueing = rtt_queueing && !twcc;
         // Decreases start from what is really sent when that is below the target.
         let base = match report.sent_kbps.filter(|s| s.is_finite() && *s > 0.0) {
             Some(sent) => self.target.min(sent),
             None => self.target,
         };
-        let may_decrease = self
-            .last_decrease
-            .is_none_or(|t| now.saturating_sub(t) >= DECREASE_GAP);
+        let may_decrease = self.may_decrease(now);
         let decision = if loss > LOSS_HIGH {
             if may_decrease {
                 self.target = base * (1.0 - 0.5 * loss);
@@ -197,8 +284,22 @@ impl RateController {
             } else {
                 Decision::Hold
             }
+        } else if twcc && self.overuse_since.is_some() {
+            Decision::Hold
         } else if loss < LOSS_LOW {
-            self.target *= INCREASE_PER_SECOND.powf(elapsed.as_secs_f64());
+            let near = self
+                .capacity_kbps
+                .is_some_and(|c| self.target < NEAR * c);
+            if !near {
+                // Past the last measured capacity: the link got better; forget it.
+                self.capacity_kbps = None;
+            }
+            let rate = if near {
+                NEAR_INCREASE_PER_SECOND
+            } else {
+                INCREASE_PER_SECOND
+            };
+            self.target *= rate.powf(elapsed.as_secs_f64());
             Decision::Increase
         } else {
             Decision::Hold
