@@ -327,6 +327,9 @@ fn encoder_chain(
             enc.set_property("key-int-max", 600u32);
             enc.set_property("bframes", 0u32);
             enc.set_property("threads", 2u32);
+            // A 600 ms VBV (the default) lets one frame burst far past what a capped link drains
+            // before its queue overflows.
+            enc.set_property("vbv-buf-capacity", 200u32);
             let profile = make("capsfilter", None)?;
             profile.set_property(
                 "caps",

@@ -323,6 +323,9 @@ fn run(
         let windows = std::mem::take(&mut *twcc.lock().unwrap_or_else(|p| p.into_inner()));
         for (at, w) in windows {
             let decision = rate.on_twcc(w, at.saturating_duration_since(start));
+            if decision != Decision::Hold {
+                debug!(session = %name, ?decision, sent_kbps = w.sent_kbps, recv_kbps = w.recv_kbps, packets = w.packets, "transport-cc window");
+            }
             let why = format!(
                 "transport-cc: sent {:.0} kbit/s, received {:.0} kbit/s",
                 w.sent_kbps, w.recv_kbps
