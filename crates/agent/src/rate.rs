@@ -13,7 +13,9 @@
 //! by more than ~33 ms per 300 ms, or a full queue dropping what does not fit. It must last
 //! `OVERUSE_PERSIST` (one ~300 ms window holds a one-off delay step, e.g. a route change, which
 //! is no congestion); then the target drops to `DELAY_BACKOFF` × the arrival rate (the
-//! bottleneck's measured capacity), at once instead of in small steps. After that the target
+//! bottleneck's measured capacity), at once instead of in small steps, and further by
+//! target / sent (at most by `MAX_OVERSHOOT_CUT`) when the window sent more than the target (the encoder overshooting it, a
+//! keyframe, retransmissions): the sent rate, not the target, has to fit. After that the target
 //! grows slowly (`NEAR_INCREASE_PER_SECOND`) while it is near that capacity, and fast again above
 //! it (the link got better).
 //!
@@ -50,6 +52,9 @@ pub const OVERUSE: f64 = 0.10;
 pub const OVERUSE_PERSIST: Duration = Duration::from_millis(300);
 /// On overuse the target becomes this times the arrival rate.
 pub const DELAY_BACKOFF: f64 = 0.85;
+/// Lowest factor the overshoot correction applies in one decrease (the encoder may still be
+/// catching up with the last cut).
+pub const MAX_OVERSHOOT_CUT: f64 = 0.6;
 /// Growth per second while the target is within `NEAR` of the rate at the last overuse.
 pub const NEAR_INCREASE_PER_SECOND: f64 = 1.08;
 /// "Near" the last overuse: up to this factor above the arrival rate measured then.
@@ -205,7 +210,10 @@ impl RateController {
         if now.saturating_sub(since) < OVERUSE_PERSIST || !self.may_decrease(now) {
             return Decision::Overuse;
         }
-        let target = (DELAY_BACKOFF * report.recv_kbps).min(self.target);
+        // When the window sent more than the target (an encoder overshooting it, keyframes,
+        // retransmissions), the target must drop by that much more for the sent rate to fit.
+        let overshoot = (self.target / report.sent_kbps).clamp(MAX_OVERSHOOT_CUT, 1.0);
+        let target = (DELAY_BACKOFF * report.recv_kbps * overshoot).min(self.target);
         self.target = target.clamp(
             f64::from(self.limits.min_kbps),
             f64::from(self.limits.max_kbps),
