@@ -13,9 +13,9 @@
 //! by more than ~33 ms per 300 ms, or a full queue dropping what does not fit. It must last
 //! `OVERUSE_PERSIST` (one ~300 ms window holds a one-off delay step, e.g. a route change, which
 //! is no congestion); then the target drops to `DELAY_BACKOFF` × the arrival rate (the
-//! bottleneck's measured capacity), at once instead of in small steps, and further by
-//! target / sent (at most by `MAX_OVERSHOOT_CUT`) when the window sent more than the target (the encoder overshooting it, a
-//! keyframe, retransmissions): the sent rate, not the target, has to fit. After that the target
+//! bottleneck's measured capacity), at once instead of in small steps, and at least to
+//! `DELAY_DECREASE` × the target (overuse that outlasts a decrease, an encoder still above its
+//! target, keeps bringing it down). After that the target
 //! grows slowly (`NEAR_INCREASE_PER_SECOND`) while it is near that capacity, and fast again above
 //! it (the link got better).
 //!
@@ -40,7 +40,7 @@ pub const LOSS_HIGH: f64 = 0.10;
 pub const LOSS_LOW: f64 = 0.02;
 /// Growth per second while the path is clear.
 pub const INCREASE_PER_SECOND: f64 = 1.20;
-/// Factor applied when the round-trip time shows a queue.
+/// Factor applied when the round-trip time shows a queue, and the least a delay decrease cuts.
 pub const DELAY_DECREASE: f64 = 0.85;
 /// Round-trip time above the recent minimum that counts as a queue, milliseconds.
 pub const QUEUE_DELAY_MS: f64 = 150.0;
@@ -52,9 +52,6 @@ pub const OVERUSE: f64 = 0.10;
 pub const OVERUSE_PERSIST: Duration = Duration::from_millis(300);
 /// On overuse the target becomes this times the arrival rate.
 pub const DELAY_BACKOFF: f64 = 0.85;
-/// Lowest factor the overshoot correction applies in one decrease (the encoder may still be
-/// catching up with the last cut).
-pub const MAX_OVERSHOOT_CUT: f64 = 0.6;
 /// Growth per second while the target is within `NEAR` of the rate at the last overuse.
 pub const NEAR_INCREASE_PER_SECOND: f64 = 1.08;
 /// "Near" the last overuse: up to this factor above the arrival rate measured then.
@@ -210,10 +207,9 @@ impl RateController {
         if now.saturating_sub(since) < OVERUSE_PERSIST || !self.may_decrease(now) {
             return Decision::Overuse;
         }
-        // When the window sent more than the target (an encoder overshooting it, keyframes,
-        // retransmissions), the target must drop by that much more for the sent rate to fit.
-        let overshoot = (self.target / report.sent_kbps).clamp(MAX_OVERSHOOT_CUT, 1.0);
-        let target = (DELAY_BACKOFF * report.recv_kbps * overshoot).min(self.target);
+        // At least `DELAY_DECREASE` below the current target: overuse that outlasts a decrease
+        // (an encoder still above its target) must keep bringing the rate down.
+        let target = (DELAY_BACKOFF * report.recv_kbps).min(DELAY_DECREASE * self.target);
         self.target = target.clamp(
             f64::from(self.limits.min_kbps),
             f64::from(self.limits.max_kbps),
