@@ -10,12 +10,14 @@
 //! rate they arrived at. Without loss that ratio is the delay gradient: arrivals spread over
 //! `local + growth` ms for `local` ms of sending, so `recv / sent = local / (local + growth)`;
 //! with loss it falls further. Overuse is `recv < (1 − OVERUSE) × sent`, that is a queue growing
-//! by more than ~33 ms per 300 ms, or a full queue dropping what does not fit. It must last
-//! `OVERUSE_PERSIST` (one ~300 ms window holds a one-off delay step, e.g. a route change, which
+//! by more than ~33 ms per 300 ms, or a full queue dropping what does not fit; it ends when a
+//! window has `recv ≥ (1 − OVERUSE_END) × sent`. It must last `OVERUSE_PERSIST` (one ~300 ms window holds a one-off delay step, e.g. a route change, which
 //! is no congestion); then the target drops to `DELAY_BACKOFF` × the arrival rate (the
 //! bottleneck's measured capacity), at once instead of in small steps, and at least to
 //! `DELAY_DECREASE` × the target (overuse that outlasts a decrease, an encoder still above its
-//! target, keeps bringing it down). After that the target
+//! target, keeps bringing it down), but not below `DELAY_FLOOR` × the arrival rate (under heavy
+//! loss and retransmission the window's send rate reads high, and overuse outlasts the queue:
+//! without the floor a 1 Mbit/s link was cut to 340 kbit/s). After that the target
 //! grows slowly (`NEAR_INCREASE_PER_SECOND`) while it is near that capacity, and fast again above
 //! it (the link got better).
 //!
@@ -48,10 +50,14 @@ pub const QUEUE_DELAY_MS: f64 = 150.0;
 pub const DECREASE_GAP: Duration = Duration::from_millis(800);
 /// Arrival rate below the send rate, as a fraction of it, that counts as overuse.
 pub const OVERUSE: f64 = 0.10;
+/// Once overuse is seen, it lasts until arrivals are back within this fraction of the sends.
+pub const OVERUSE_END: f64 = 0.05;
 /// How long overuse must be seen before the rate goes down.
 pub const OVERUSE_PERSIST: Duration = Duration::from_millis(300);
 /// On overuse the target becomes this times the arrival rate.
 pub const DELAY_BACKOFF: f64 = 0.85;
+/// The delay rule never cuts the target below this times the arrival rate.
+pub const DELAY_FLOOR: f64 = 0.5;
 /// Growth per second while the target is within `NEAR` of the rate at the last overuse.
 pub const NEAR_INCREASE_PER_SECOND: f64 = 1.08;
 /// "Near" the last overuse: up to this factor above the arrival rate measured then.
@@ -199,7 +205,15 @@ impl RateController {
             return Decision::Hold;
         }
         self.last_twcc = Some(now);
-        if report.recv_kbps >= (1.0 - OVERUSE) * report.sent_kbps {
+        // Hysteresis: overuse starts below `1 − OVERUSE` and lasts until arrivals are back
+        // within `OVERUSE_END` of the sends (a window that happens to read 0.92 does not reset
+        // the clock of a queue that keeps growing).
+        let limit = if self.overuse_since.is_some() {
+            OVERUSE_END
+        } else {
+            OVERUSE
+        };
+        if report.recv_kbps >= (1.0 - limit) * report.sent_kbps {
             self.overuse_since = None;
             return Decision::Hold;
         }
@@ -209,7 +223,13 @@ impl RateController {
         }
         // At least `DELAY_DECREASE` below the current target: overuse that outlasts a decrease
         // (an encoder still above its target) must keep bringing the rate down.
-        let target = (DELAY_BACKOFF * report.recv_kbps).min(DELAY_DECREASE * self.target);
+        // Never below `DELAY_FLOOR` × the arrival rate by this rule: the window's send rate
+        // reads high when retransmissions and losses crowd it, and overuse then outlasts the
+        // real queue.
+        let target = (DELAY_BACKOFF * report.recv_kbps)
+            .min(DELAY_DECREASE * self.target)
+            .max(DELAY_FLOOR * report.recv_kbps)
+            .min(self.target);
         self.target = target.clamp(
             f64::from(self.limits.min_kbps),
             f64::from(self.limits.max_kbps),
@@ -505,5 +525,157 @@ mod tests {
             max_kbps: 1000,
         });
         assert_eq!(c.target_kbps(), 1000);
+    }
+
+    fn twcc(sent: f64, recv: f64) -> TwccReport {
+        TwccReport {
+            sent_kbps: sent,
+            recv_kbps: recv,
+            packets: 100,
+        }
+    }
+
+    #[test]
+    fn arrivals_slower_than_sends_cut_to_the_arrival_rate_once_it_persists() {
+        let mut c = RateController::new(LIMITS);
+        // A 2 Mbit/s bottleneck under a 3 Mbit/s stream: feedback every 100 ms.
+        assert_eq!(c.on_twcc(twcc(3000.0, 2000.0), at(0)), Decision::Overuse);
+        assert_eq!(c.on_twcc(twcc(3000.0, 2000.0), at(100)), Decision::Overuse);
+        assert_eq!(c.target_kbps(), 4000, "not yet: could be a one-off delay step");
+        assert_eq!(
+            c.on_twcc(twcc(3000.0, 2000.0), at(300)),
+            Decision::DecreaseDelay
+        );
+        assert_eq!(c.target_kbps(), 1700, "0.85 x the arrival rate, in one step");
+        // The queue drains (arrivals faster than sends): no further cut.
+        assert_eq!(c.on_twcc(twcc(1700.0, 2000.0), at(400)), Decision::Hold);
+        assert_eq!(c.target_kbps(), 1700);
+    }
+
+    #[test]
+    fn a_one_off_delay_step_is_not_congestion() {
+        let mut c = RateController::new(LIMITS);
+        // 50 ms more one-way delay from one packet on: the ~300 ms windows that hold that
+        // packet pair arrive over 350 ms (recv = sent x 300 / 350), then it is over.
+        let step = 2000.0 * 300.0 / 350.0;
+        for t in [0, 100, 200] {
+            assert_eq!(c.on_twcc(twcc(2000.0, step), at(t)), Decision::Overuse);
+        }
+        assert_eq!(c.on_twcc(twcc(2000.0, 2000.0), at(300)), Decision::Hold);
+        assert_eq!(c.on_twcc(twcc(2000.0, step), at(1000)), Decision::Overuse);
+        assert_eq!(c.target_kbps(), 4000);
+    }
+
+    #[test]
+    fn random_loss_under_ten_percent_is_no_overuse() {
+        let mut c = RateController::new(LIMITS);
+        for i in 0..20 {
+            assert_eq!(c.on_twcc(twcc(2000.0, 1940.0), at(i * 100)), Decision::Hold);
+        }
+        assert_eq!(c.target_kbps(), 4000);
+    }
+
+    #[test]
+    fn overuse_that_outlasts_a_decrease_keeps_cutting() {
+        let mut c = RateController::new(LIMITS);
+        c.on_twcc(twcc(3000.0, 2000.0), at(0));
+        c.on_twcc(twcc(3000.0, 2000.0), at(300));
+        assert_eq!(c.target_kbps(), 1700);
+        // The encoder still sends far above its target: within the gap, hold; then 15% less.
+        assert_eq!(c.on_twcc(twcc(4000.0, 2000.0), at(700)), Decision::Overuse);
+        assert_eq!(c.target_kbps(), 1700);
+        assert_eq!(
+            c.on_twcc(twcc(4000.0, 2000.0), at(1100)),
+            Decision::DecreaseDelay
+        );
+        assert_eq!(c.target_kbps(), 1445);
+    }
+
+    #[test]
+    fn growth_is_slow_near_the_measured_capacity_and_fast_past_it() {
+        let mut c = RateController::new(LIMITS);
+        c.on_twcc(twcc(3000.0, 2000.0), at(0));
+        c.on_twcc(twcc(3000.0, 2000.0), at(300));
+        assert_eq!(c.target_kbps(), 1700);
+        assert_eq!(c.on_twcc(twcc(1700.0, 1700.0), at(400)), Decision::Hold);
+        c.on_report(report(0.0, 100.0), at(1000));
+        assert_eq!(c.on_report(report(0.0, 100.0), at(2000)), Decision::Increase);
+        assert_eq!(c.target_kbps(), 1836, "8%/s near the 2000 kbit/s measured");
+        let mut t = 2000;
+        while c.target_kbps() < 4000 {
+            t += 1000;
+            c.on_report(report(0.0, 100.0), at(t));
+            assert!(t < 30_000, "no recovery");
+        }
+        // 1836 -> 2500 at 8%/s (~4 s), then 2500 -> 4000 at 20%/s (~3 s).
+        assert!((5_000..=9_000).contains(&(t - 2000)), "{}", t - 2000);
+    }
+
+    #[test]
+    fn no_growth_while_overuse_is_pending() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(report(0.5, 100.0), at(0));
+        let cut = c.target_kbps();
+        c.on_twcc(twcc(3000.0, 2000.0), at(900));
+        assert_eq!(c.on_report(report(0.0, 100.0), at(1000)), Decision::Hold);
+        assert_eq!(c.target_kbps(), cut);
+        // Transport-cc feedback stopped: its overuse no longer holds the rate back.
+        assert_eq!(c.on_report(report(0.0, 100.0), at(5000)), Decision::Increase);
+    }
+
+    #[test]
+    fn with_transport_cc_a_longer_round_trip_is_no_queue() {
+        let mut c = RateController::new(LIMITS);
+        c.on_report(report(0.0, 100.0), at(0));
+        c.on_twcc(twcc(2000.0, 2000.0), at(900));
+        assert_eq!(c.on_report(report(0.0, 400.0), at(1000)), Decision::Increase);
+        assert_eq!(c.target_kbps(), 4000);
+    }
+
+    #[test]
+    fn garbage_transport_cc_windows_are_ignored() {
+        let mut c = RateController::new(LIMITS);
+        for (i, w) in [
+            twcc(f64::NAN, 100.0),
+            twcc(3000.0, f64::INFINITY),
+            twcc(0.0, 0.0),
+            twcc(-3000.0, 100.0),
+            TwccReport {
+                packets: 3,
+                ..twcc(3000.0, 100.0)
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(c.on_twcc(w, at(i as u64 * 400)), Decision::Hold);
+        }
+        assert_eq!(c.target_kbps(), 4000);
+    }
+
+    #[test]
+    fn overuse_lasts_until_arrivals_catch_up() {
+        let mut c = RateController::new(LIMITS);
+        assert_eq!(c.on_twcc(twcc(2000.0, 1700.0), at(0)), Decision::Overuse);
+        // 0.93: not enough to start overuse, but not the end of it either.
+        assert_eq!(c.on_twcc(twcc(2000.0, 1860.0), at(150)), Decision::Overuse);
+        assert_eq!(
+            c.on_twcc(twcc(2000.0, 1700.0), at(300)),
+            Decision::DecreaseDelay
+        );
+        let mut d = RateController::new(LIMITS);
+        d.on_twcc(twcc(2000.0, 1700.0), at(0));
+        assert_eq!(d.on_twcc(twcc(2000.0, 1960.0), at(150)), Decision::Hold);
+        assert_eq!(d.on_twcc(twcc(2000.0, 1700.0), at(300)), Decision::Overuse);
+        assert_eq!(d.target_kbps(), 4000);
+    }
+
+    #[test]
+    fn repeated_delay_cuts_stop_at_half_the_arrival_rate() {
+        let mut c = RateController::new(LIMITS);
+        for i in 0..40 {
+            c.on_twcc(twcc(3000.0, 1000.0), at(i * 100));
+        }
+        assert_eq!(c.target_kbps(), 500);
     }
 }

@@ -402,3 +402,41 @@ fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn reads_the_rtp_sessions_twcc_stats() {
+        gst::init().unwrap();
+        // As rtpsession 1.22 builds it (rtpstats.c, rtp_twcc_stats_get_stats_structure).
+        let s = gst::Structure::builder("RTPTWCCStats")
+            .field("bitrate-sent", 3_000_000u32)
+            .field("bitrate-recv", 2_000_000u32)
+            .field("packets-sent", 120u32)
+            .field("packets-recv", 110u32)
+            .field("packet-loss-pct", 8.3f64)
+            .field("avg-delta-of-delta", 1_000_000i64)
+            .build();
+        assert_eq!(
+            read_twcc(&s),
+            Some(TwccReport {
+                sent_kbps: 3000.0,
+                recv_kbps: 2000.0,
+                packets: 120,
+            })
+        );
+        let empty = gst::Structure::builder("RTPTWCCStats")
+            .field("bitrate-sent", 0u32)
+            .field("bitrate-recv", 0u32)
+            .field("packets-sent", 0u32)
+            .build();
+        assert_eq!(read_twcc(&empty), None, "no packets, no window");
+        let partial = gst::Structure::builder("RTPTWCCStats")
+            .field("bitrate-sent", 1u32)
+            .build();
+        assert_eq!(read_twcc(&partial), None);
+    }
+}
