@@ -18,8 +18,9 @@
 //! target, keeps bringing it down), but not below `DELAY_FLOOR` × the arrival rate (under heavy
 //! loss and retransmission the window's send rate reads high, and overuse outlasts the queue:
 //! without the floor a 1 Mbit/s link was cut to 340 kbit/s). After that the target
-//! grows slowly (`NEAR_INCREASE_PER_SECOND`) while it is near that capacity, and fast again above
-//! it (the link got better).
+//! grows slowly (`NEAR_INCREASE_PER_SECOND`) while it is near that capacity (between `FAR` and
+//! `NEAR` times it, within `CAPACITY_MEMORY` of the decrease), and fast otherwise (far below it
+//! after a loss cut; above it or long after it, the link may have got better).
 //!
 //! Loss (`on_report`, once per `LossWindow`, about a second):
 //! - loss above 10%: rate × (1 − 0.5 × loss);
@@ -64,6 +65,10 @@ pub const NEAR_INCREASE_PER_SECOND: f64 = 1.08;
 pub const NEAR: f64 = 1.25;
 /// Transport-cc feedback older than this no longer counts (the browser stopped sending it).
 pub const TWCC_STALE: Duration = Duration::from_secs(3);
+/// Below this times the measured capacity the target is far from it: fast growth.
+pub const FAR: f64 = 0.7;
+/// How long after a decrease the measured capacity slows growth down.
+pub const CAPACITY_MEMORY: Duration = Duration::from_secs(5);
 /// Fewest packets in a transport-cc window for its rates to mean anything.
 pub const TWCC_MIN_PACKETS: u32 = 10;
 
@@ -311,10 +316,16 @@ impl RateController {
         } else if twcc && self.overuse_since.is_some() {
             Decision::Hold
         } else if loss < LOSS_LOW {
-            let near = self
-                .capacity_kbps
-                .is_some_and(|c| self.target < NEAR * c);
-            if !near {
+            // Near the capacity measured at a recent delay decrease: probe slowly. Far below it
+            // (a loss cut), past it, or long after it (the link may have cleared): fast.
+            let recent = self
+                .last_decrease
+                .is_some_and(|t| now.saturating_sub(t) < CAPACITY_MEMORY);
+            let near = recent
+                && self
+                    .capacity_kbps
+                    .is_some_and(|c| self.target < NEAR * c && self.target > FAR * c);
+            if self.capacity_kbps.is_some_and(|c| self.target >= NEAR * c) {
                 // Past the last measured capacity: the link got better; forget it.
                 self.capacity_kbps = None;
             }
@@ -677,5 +688,26 @@ mod tests {
             c.on_twcc(twcc(3000.0, 1000.0), at(i * 100));
         }
         assert_eq!(c.target_kbps(), 500);
+    }
+
+    #[test]
+    fn far_below_or_long_after_the_measured_capacity_growth_is_fast() {
+        let mut c = RateController::new(LIMITS);
+        c.on_twcc(twcc(3000.0, 2000.0), at(0));
+        c.on_twcc(twcc(3000.0, 2000.0), at(300));
+        c.on_twcc(twcc(1700.0, 1700.0), at(400));
+        // A loss cut takes it far below the 2000 measured: 20%/s.
+        c.on_report(report(0.5, 100.0), at(1200));
+        assert_eq!(c.target_kbps(), 1275);
+        c.on_report(report(0.0, 100.0), at(2200));
+        assert_eq!(c.target_kbps(), 1530);
+        // Near it, within the memory: 8%/s.
+        c.on_report(report(0.0, 100.0), at(3200));
+        assert_eq!(c.target_kbps(), 1652);
+        // Five seconds after the last decrease it no longer holds the growth back.
+        c.on_report(report(0.0, 100.0), at(7200));
+        let before = c.target_kbps();
+        c.on_report(report(0.0, 100.0), at(8200));
+        assert_eq!(c.target_kbps(), (f64::from(before) * 1.2).round() as u32);
     }
 }
