@@ -9,7 +9,6 @@ pub mod input;
 pub mod metrics;
 pub mod pipeline;
 pub mod rate;
-pub mod rtx_budget;
 pub mod session;
 pub mod signalling;
 pub mod stats;

@@ -8,7 +8,7 @@
 //! and announces it as its `twcc-stats` property. The rate rule itself is in `rate.rs`; this file
 //! is the glue. One thread per session; it ends when its `StatsTask` is dropped.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,6 @@ use vdesk_protocol::SessionStats;
 
 use crate::codec::Codec;
 use crate::rate::{Decision, LossWindow, RateController, RateLimits, Report, TwccReport};
-use crate::rtx_budget::RtxBudget;
 
 /// How often stats are read (and the loss rule applied).
 pub const TICK: Duration = Duration::from_millis(500);
@@ -182,46 +181,6 @@ fn watch_twcc(webrtc: &gst::Element, queue: &TwccQueue) -> bool {
     true
 }
 
-/// Puts an `RtxBudget` on `webrtcbin`'s retransmission sender (`rtprtxsend`, created with the
-/// answer when the viewer accepts RTX): retransmission requests from the RTP session beyond the
-/// budget for the current target (`target_kbps`) are dropped. Returns whether it found one.
-fn limit_rtx(webrtc: &gst::Element, target_kbps: &Arc<AtomicU32>) -> bool {
-    let Some(rtx) = webrtc
-        .downcast_ref::<gst::Bin>()
-        .and_then(|b| b.iterate_all_by_element_factory_name("rtprtxsend").next().ok().flatten())
-    else {
-        return false;
-    };
-    let Some(pad) = rtx.static_pad("src") else {
-        return true;
-    };
-    let target = target_kbps.clone();
-    let start = Instant::now();
-    let budget = std::sync::Mutex::new((RtxBudget::new(), 0u64));
-    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-        let Some(gst::PadProbeData::Event(ev)) = &info.data else {
-            return gst::PadProbeReturn::Ok;
-        };
-        if !ev
-            .structure()
-            .is_some_and(|s| s.name() == "GstRTPRetransmissionRequest")
-        {
-            return gst::PadProbeReturn::Ok;
-        }
-        let mut b = budget.lock().unwrap_or_else(|p| p.into_inner());
-        if b.0.take(1, target.load(Ordering::Relaxed), start.elapsed()) {
-            gst::PadProbeReturn::Ok
-        } else {
-            b.1 += 1;
-            if b.1.is_power_of_two() {
-                debug!(dropped = b.1, "retransmission requests over budget dropped");
-            }
-            gst::PadProbeReturn::Drop
-        }
-    });
-    true
-}
-
 /// Where the encoder's bitrate is set.
 #[derive(Debug, Clone)]
 pub struct EncoderControl {
@@ -335,8 +294,6 @@ fn run(
     let codec = encoder.map(|e| e.codec.to_string()).unwrap_or_default();
     let twcc: TwccQueue = Arc::default();
     let mut twcc_watched = false;
-    let rtx_target = Arc::new(AtomicU32::new(applied));
-    let mut rtx_limited = false;
     let mut fast_ticks = 0u32;
     let per_tick = (TICK.as_millis() / TWCC_TICK.as_millis()).max(1) as u32;
     let apply = |applied: &mut u32, target: u32, decision: Decision, why: &str| {
@@ -346,7 +303,6 @@ fn run(
         if let Some(enc) = encoder {
             enc.set_kbps(target);
         }
-        rtx_target.store(target, Ordering::Relaxed);
         if matches!(decision, Decision::DecreaseLoss | Decision::DecreaseDelay)
             || target == limits.max_kbps
         {
@@ -363,9 +319,6 @@ fn run(
         }
         if !twcc_watched {
             twcc_watched = watch_twcc(webrtc, &twcc);
-        }
-        if !rtx_limited {
-            rtx_limited = limit_rtx(webrtc, &rtx_target);
         }
         let windows = std::mem::take(&mut *twcc.lock().unwrap_or_else(|p| p.into_inner()));
         for (at, w) in windows {
