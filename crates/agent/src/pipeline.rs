@@ -313,10 +313,6 @@ fn encoder_chain(
             enc.set_property("buffer-initial-size", 100i32);
             enc.set_property("buffer-optimal-size", 120i32);
             enc.set_property("buffer-size", 150i32);
-            // Drop frames rather than overshoot: at 60 fps the busy test picture needs more than
-            // a 1-2 Mbit/s cap even at the coarsest quantizer, and without dropping, vp8enc sent
-            // twice its target under a 2 Mbit/s cap (docs/benchmarks.md, "Bad networks").
-            enc.set_property("dropframe-threshold", 25i32);
             let pay = make("rtpvp8pay", None)?;
             pay.set_property("pt", pt);
             pay.set_property("mtu", 1200u32);
