@@ -51,6 +51,9 @@ pub const QUEUE_DELAY_MS: f64 = 150.0;
 pub const DECREASE_GAP: Duration = Duration::from_millis(800);
 /// Arrival rate below the send rate, as a fraction of it, that counts as overuse.
 pub const OVERUSE: f64 = 0.10;
+/// Overuse older than this no longer holds back the loss rule's growth (the delay rule keeps
+/// cutting while it lasts): a stuck overuse signal must not pin the rate down for good.
+pub const OVERUSE_MAX_HOLD: Duration = Duration::from_secs(3);
 /// Once overuse is seen, it lasts until arrivals are back within this fraction of the sends.
 pub const OVERUSE_END: f64 = 0.05;
 /// How long overuse must be seen before the rate goes down.
@@ -313,7 +316,11 @@ impl RateController {
             } else {
                 Decision::Hold
             }
-        } else if twcc && self.overuse_since.is_some() {
+        } else if twcc
+            && self
+                .overuse_since
+                .is_some_and(|t| now.saturating_sub(t) < OVERUSE_MAX_HOLD)
+        {
             Decision::Hold
         } else if loss < LOSS_LOW {
             // Near the capacity measured at a recent delay decrease: probe slowly. Far below it
@@ -552,12 +559,20 @@ mod tests {
         // A 2 Mbit/s bottleneck under a 3 Mbit/s stream: feedback every 100 ms.
         assert_eq!(c.on_twcc(twcc(3000.0, 2000.0), at(0)), Decision::Overuse);
         assert_eq!(c.on_twcc(twcc(3000.0, 2000.0), at(100)), Decision::Overuse);
-        assert_eq!(c.target_kbps(), 4000, "not yet: could be a one-off delay step");
+        assert_eq!(
+            c.target_kbps(),
+            4000,
+            "not yet: could be a one-off delay step"
+        );
         assert_eq!(
             c.on_twcc(twcc(3000.0, 2000.0), at(300)),
             Decision::DecreaseDelay
         );
-        assert_eq!(c.target_kbps(), 1700, "0.85 x the arrival rate, in one step");
+        assert_eq!(
+            c.target_kbps(),
+            1700,
+            "0.85 x the arrival rate, in one step"
+        );
         // The queue drains (arrivals faster than sends): no further cut.
         assert_eq!(c.on_twcc(twcc(1700.0, 2000.0), at(400)), Decision::Hold);
         assert_eq!(c.target_kbps(), 1700);
@@ -610,7 +625,10 @@ mod tests {
         assert_eq!(c.target_kbps(), 1700);
         assert_eq!(c.on_twcc(twcc(1700.0, 1700.0), at(400)), Decision::Hold);
         c.on_report(report(0.0, 100.0), at(1000));
-        assert_eq!(c.on_report(report(0.0, 100.0), at(2000)), Decision::Increase);
+        assert_eq!(
+            c.on_report(report(0.0, 100.0), at(2000)),
+            Decision::Increase
+        );
         assert_eq!(c.target_kbps(), 1836, "8%/s near the 2000 kbit/s measured");
         let mut t = 2000;
         while c.target_kbps() < 4000 {
@@ -631,7 +649,10 @@ mod tests {
         assert_eq!(c.on_report(report(0.0, 100.0), at(1000)), Decision::Hold);
         assert_eq!(c.target_kbps(), cut);
         // Transport-cc feedback stopped: its overuse no longer holds the rate back.
-        assert_eq!(c.on_report(report(0.0, 100.0), at(5000)), Decision::Increase);
+        assert_eq!(
+            c.on_report(report(0.0, 100.0), at(5000)),
+            Decision::Increase
+        );
     }
 
     #[test]
@@ -639,7 +660,10 @@ mod tests {
         let mut c = RateController::new(LIMITS);
         c.on_report(report(0.0, 100.0), at(0));
         c.on_twcc(twcc(2000.0, 2000.0), at(900));
-        assert_eq!(c.on_report(report(0.0, 400.0), at(1000)), Decision::Increase);
+        assert_eq!(
+            c.on_report(report(0.0, 400.0), at(1000)),
+            Decision::Increase
+        );
         assert_eq!(c.target_kbps(), 4000);
     }
 
@@ -709,5 +733,25 @@ mod tests {
         let before = c.target_kbps();
         c.on_report(report(0.0, 100.0), at(8200));
         assert_eq!(c.target_kbps(), (f64::from(before) * 1.2).round() as u32);
+    }
+
+    #[test]
+    fn an_overuse_that_never_ends_stops_holding_growth_back() {
+        let mut c = RateController::new(LIMITS);
+        c.on_twcc(twcc(3000.0, 2000.0), at(1000));
+        assert_eq!(c.on_report(report(0.0, 100.0), at(2000)), Decision::Hold);
+        for i in 0..=50 {
+            c.on_twcc(twcc(3000.0, 2000.0), at(2000 + i * 100));
+        }
+        let floor = c.target_kbps();
+        assert_eq!(
+            floor, 1000,
+            "the delay rule stopped at half the arrival rate"
+        );
+        assert_eq!(
+            c.on_report(report(0.0, 100.0), at(7000)),
+            Decision::Increase
+        );
+        assert!(c.target_kbps() > floor);
     }
 }

@@ -160,17 +160,26 @@ fn watch_twcc(webrtc: &gst::Element, queue: &TwccQueue) -> bool {
     else {
         return false;
     };
-    let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32])
-    else {
+    let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32]) else {
         return false;
     };
     if session.find_property("twcc-stats").is_none() {
         return true; // Nothing to watch; do not look again.
     }
     let queue = queue.clone();
+    let last = std::sync::Mutex::new(None::<(f64, f64)>);
     session.connect_notify(Some("twcc-stats"), move |session, _| {
         let stats = session.property::<Option<gst::Structure>>("twcc-stats");
         if let Some(report) = stats.as_deref().and_then(read_twcc) {
+            // When a feedback leaves no complete window (say every recent packet was lost), the
+            // session announces its previous window again: that is no new information, and
+            // counting it kept an old overuse alive after the link had cleared.
+            let rates = Some((report.sent_kbps, report.recv_kbps));
+            if std::mem::replace(&mut *last.lock().unwrap_or_else(|p| p.into_inner()), rates)
+                == rates
+            {
+                return;
+            }
             let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
             // The stats thread drains it every `TWCC_TICK`; bound it anyway.
             if q.len() < 256 {
