@@ -11,8 +11,8 @@
 //! `local + growth` ms for `local` ms of sending, so `recv / sent = local / (local + growth)`;
 //! with loss it falls further. Overuse is `recv < (1 − OVERUSE) × sent`, that is a queue growing
 //! by more than ~33 ms per 300 ms, or a full queue dropping what does not fit; it ends when a
-//! window has `recv ≥ (1 − OVERUSE_END) × sent`. It must last `OVERUSE_PERSIST` (one ~300 ms window holds a one-off delay step, e.g. a route change, which
-//! is no congestion); then the target drops to `DELAY_BACKOFF` × the arrival rate (the
+//! window has `recv ≥ (1 − OVERUSE_END) × sent`. It must last `OVERUSE_PERSIST` (one ~300 ms
+//! window holds a one-off delay step, e.g. a route change, which is no congestion); then the target drops to `DELAY_BACKOFF` × the arrival rate (the
 //! bottleneck's measured capacity), at once instead of in small steps, and at least to
 //! `DELAY_DECREASE` × the target (overuse that outlasts a decrease, an encoder still above its
 //! target, keeps bringing it down), but not below `DELAY_FLOOR` × the arrival rate (under heavy
@@ -26,7 +26,7 @@
 //! - loss above 10%: rate × (1 − 0.5 × loss);
 //!   where "rate" is the lower of the target and the rate actually sent in the window: a desktop
 //!   stream often needs far less than its target, and cutting an unused target changes nothing;
-//! - loss below 2% and no overuse pending: target grows by 20% per second of elapsed time;
+//! - loss below 2% and no overuse pending (or only one older than `OVERUSE_MAX_HOLD`): grows by 20% per second of elapsed time;
 //! - loss between 2% and 10%: hold (random loss that NACK retransmission repairs);
 //! - without transport-cc feedback (a browser that does not offer it), a round-trip time more
 //!   than `QUEUE_DELAY_MS` above the lowest seen recently counts as a queue: rate × 0.85.
