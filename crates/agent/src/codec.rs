@@ -66,10 +66,18 @@ pub struct CodecChoice {
     /// The id the offer gives the playout-delay RTP header extension, if it offers it. With it
     /// the agent tells the browser to play each frame at once (`pipeline::PLAYOUT_DELAY`).
     pub playout_delay_ext: Option<u8>,
+    /// The id the offer gives the transport-wide sequence number extension (`TWCC_URI`), if it
+    /// offers it. With it the browser sends transport-wide congestion control feedback, which
+    /// the rate controller reads (`stats.rs`, `rate.rs`).
+    pub twcc_ext: Option<u8>,
 }
 
 /// URI of the RTP header extension that asks the receiver for a playout delay (Chrome honours it).
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+
+/// URI of the transport-wide sequence number RTP header extension (transport-cc feedback).
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// Why no codec could be chosen; shown to the viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,10 +119,14 @@ impl Format {
 /// Chooses the first codec of `preferences` that the offer's first video m-line accepts.
 pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, CodecError> {
     let (mline, formats, extmaps) = video_formats(offer_sdp).ok_or(CodecError::NoVideo)?;
-    let playout_delay_ext = extmaps
-        .iter()
-        .find(|(_, uri)| uri == PLAYOUT_DELAY_URI)
-        .map(|(id, _)| *id);
+    let ext = |wanted: &str| {
+        extmaps
+            .iter()
+            .find(|(_, uri)| uri == wanted)
+            .map(|(id, _)| *id)
+    };
+    let playout_delay_ext = ext(PLAYOUT_DELAY_URI);
+    let twcc_ext = ext(TWCC_URI);
     for &codec in preferences {
         let found = match codec {
             Codec::Vp8 => formats
@@ -138,6 +150,7 @@ pub fn choose(offer_sdp: &str, preferences: &[Codec]) -> Result<CodecChoice, Cod
                 profile_level_id,
                 mline,
                 playout_delay_ext,
+                twcc_ext,
             });
         }
     }
@@ -286,6 +299,7 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103 104 105 106 107 108 109 127 125 39 40\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:0\r\n\
 a=extmap:1 urn:ietf:params:rtp-hdrext:toffset\r\n\
+a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
 a=extmap:6 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r\n\
 a=recvonly\r\n\
 a=rtpmap:96 VP8/90000\r\n\
@@ -339,6 +353,7 @@ a=fmtp:47 level-idx=5;profile=1;tier=0\r\n";
         assert_eq!(c.profile_level_id.as_deref(), Some("42e01f"));
         assert_eq!(c.mline, 0);
         assert_eq!(c.playout_delay_ext, Some(6));
+        assert_eq!(c.twcc_ext, Some(3));
     }
 
     #[test]
@@ -373,6 +388,7 @@ m=video 9 UDP/TLS/RTP/SAVPF 100\r\na=rtpmap:100 VP8/90000\r\n";
         let c = choose(offer, &[Codec::Vp8]).unwrap();
         assert_eq!(c.mline, 1);
         assert_eq!(c.playout_delay_ext, None, "not offered, not used");
+        assert_eq!(c.twcc_ext, None);
     }
 
     #[test]

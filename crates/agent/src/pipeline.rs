@@ -7,7 +7,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 use crate::capture::{self, CaptureSettings};
-use crate::codec::{Codec, CodecChoice, PLAYOUT_DELAY_URI};
+use crate::codec::{Codec, CodecChoice, PLAYOUT_DELAY_URI, TWCC_URI};
 use crate::encoder;
 
 /// How the screen is captured.
@@ -206,6 +206,14 @@ pub fn build(
         // webrtcbin puts the extmap in the answer; the probe below writes the extension.
         caps = caps.field(format!("extmap-{id}").as_str(), PLAYOUT_DELAY_URI);
     }
+    if let Some(id) = choice.twcc_ext {
+        // Transport-wide sequence numbers: the payloader reserves the extension, the RTP session
+        // numbers every packet, and the browser's feedback on them drives the rate (`stats.rs`).
+        caps = caps.field(format!("extmap-{id}").as_str(), TWCC_URI);
+        if let Some(pay) = chain.last() {
+            add_twcc_extension(pay, id)?;
+        }
+    }
     rtp_caps.set_property("caps", caps.build());
     if let Some(id) = choice.playout_delay_ext {
         add_playout_delay_probe(&rtp_caps, id);
@@ -244,6 +252,17 @@ fn random_ssrc() -> u32 {
             .unwrap_or(0),
     );
     (h.finish() as u32).max(1)
+}
+
+/// Gives the payloader an `rtphdrexttwcc` extension with the offer's id.
+fn add_twcc_extension(pay: &gst::Element, id: u8) -> Result<(), PipelineError> {
+    use gstreamer_rtp::prelude::*;
+    let ext = make("rtphdrexttwcc", None)?
+        .downcast::<gstreamer_rtp::RTPHeaderExtension>()
+        .map_err(|_| PipelineError::Link("rtphdrexttwcc is not an RTP header extension".into()))?;
+    ext.set_id(u32::from(id));
+    pay.emit_by_name::<()>("add-extension", &[&ext]);
+    Ok(())
 }
 
 /// The playout delay asked of the browser, in units of 10 ms: min 0, max 1 (10 ms).
@@ -363,6 +382,7 @@ fn needed_elements(codecs: &[Codec]) -> Vec<(&'static str, &'static str)> {
         ("dtlssrtpenc", "gstreamer1.0-plugins-bad"),
         ("srtpenc", "gstreamer1.0-plugins-bad"),
         ("rtpbin", "gstreamer1.0-plugins-good"),
+        ("rtphdrexttwcc", "gstreamer1.0-plugins-good"),
     ];
     for codec in codecs {
         match codec {

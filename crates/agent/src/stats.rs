@@ -2,8 +2,11 @@
 //! the video stream's send counters and the viewer's RTCP receiver report (loss, round-trip time,
 //! jitter, NACK/PLI/FIR counts), feeds new reports to the `RateController` and sets the encoder's
 //! bitrate, and hands a `SessionStats` to a callback (the session sends it to the controller
-//! and the agent's metrics registry). The rate rule itself is in `rate.rs`; this file is the glue.
-//! One thread per session; it ends when its `StatsTask` is dropped.
+//! and the agent's metrics registry). Every `TWCC_TICK` it also feeds the controller the
+//! transport-wide congestion control windows that arrived meanwhile: the RTP session (webrtcbin's
+//! `rtpbin`, session 0 with max-bundle) computes one per transport-cc feedback from the browser
+//! and announces it as its `twcc-stats` property. The rate rule itself is in `rate.rs`; this file
+//! is the glue. One thread per session; it ends when its `StatsTask` is dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -17,10 +20,12 @@ use tracing::{debug, info, warn};
 use vdesk_protocol::SessionStats;
 
 use crate::codec::Codec;
-use crate::rate::{Decision, LossWindow, RateController, RateLimits, Report};
+use crate::rate::{Decision, LossWindow, RateController, RateLimits, Report, TwccReport};
 
-/// How often stats are read (and the rate decided).
+/// How often stats are read (and the loss rule applied).
 pub const TICK: Duration = Duration::from_millis(500);
+/// How often transport-cc windows are fed to the rate controller.
+pub const TWCC_TICK: Duration = Duration::from_millis(100);
 /// Every how many ticks the callback gets a `SessionStats`.
 pub const REPORT_EVERY: u32 = 4;
 
@@ -130,6 +135,61 @@ pub fn read(reply: &gst::StructureRef) -> Snapshot {
     snap
 }
 
+/// Reads one `twcc-stats` structure (`RTPTWCCStats`: bitrate-sent and bitrate-recv in bit/s,
+/// packets-sent). `None` when a field is missing or the window is empty.
+pub fn read_twcc(s: &gst::StructureRef) -> Option<TwccReport> {
+    let sent = num(s, "bitrate-sent")?;
+    let recv = num(s, "bitrate-recv")?;
+    let packets = num(s, "packets-sent")?;
+    (packets > 0.0).then(|| TwccReport {
+        sent_kbps: sent / 1000.0,
+        recv_kbps: recv / 1000.0,
+        packets: packets.min(f64::from(u32::MAX)) as u32,
+    })
+}
+
+/// Transport-cc windows announced by the RTP session, waiting for the stats thread.
+type TwccQueue = Arc<std::sync::Mutex<Vec<(Instant, TwccReport)>>>;
+
+/// Connects to the `twcc-stats` notifications of `webrtcbin`'s RTP session 0, once it exists
+/// (after the offer is applied). Returns whether it is connected.
+fn watch_twcc(webrtc: &gst::Element, queue: &TwccQueue) -> bool {
+    let Some(rtpbin) = webrtc
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("rtpbin"))
+    else {
+        return false;
+    };
+    let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32]) else {
+        return false;
+    };
+    if session.find_property("twcc-stats").is_none() {
+        return true; // Nothing to watch; do not look again.
+    }
+    let queue = queue.clone();
+    let last = std::sync::Mutex::new(None::<(f64, f64)>);
+    session.connect_notify(Some("twcc-stats"), move |session, _| {
+        let stats = session.property::<Option<gst::Structure>>("twcc-stats");
+        if let Some(report) = stats.as_deref().and_then(read_twcc) {
+            // When a feedback leaves no complete window (say every recent packet was lost), the
+            // session announces its previous window again: that is no new information, and
+            // counting it kept an old overuse alive after the link had cleared.
+            let rates = Some((report.sent_kbps, report.recv_kbps));
+            if std::mem::replace(&mut *last.lock().unwrap_or_else(|p| p.into_inner()), rates)
+                == rates
+            {
+                return;
+            }
+            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            // The stats thread drains it every `TWCC_TICK`; bound it anyway.
+            if q.len() < 256 {
+                q.push((Instant::now(), report));
+            }
+        }
+    });
+    true
+}
+
 /// Where the encoder's bitrate is set.
 #[derive(Debug, Clone)]
 pub struct EncoderControl {
@@ -235,10 +295,49 @@ fn run(
     let mut ticks = 0u32;
     let mut logged = false;
     let codec = encoder.map(|e| e.codec.to_string()).unwrap_or_default();
+    let twcc: TwccQueue = Arc::default();
+    let mut twcc_watched = false;
+    let mut fast_ticks = 0u32;
+    let per_tick = (TICK.as_millis() / TWCC_TICK.as_millis()).max(1) as u32;
+    let apply = |applied: &mut u32, target: u32, decision: Decision, why: &str| {
+        if target == *applied {
+            return;
+        }
+        if let Some(enc) = encoder {
+            enc.set_kbps(target);
+        }
+        if matches!(decision, Decision::DecreaseLoss | Decision::DecreaseDelay)
+            || target == limits.max_kbps
+        {
+            info!(session = %name, ?decision, "encoder bitrate {applied} -> {target} kbit/s ({why})");
+        } else {
+            debug!(session = %name, ?decision, "encoder bitrate {applied} -> {target} kbit/s ({why})");
+        }
+        *applied = target;
+    };
     loop {
-        match stopped.recv_timeout(TICK) {
+        match stopped.recv_timeout(TWCC_TICK) {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
+        }
+        if !twcc_watched {
+            twcc_watched = watch_twcc(webrtc, &twcc);
+        }
+        let windows = std::mem::take(&mut *twcc.lock().unwrap_or_else(|p| p.into_inner()));
+        for (at, w) in windows {
+            let decision = rate.on_twcc(w, at.saturating_duration_since(start));
+            if decision != Decision::Hold {
+                debug!(session = %name, ?decision, sent_kbps = w.sent_kbps, recv_kbps = w.recv_kbps, packets = w.packets, "transport-cc window");
+            }
+            let why = format!(
+                "transport-cc: sent {:.0} kbit/s, received {:.0} kbit/s",
+                w.sent_kbps, w.recv_kbps
+            );
+            apply(&mut applied, rate.target_kbps(), decision, &why);
+        }
+        fast_ticks += 1;
+        if !fast_ticks.is_multiple_of(per_tick) {
+            continue;
         }
         let Some(reply) = get_stats(webrtc) else {
             continue;
@@ -263,21 +362,11 @@ fn run(
                 },
                 now - start,
             );
-            let target = rate.target_kbps();
-            if target != applied {
-                if let Some(enc) = encoder {
-                    enc.set_kbps(target);
-                }
-                let log = matches!(decision, Decision::DecreaseLoss | Decision::DecreaseDelay)
-                    || target == limits.max_kbps;
-                if log {
-                    info!(session = %name, ?decision, loss = w.loss, sent_kbps = w.sent_kbps, rtt_ms = snap.rtt_ms,
-                          "encoder bitrate {applied} -> {target} kbit/s");
-                } else {
-                    debug!(session = %name, ?decision, "encoder bitrate {applied} -> {target} kbit/s");
-                }
-                applied = target;
-            }
+            let why = format!(
+                "receiver reports: loss {:.3}, sent {:.0} kbit/s, RTT {:?} ms",
+                w.loss, w.sent_kbps, snap.rtt_ms
+            );
+            apply(&mut applied, rate.target_kbps(), decision, &why);
         }
         let (bitrate_kbps, fps) = match &last {
             Some((t, prev, prev_frames)) => {
@@ -314,5 +403,43 @@ fn run(
             // Rates are averaged over the whole reporting period.
             last = Some((now, snap, frames));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn reads_the_rtp_sessions_twcc_stats() {
+        gst::init().unwrap();
+        // As rtpsession 1.22 builds it (rtpstats.c, rtp_twcc_stats_get_stats_structure).
+        let s = gst::Structure::builder("RTPTWCCStats")
+            .field("bitrate-sent", 3_000_000u32)
+            .field("bitrate-recv", 2_000_000u32)
+            .field("packets-sent", 120u32)
+            .field("packets-recv", 110u32)
+            .field("packet-loss-pct", 8.3f64)
+            .field("avg-delta-of-delta", 1_000_000i64)
+            .build();
+        assert_eq!(
+            read_twcc(&s),
+            Some(TwccReport {
+                sent_kbps: 3000.0,
+                recv_kbps: 2000.0,
+                packets: 120,
+            })
+        );
+        let empty = gst::Structure::builder("RTPTWCCStats")
+            .field("bitrate-sent", 0u32)
+            .field("bitrate-recv", 0u32)
+            .field("packets-sent", 0u32)
+            .build();
+        assert_eq!(read_twcc(&empty), None, "no packets, no window");
+        let partial = gst::Structure::builder("RTPTWCCStats")
+            .field("bitrate-sent", 1u32)
+            .build();
+        assert_eq!(read_twcc(&partial), None);
     }
 }
