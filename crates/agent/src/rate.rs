@@ -72,6 +72,9 @@ pub const TWCC_STALE: Duration = Duration::from_secs(3);
 pub const FAR: f64 = 0.7;
 /// How long after a decrease the measured capacity slows growth down.
 pub const CAPACITY_MEMORY: Duration = Duration::from_secs(5);
+/// Arrival rate, as a multiple of the target, above which the link is not what limits the
+/// target (see `on_twcc`).
+pub const KEEPS_UP: f64 = 1.5;
 /// Fewest packets in a transport-cc window for its rates to mean anything.
 pub const TWCC_MIN_PACKETS: u32 = 10;
 
@@ -221,7 +224,15 @@ impl RateController {
         } else {
             OVERUSE
         };
-        if report.recv_kbps >= (1.0 - limit) * report.sent_kbps {
+        // A link that delivered at least the target is not what limits the target, whatever the
+        // ratio says: a sparse stream (a low target, frames dropped) is sent in bursts that the
+        // path spreads out, so its windows read "arrived slower than sent" on a clear link, and
+        // counting that as overuse kept VP8 pinned at a few hundred kbit/s after a 1 Mbit/s cap
+        // had cleared (the delay cuts undid the loss rule's growth).
+        // (An encoder overshooting its target by a little, with a queue building, still counts:
+        // hence the margin.)
+        let link_keeps_up = report.recv_kbps >= KEEPS_UP * self.target;
+        if link_keeps_up || report.recv_kbps >= (1.0 - limit) * report.sent_kbps {
             self.overuse_since = None;
             return Decision::Hold;
         }
@@ -708,10 +719,17 @@ mod tests {
     #[test]
     fn repeated_delay_cuts_stop_at_half_the_arrival_rate() {
         let mut c = RateController::new(LIMITS);
+        // Cuts go on while the arrival rate stays under KEEPS_UP x the target: 850, 722, 614.
         for i in 0..40 {
             c.on_twcc(twcc(3000.0, 1000.0), at(i * 100));
         }
-        assert_eq!(c.target_kbps(), 500);
+        assert_eq!(c.target_kbps(), 614);
+        // With arrivals far below the sends and a target near them, the floor holds.
+        let mut d = RateController::new(LIMITS);
+        for i in 0..40 {
+            d.on_twcc(twcc(9000.0, 4000.0), at(i * 100));
+        }
+        assert!(d.target_kbps() >= 2000, "{}", d.target_kbps());
     }
 
     #[test]
@@ -738,6 +756,7 @@ mod tests {
     #[test]
     fn an_overuse_that_never_ends_stops_holding_growth_back() {
         let mut c = RateController::new(LIMITS);
+        // Arrivals stay at 2/3 of the sends while the link delivers 2000 kbit/s.
         c.on_twcc(twcc(3000.0, 2000.0), at(1000));
         assert_eq!(c.on_report(report(0.0, 100.0), at(2000)), Decision::Hold);
         for i in 0..=50 {
@@ -745,13 +764,45 @@ mod tests {
         }
         let floor = c.target_kbps();
         assert_eq!(
-            floor, 1000,
-            "the delay rule stopped at half the arrival rate"
+            floor, 1228,
+            "cuts stop once the link delivers KEEPS_UP x the target"
         );
         assert_eq!(
             c.on_report(report(0.0, 100.0), at(7000)),
             Decision::Increase
         );
         assert!(c.target_kbps() > floor);
+    }
+
+    #[test]
+    fn a_sparse_bursty_stream_on_a_clear_link_grows_back() {
+        // After a cut to 450 kbit/s the encoder drops frames and sends the rest in bursts that the
+        // path spreads out: windows read sent 5000, received 2000 kbit/s. The link delivered more
+        // than the target, so that is no overuse and the loss rule's growth is not undone.
+        let mut c = RateController::new(LIMITS);
+        c.on_twcc(twcc(3000.0, 900.0), at(0));
+        c.on_twcc(twcc(3000.0, 900.0), at(400));
+        assert_eq!(c.target_kbps(), 765);
+        let mut t = 1000;
+        while t < 20_000 {
+            for i in 0..10 {
+                assert_ne!(
+                    c.on_twcc(twcc(5000.0, 2000.0), at(t + i * 100)),
+                    Decision::DecreaseDelay,
+                    "at {t} ms, target {}",
+                    c.target_kbps()
+                );
+            }
+            t += 1000;
+            c.on_report(report(0.0, 100.0), at(t));
+            if c.target_kbps() >= 1300 {
+                break;
+            }
+        }
+        assert!(
+            c.target_kbps() >= 1300,
+            "grew back out of the sparse region: {}",
+            c.target_kbps()
+        );
     }
 }
