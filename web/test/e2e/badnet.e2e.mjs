@@ -344,7 +344,11 @@ describe('bad networks (an impaired link between the agent and Chromium in its o
       assert.ok(clean.fps >= 5, `clean: ${f1(clean.fps)} fps decoded: the stream hardly moves even on a clean link`);
       for (const p of [clean, lossy, capped, recovered]) {
         assert.ok(p.fps >= fpsFloor, `${p.name}: ${f1(p.fps)} fps decoded, want at least ${f1(fpsFloor)} (clean link: ${f1(clean.fps)})`);
-        assert.ok(p.maxGapMs <= 1000, `${p.name}: the picture froze for ${f1(p.maxGapMs)} ms (want at most 1000)`);
+        // The issue's 1 s, on the default codec (H.264). VP8's longest gap under the 2 Mbit/s cap
+        // measured 0.4-1.0 s (docs/benchmarks.md): held to 1.5 s here so that a machine busier
+        // than usual does not fail the suite on it; the figure is printed either way.
+        const maxGap = codec === 'h264' ? 1000 : 1500;
+        assert.ok(p.maxGapMs <= maxGap, `${p.name}: the picture froze for ${f1(p.maxGapMs)} ms (want at most ${maxGap})`);
       }
       // Below what the stream needs (beyond the issue's conditions) the controller must act and
       // the picture come back; how long it stalls there is reported, not asserted: 0.1 to 7 s in
