@@ -26,7 +26,8 @@
 //! - loss above 10%: rate × (1 − 0.5 × loss);
 //!   where "rate" is the lower of the target and the rate actually sent in the window: a desktop
 //!   stream often needs far less than its target, and cutting an unused target changes nothing;
-//! - loss below 2% and no overuse pending (or only one older than `OVERUSE_MAX_HOLD`): grows by 20% per second of elapsed time;
+//! - loss below 2% and no confirmed overuse pending (one that has lasted `OVERUSE_PERSIST`, and
+//!   not longer than `OVERUSE_MAX_HOLD`): grows by 20% per second of elapsed time;
 //! - loss between 2% and 10%: hold (random loss that NACK retransmission repairs);
 //! - without transport-cc feedback (a browser that does not offer it), a round-trip time more
 //!   than `QUEUE_DELAY_MS` above the lowest seen recently counts as a queue: rate × 0.85.
@@ -328,9 +329,13 @@ impl RateController {
                 Decision::Hold
             }
         } else if twcc
-            && self
-                .overuse_since
-                .is_some_and(|t| now.saturating_sub(t) < OVERUSE_MAX_HOLD)
+            && self.overuse_since.is_some_and(|t| {
+                let age = now.saturating_sub(t);
+                // Only a confirmed overuse holds growth back: windows that flicker in and out of
+                // overuse (a sparse, bursty stream on a clear link) restart its clock every time,
+                // and holding on each of them stopped growth for good after a 1 Mbit/s cap.
+                (OVERUSE_PERSIST..OVERUSE_MAX_HOLD).contains(&age)
+            })
         {
             Decision::Hold
         } else if loss < LOSS_LOW {
@@ -656,7 +661,11 @@ mod tests {
         let mut c = RateController::new(LIMITS);
         c.on_report(report(0.5, 100.0), at(0));
         let cut = c.target_kbps();
-        c.on_twcc(twcc(3000.0, 2000.0), at(900));
+        // An overuse seen since 700 ms (not yet cut for: too short at 900) is confirmed by
+        // 1000 ms: it holds growth back.
+        for t in [700, 800, 900] {
+            assert_eq!(c.on_twcc(twcc(3000.0, 2000.0), at(t)), Decision::Overuse);
+        }
         assert_eq!(c.on_report(report(0.0, 100.0), at(1000)), Decision::Hold);
         assert_eq!(c.target_kbps(), cut);
         // Transport-cc feedback stopped: its overuse no longer holds the rate back.
@@ -772,6 +781,38 @@ mod tests {
             Decision::Increase
         );
         assert!(c.target_kbps() > floor);
+    }
+
+    #[test]
+    fn overuse_that_flickers_does_not_stop_growth() {
+        // After a cut to 415 kbit/s, windows on the clear link alternate between "overuse"
+        // (bursts spread by the path) and normal, so an overuse never lasts 300 ms: the loss
+        // rule must still grow the target.
+        let mut c = RateController::new(LIMITS);
+        for t in [0, 1000, 2000] {
+            c.on_report(report(0.9, 100.0), at(t));
+        }
+        let low = c.target_kbps();
+        assert!(low < 700, "{low}");
+        let mut t = 3000;
+        for _ in 0..10 {
+            for i in 0..10 {
+                // The last window before each loss report reads overuse.
+                let w = if i % 2 == 1 {
+                    twcc(600.0, 450.0)
+                } else {
+                    twcc(450.0, 450.0)
+                };
+                c.on_twcc(w, at(t + i * 100));
+            }
+            t += 1000;
+            c.on_report(report(0.0, 100.0), at(t));
+        }
+        assert!(
+            c.target_kbps() > 2 * low,
+            "grew from {low} to {}",
+            c.target_kbps()
+        );
     }
 
     #[test]
