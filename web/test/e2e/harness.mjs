@@ -5,7 +5,7 @@
 
 import { spawn, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -68,7 +68,20 @@ export async function freePort() {
 export function freeDisplay() {
   for (let i = 0; i < 200; i++) {
     const n = 90 + Math.floor(Math.random() * 100);
-    if (!existsSync(`/tmp/.X${n}-lock`) && !existsSync(`/tmp/.X11-unix/X${n}`)) return n;
+    const lock = `/tmp/.X${n}-lock`;
+    const socket = `/tmp/.X11-unix/X${n}`;
+    if (!existsSync(lock)) {
+      if (!existsSync(socket)) return n;
+      continue;
+    }
+    // A lock whose process is gone (an Xvfb that was killed with SIGKILL) is stale: remove it
+    // and its socket, so that the socket seen next is the new server's.
+    let pid = '';
+    try { pid = readFileSync(lock, 'utf8').trim(); } catch { continue; }
+    if (pid && existsSync(`/proc/${pid}`)) continue;
+    try { unlinkSync(lock); } catch { continue; }
+    try { unlinkSync(socket); } catch { /* no socket */ }
+    return n;
   }
   throw new Error('no free X display number in 90..189');
 }

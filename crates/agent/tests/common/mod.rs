@@ -20,27 +20,24 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
+    /// A 320x240 screen.
     pub fn start() -> Xvfb {
+        Xvfb::with_screen("320x240x24")
+    }
+
+    /// A screen of `size` (`WxHxDEPTH`).
+    pub fn with_screen(size: &str) -> Xvfb {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let base = 100 + (std::process::id() % 50) * 8;
         loop {
             let n = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             assert!(n < base + 64, "no free X display number");
-            if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                || std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            {
+            if !display_free(n) {
                 continue;
             }
             #[allow(clippy::zombie_processes)] // waited for in Drop
             let child = Command::new("Xvfb")
-                .args([
-                    &format!(":{n}"),
-                    "-screen",
-                    "0",
-                    "320x240x24",
-                    "-nolisten",
-                    "tcp",
-                ])
+                .args([&format!(":{n}"), "-screen", "0", size, "-nolisten", "tcp"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -63,8 +60,42 @@ impl Xvfb {
     }
 }
 
+/// Whether display `n` can be used: no lock file, or a stale one (its process is gone, e.g. an
+/// Xvfb that was SIGKILLed), whose files are then removed so that the socket seen afterwards
+/// is the new server's.
+fn display_free(n: u32) -> bool {
+    let lock = format!("/tmp/.X{n}-lock");
+    let socket = format!("/tmp/.X11-unix/X{n}");
+    match std::fs::read_to_string(&lock) {
+        Ok(pid) => {
+            let pid = pid.trim();
+            if !pid.is_empty() && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                return false;
+            }
+            std::fs::remove_file(&lock).is_ok() && {
+                let _ = std::fs::remove_file(&socket);
+                true
+            }
+        }
+        // No lock: free unless a socket is there (a server that has not written its lock yet).
+        Err(_) => !std::path::Path::new(&socket).exists(),
+    }
+}
+
 impl Drop for Xvfb {
     fn drop(&mut self) {
+        // SIGTERM first: Xvfb then removes its lock file and socket (SIGKILL leaves them behind,
+        // and stale ones used to run the display numbers out).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
