@@ -370,12 +370,13 @@ fn run(
         // is waiting, the still screen is due to be repeated, or `STOP_CHECK` passes (to see
         // `stop`), whichever comes first.
         let now = clock.elapsed();
+        let allowed_in = pacer.wait(now);
         let mut timeout = STOP_CHECK;
         if damaged || !dirty.is_empty() || unsent {
-            timeout = timeout.min(pacer.wait(now));
+            timeout = timeout.min(allowed_in);
         }
         if let Some(idle) = pacer.until_idle(now) {
-            timeout = timeout.min(pacer.wait(now).max(idle));
+            timeout = timeout.min(allowed_in.max(idle));
         }
         if asked {
             continue;

@@ -63,8 +63,7 @@ impl Pacer {
 
     /// Whether the screen has been still long enough that the last frame should be repeated.
     pub fn idle_due(&self, now: Duration) -> bool {
-        self.last
-            .is_some_and(|last| now.saturating_sub(last) >= self.idle)
+        self.until_idle(now) == Some(Duration::ZERO)
     }
 
     /// How long until the idle repeat is due (None before the first frame).

@@ -15,9 +15,9 @@ use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
 use vdesk_agent::encoder::{self, Choice, Kind};
-use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
+use vdesk_agent::pipeline::CaptureMode;
 use vdesk_agent::session::Session;
-use vdesk_protocol::{AgentToController, IceCandidate, SessionId};
+use vdesk_protocol::{AgentToController, SessionId};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_hardware_encoder_falls_back_to_software() {
@@ -38,26 +38,9 @@ async fn a_broken_hardware_encoder_falls_back_to_software() {
     let x = Xvfb::start();
     let _painter = x.painter();
     let browser = Browser::new();
-    let (btx, mut brx) = mpsc::unbounded_channel::<IceCandidate>();
-    browser.webrtc.connect("on-ice-candidate", false, move |v| {
-        let _ = btx.send(IceCandidate {
-            candidate: v[2].get::<String>().unwrap(),
-            sdp_mid: None,
-            sdp_m_line_index: Some(v[1].get::<u32>().unwrap()),
-            username_fragment: None,
-        });
-        None
-    });
+    let mut brx = browser.candidates();
     let offer = browser.offer().await;
-    let media = MediaSettings {
-        min_bitrate_kbps: 300,
-        display: x.display.clone(),
-        capture: CaptureMode::Damage,
-        framerate: 30,
-        still_fps: 10,
-        bitrate_kbps: 2000,
-        show_pointer: false,
-    };
+    let media = common::media(&x.display, CaptureMode::Damage, 2000);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let session = Session::start(SessionId::random(), &offer, &[], &media, &[Codec::H264], tx)
         .expect("the session starts in software");

@@ -16,9 +16,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
-use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
+use vdesk_agent::pipeline::CaptureMode;
 use vdesk_agent::session::Session;
-use vdesk_protocol::{AgentToController, IceCandidate, SessionId};
+use vdesk_protocol::{AgentToController, SessionId};
 
 const SESSIONS: usize = 100;
 const WARM_UP: usize = 3;
@@ -53,27 +53,10 @@ fn usage() -> Usage {
 /// One viewer: offer, answer, trickle both ways until a frame is decoded; then both sides go.
 async fn one_session(display: &str, n: usize) {
     let browser = Browser::new();
-    let (btx, mut brx) = mpsc::unbounded_channel::<IceCandidate>();
-    browser.webrtc.connect("on-ice-candidate", false, move |v| {
-        let _ = btx.send(IceCandidate {
-            candidate: v[2].get::<String>().unwrap(),
-            sdp_mid: None,
-            sdp_m_line_index: Some(v[1].get::<u32>().unwrap()),
-            username_fragment: None,
-        });
-        None
-    });
+    let mut brx = browser.candidates();
     let offer = browser.offer().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let media = MediaSettings {
-        display: display.to_owned(),
-        capture: CaptureMode::Damage,
-        framerate: 30,
-        still_fps: 10,
-        bitrate_kbps: 500,
-        min_bitrate_kbps: 300,
-        show_pointer: false,
-    };
+    let media = common::media(display, CaptureMode::Damage, 500);
     let session = Session::start(SessionId::random(), &offer, &[], &media, &[Codec::Vp8], tx)
         .unwrap_or_else(|e| panic!("session {n}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(30);

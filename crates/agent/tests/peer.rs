@@ -15,40 +15,21 @@ use gstreamer::prelude::*;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
-use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
+use vdesk_agent::pipeline::CaptureMode;
 use vdesk_agent::session::Session;
 use vdesk_agent::stage_timing::Stage;
-use vdesk_protocol::{AgentToController, IceCandidate, SessionId};
+use vdesk_protocol::{AgentToController, SessionId};
 
 async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     gst::init().unwrap();
     let x = Xvfb::start();
     let painter = x.painter();
     let browser = Browser::new();
-    let (btx, mut brx) = mpsc::unbounded_channel::<IceCandidate>();
-    browser.webrtc.connect("on-ice-candidate", false, move |v| {
-        let mline = v[1].get::<u32>().unwrap();
-        let candidate = v[2].get::<String>().unwrap();
-        let _ = btx.send(IceCandidate {
-            candidate,
-            sdp_mid: None,
-            sdp_m_line_index: Some(mline),
-            username_fragment: None,
-        });
-        None
-    });
+    let mut brx = browser.candidates();
     let offer = browser.offer().await;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let media = MediaSettings {
-        min_bitrate_kbps: 300,
-        display: x.display.clone(),
-        capture,
-        framerate: 30,
-        still_fps: 10,
-        bitrate_kbps: 2000,
-        show_pointer: false,
-    };
+    let media = common::media(&x.display, capture, 2000);
     let id = SessionId::random();
     let session = Session::start(id.clone(), &offer, &[], &media, &[codec], tx).unwrap();
     assert_eq!(session.codec(), codec);

@@ -11,7 +11,23 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
+use tokio::sync::mpsc;
+use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
+use vdesk_protocol::IceCandidate;
 use vdesk_xpaint::Painter;
+
+/// A test session's media settings on `display`: `capture`, 30 fps (10 when still), `kbps`.
+pub fn media(display: &str, capture: CaptureMode, kbps: u32) -> MediaSettings {
+    MediaSettings {
+        display: display.to_owned(),
+        capture,
+        framerate: 30,
+        still_fps: 10,
+        bitrate_kbps: kbps,
+        min_bitrate_kbps: 300,
+        show_pointer: false,
+    }
+}
 
 /// An Xvfb server on a free display number, killed on drop.
 pub struct Xvfb {
@@ -111,6 +127,21 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// The browser's ICE candidates as they are gathered, as a viewer would trickle them.
+    pub fn candidates(&self) -> mpsc::UnboundedReceiver<IceCandidate> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.webrtc.connect("on-ice-candidate", false, move |v| {
+            let _ = tx.send(IceCandidate {
+                candidate: v[2].get::<String>().unwrap(),
+                sdp_mid: None,
+                sdp_m_line_index: Some(v[1].get::<u32>().unwrap()),
+                username_fragment: None,
+            });
+            None
+        });
+        rx
+    }
+
     pub fn new() -> Browser {
         let pipeline = gst::Pipeline::new();
         let webrtc = gst::ElementFactory::make("webrtcbin")
