@@ -57,6 +57,8 @@ export type ErrorCode =
   | 'idle_timeout'
   | 'viewer_left'
   | 'shutting_down'
+  | 'link_expired'
+  | 'connect_timeout'
   | 'internal';
 
 /** Codes the viewer reports on its own, besides the controller's. */

@@ -207,6 +207,15 @@ export const ERROR_TEXTS = Object.freeze({
     messageNoRetry: 'Shut down',
     hint: 'The controller or the VM agent is being stopped, probably restarted; this page reconnects when it is back.',
   },
+  link_expired: {
+    message: 'This link has expired',
+    hint: 'The viewer link reached the end of its life and the session was ended. Ask the operator for a new link.',
+    retry: false,
+  },
+  connect_timeout: {
+    message: 'The connection to the VM could not be set up in time',
+    hint: 'The browser and the VM exchanged offers but no network path between them worked before the controller’s deadline. A TURN server may be needed on this network.',
+  },
   internal: {
     message: 'The controller hit an internal error',
     hint: 'See the controller’s log.',

@@ -14,7 +14,8 @@ use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
-    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, ResumedSession, SessionId,
+    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, ResumedSession,
+    SessionGrant, SessionId,
 };
 
 use crate::codec::{self, Codec, CodecChoice};
@@ -63,7 +64,7 @@ pub struct Session {
     choice: CodecChoice,
     /// Remote control (dropping it releases whatever the viewer held).
     _input: Option<Arc<SessionInput>>,
-    permission: Permission,
+    grant: SessionGrant,
     sdp: Arc<Mutex<Descriptions>>,
     /// Stats and rate control; stopped before the pipeline.
     _stats: Option<StatsTask>,
@@ -132,7 +133,7 @@ impl Session {
             media,
             codecs,
             tx,
-            Permission::View,
+            SessionGrant::default(),
             None,
         )
     }
@@ -149,9 +150,10 @@ impl Session {
         media: &MediaSettings,
         codecs: &[Codec],
         tx: UnboundedSender<AgentToController>,
-        permission: Permission,
+        grant: SessionGrant,
         input: Option<&InputSettings>,
     ) -> Result<Session, SessionError> {
+        let permission = grant.permission;
         let mut media = media.clone();
         if input.is_some() && permission == Permission::View {
             // A view-only viewer gets no cursor messages: the cursor goes into the picture.
@@ -241,7 +243,7 @@ impl Session {
             remote,
             choice,
             _input: input,
-            permission,
+            grant,
             sdp,
             _stats: Some(stats),
             _pipeline: guard,
@@ -255,7 +257,7 @@ impl Session {
             session_id: self.id.clone(),
             offer: Some(sdp.offer.clone()),
             answer: sdp.answer.clone(),
-            permission: self.permission,
+            grant: self.grant.clone(),
         }
     }
 

@@ -378,7 +378,7 @@ fn handle(
             session_id,
             sdp,
             ice_servers,
-            permission,
+            grant,
         } => {
             let refuse = |code, reason: String| {
                 warn!(session = %session_id, "refusing offer: {reason}");
@@ -400,7 +400,7 @@ fn handle(
                     ),
                 );
             }
-            info!(session = %session_id, ?permission, "offer received");
+            info!(session = %session_id, permission = ?grant.permission, "offer received");
             match Session::start_with_input(
                 session_id.clone(),
                 &sdp,
@@ -408,7 +408,7 @@ fn handle(
                 &config.media,
                 &config.codecs,
                 tx.clone(),
-                permission,
+                grant,
                 Some(&config.input),
             ) {
                 Ok(session) => {

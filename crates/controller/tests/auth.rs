@@ -36,12 +36,10 @@ async fn create_with(
     let id = SessionId::parse(v["sessionId"].as_str().unwrap()).unwrap();
     match agent.recv().await {
         ControllerToAgent::Offer {
-            session_id,
-            permission,
-            ..
+            session_id, grant, ..
         } => {
             assert_eq!(session_id, id);
-            (id, permission)
+            (id, grant.permission)
         }
         other => panic!("{other:?}"),
     }

@@ -152,7 +152,57 @@ pub enum ErrorCode {
     IdleTimeout,
     ViewerLeft,
     ShuttingDown,
+    /// The viewer link behind the session reached its expiry: the session ends at that moment.
+    LinkExpired,
+    /// The session's peer did not connect within the controller's deadline.
+    ConnectTimeout,
     Internal,
+}
+
+/// Which way the clipboard may travel in a session, set per viewer link (`mint-link
+/// --clipboard`) and enforced by the agent. A message without it means `Both` (the old
+/// behaviour); view-only sessions send nothing to the VM whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClipboardPolicy {
+    #[default]
+    Both,
+    /// Browser -> VM only.
+    ToVm,
+    /// VM -> browser only.
+    FromVm,
+    Off,
+}
+
+impl ClipboardPolicy {
+    /// Whether the browser's clipboard may be written into the VM.
+    pub fn allows_to_vm(self) -> bool {
+        matches!(self, ClipboardPolicy::Both | ClipboardPolicy::ToVm)
+    }
+    /// Whether the VM's clipboard may be sent to the browser.
+    pub fn allows_from_vm(self) -> bool {
+        matches!(self, ClipboardPolicy::Both | ClipboardPolicy::FromVm)
+    }
+}
+
+/// What the viewer link behind a session grants, as the controller hands it to the agent with the
+/// offer and as the agent hands it back in `resume` (so that a restarted controller can check who
+/// owns an adopted session). The agent enforces `permission` and `clipboard`, and ends the session
+/// at `expires_at` by itself if the controller is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionGrant {
+    #[serde(default)]
+    pub permission: Permission,
+    /// An opaque tag derived from the link's token id (not the token, not reversible to it): only
+    /// requests carrying a token with the same id may touch the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// When the link expires, Unix milliseconds; `None` = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub clipboard: ClipboardPolicy,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,8 +266,9 @@ pub struct ResumedSession {
     /// The agent's (latest) answer, if it made one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
-    #[serde(default)]
-    pub permission: Permission,
+    /// The grant the session was offered with, unchanged.
+    #[serde(flatten)]
+    pub grant: SessionGrant,
 }
 
 /// What the agent measures of one session's stream (send side, plus what the viewer's RTCP
@@ -272,8 +323,9 @@ pub enum ControllerToAgent {
         session_id: SessionId,
         sdp: String,
         ice_servers: Vec<IceServer>,
-        #[serde(default)]
-        permission: Permission,
+        /// What the viewer's link grants (permission, owner tag, expiry, clipboard direction).
+        #[serde(flatten)]
+        grant: SessionGrant,
     },
     /// A candidate of the viewer's peer (empty `candidate` = end of candidates).
     Candidate {
@@ -471,7 +523,12 @@ mod tests {
                     session_id: sid(),
                     offer: Some("v=0".into()),
                     answer: None,
-                    permission: Permission::Control,
+                    grant: SessionGrant {
+                        permission: Permission::Control,
+                        owner: Some("o1".into()),
+                        expires_at: None,
+                        clipboard: ClipboardPolicy::Off,
+                    },
                 }],
             },
             AgentToController::SessionStats {
@@ -523,7 +580,12 @@ mod tests {
                 session_id: sid(),
                 sdp: "v=0".into(),
                 ice_servers: vec![],
-                permission: Permission::Control,
+                grant: SessionGrant {
+                    permission: Permission::Control,
+                    owner: Some("o1".into()),
+                    expires_at: Some(1_900_000_000_000),
+                    clipboard: ClipboardPolicy::ToVm,
+                },
             },
             ControllerToAgent::EndSession {
                 session_id: sid(),
@@ -564,7 +626,7 @@ mod tests {
         match serde_json::from_value::<AgentToController>(v).unwrap() {
             AgentToController::Resume { sessions } => {
                 assert_eq!(sessions.len(), 1);
-                assert_eq!(sessions[0].permission, Permission::View);
+                assert_eq!(sessions[0].grant.permission, Permission::View);
                 assert_eq!(sessions[0].offer, None);
             }
             other => panic!("{other:?}"),
@@ -582,7 +644,11 @@ mod tests {
     fn an_offer_without_permission_is_view_only() {
         let v = json!({"type": "offer", "sessionId": sid(), "sdp": "v=0", "iceServers": []});
         match serde_json::from_value::<ControllerToAgent>(v).unwrap() {
-            ControllerToAgent::Offer { permission, .. } => assert_eq!(permission, Permission::View),
+            ControllerToAgent::Offer { grant, .. } => {
+                assert_eq!(grant, SessionGrant::default());
+                assert_eq!(grant.permission, Permission::View);
+                assert_eq!(grant.clipboard, ClipboardPolicy::Both);
+            }
             other => panic!("{other:?}"),
         }
     }

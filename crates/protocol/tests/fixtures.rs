@@ -152,14 +152,16 @@ fn all_error_codes() -> Vec<ErrorCode> {
         IdleTimeout,
         ViewerLeft,
         ShuttingDown,
+        LinkExpired,
+        ConnectTimeout,
         Internal,
     ];
     for c in &all {
         match c {
             BadRequest | NotFound | VmNotFound | SessionNotFound | AgentOffline
             | AgentDisconnected | Unauthorized | Forbidden | PayloadTooLarge | Conflict
-            | TooManyRequests | AgentError | IdleTimeout | ViewerLeft | ShuttingDown | Internal => {
-            }
+            | TooManyRequests | AgentError | IdleTimeout | ViewerLeft | ShuttingDown
+            | LinkExpired | ConnectTimeout | Internal => {}
         }
     }
     all

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
     AgentToController, CandidateList, ControllerToAgent, ControllerToViewer, ErrorCode,
-    IceCandidate, IceServer, Permission, ResumedSession, SdpType, SessionDescription, SessionId,
-    SessionStats, Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
+    IceCandidate, IceServer, Permission, ResumedSession, SdpType, SessionDescription, SessionGrant,
+    SessionId, SessionStats, Side, ValidationError, VmId, VmInfo, PROTOCOL_VERSION,
 };
 
 use crate::auth::AgentAuth;
@@ -656,7 +656,10 @@ impl Relay {
                 session_id: id.clone(),
                 sdp: offer.sdp.clone(),
                 ice_servers,
-                permission: grant.permission,
+                grant: SessionGrant {
+                    permission: grant.permission,
+                    ..SessionGrant::default()
+                },
             },
         );
         let mut session = Session::new(vm, conn, offer, now);

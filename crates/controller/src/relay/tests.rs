@@ -102,7 +102,10 @@ impl Fixture {
                     session_id: id.clone(),
                     sdp: OFFER.into(),
                     ice_servers: vec![],
-                    permission: vdesk_protocol::Permission::Control,
+                    grant: vdesk_protocol::SessionGrant {
+                        permission: vdesk_protocol::Permission::Control,
+                        ..Default::default()
+                    },
                 }
             }]
         );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vdesk_protocol::{
     AgentToController as A, ControllerToAgent as C, ControllerToViewer as V, ErrorCode, Permission,
-    ResumedSession, SdpType, SessionDescription, SessionId,
+    ResumedSession, SdpType, SessionDescription, SessionGrant, SessionId,
 };
 
 use super::tests::{cand, ended, hello, offer, Fixture, ANSWER, OFFER, TOKEN};
@@ -19,7 +19,10 @@ fn resumed(id: &SessionId, answer: Option<&str>) -> ResumedSession {
         session_id: id.clone(),
         offer: Some(OFFER.into()),
         answer: answer.map(str::to_owned),
-        permission: Permission::Control,
+        grant: SessionGrant {
+            permission: Permission::Control,
+            ..SessionGrant::default()
+        },
     }
 }
 
@@ -229,7 +232,7 @@ fn resuming_an_ended_or_malformed_session_is_refused_to_the_agent() {
                     session_id: bad.clone(),
                     offer: Some("not sdp".into()),
                     answer: None,
-                    permission: Permission::View,
+                    grant: SessionGrant::default(),
                 },
             ],
         },
