@@ -94,10 +94,27 @@ export interface CreateSession {
 }
 
 /** `POST /api/webrtc/session` reply (201). */
+/** What a viewer's link allows: view < control < admin. */
+export type Permission = 'view' | 'control' | 'admin';
+/** Which way the clipboard may travel (per link, enforced by the agent). */
+export type ClipboardPolicy = 'both' | 'to-vm' | 'from-vm' | 'off';
+
+/** What the link behind a session grants, as the controller reports it on creation. */
+export interface SessionGrant {
+  permission: Permission;
+  /** Unix milliseconds; absent = never. */
+  expiresAt?: number;
+  clipboard: ClipboardPolicy;
+  /** The viewer's display name from the link. */
+  name?: string;
+}
+
 export interface SessionCreated {
   sessionId: SessionId;
   vmId: VmId;
   eventsUrl: string;
+  /** Absent from older controllers: treat as `{permission: 'view', clipboard: 'both'}`. */
+  grant?: SessionGrant;
 }
 
 /** `POST /api/webrtc/session/{id}/candidate` body; `candidate: null` is end-of-candidates. */

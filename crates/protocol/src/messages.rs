@@ -105,15 +105,26 @@ impl SessionDescription {
     }
 }
 
-/// What a viewer may do in a session: watch only, or also send input. Enforced by the agent
-/// (it drops input from a view-only session) and decided by the controller (from the viewer's
-/// token). A message without it means `View`: the safe side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// What a viewer may do in a session: watch only (`view`), also send input while holding control
+/// (`control`), or also take control from whoever holds it (`admin`). Ordered: view < control <
+/// admin. Enforced by the agent (it drops input from a session that may not send it) and decided
+/// by the controller (from the viewer's token). A message without it means `View`: the safe side.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Permission {
     #[default]
     View,
     Control,
+    Admin,
+}
+
+impl Permission {
+    /// Whether this permission may ever send input (it still needs to hold control).
+    pub fn may_control(self) -> bool {
+        self >= Permission::Control
+    }
 }
 
 /// Which peer a candidate comes from, in the report's words.
@@ -203,6 +214,9 @@ pub struct SessionGrant {
     pub expires_at: Option<u64>,
     #[serde(default)]
     pub clipboard: ClipboardPolicy,
+    /// The viewer's display name from the link (`mint-link --name`), shown to other viewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -426,6 +440,10 @@ pub struct CreateSession {
 pub struct SessionCreated {
     pub session_id: SessionId,
     pub vm_id: VmId,
+    /// What the viewer's link grants in this session (the owner tag is left out): the viewer
+    /// sends no input in view mode and follows the clipboard direction.
+    #[serde(default)]
+    pub grant: SessionGrant,
     /// Path of the server-sent-events stream for this session.
     pub events_url: String,
 }
@@ -528,6 +546,7 @@ mod tests {
                         owner: Some("o1".into()),
                         expires_at: None,
                         clipboard: ClipboardPolicy::Off,
+                        name: None,
                     },
                 }],
             },
@@ -585,6 +604,7 @@ mod tests {
                     owner: Some("o1".into()),
                     expires_at: Some(1_900_000_000_000),
                     clipboard: ClipboardPolicy::ToVm,
+                    name: Some("alice".into()),
                 },
             },
             ControllerToAgent::EndSession {

@@ -127,13 +127,15 @@ impl SessionInput {
         let out = Arc::new(Out::default());
         let x = match permission {
             Permission::View => None,
-            Permission::Control => match XSide::start(&id, settings, out.clone(), capture) {
-                Ok(x) => Some(x),
-                Err(e) => {
-                    warn!(session = %id, "remote control unavailable: {e}");
-                    None
+            Permission::Control | Permission::Admin => {
+                match XSide::start(&id, settings, out.clone(), capture) {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        warn!(session = %id, "remote control unavailable: {e}");
+                        None
+                    }
                 }
-            },
+            }
         };
         Arc::new(SessionInput {
             id,
@@ -177,7 +179,7 @@ impl SessionInput {
                 }
             });
             self.out.attach(ch.clone());
-            if self.permission == Permission::Control && self.x.is_none() {
+            if self.permission.may_control() && self.x.is_none() {
                 self.out.send(&AgentToViewer::Notice {
                     code: "input_unavailable".into(),
                     message: "this VM's agent cannot inject input (no X or no XTEST)".into(),

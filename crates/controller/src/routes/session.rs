@@ -59,6 +59,10 @@ async fn create(
     let session_id = state.relay(move |r, now| r.create_session_as(vm, body.offer, &grant, now))?;
     let location = session_url(&session_id);
     let created = SessionCreated {
+        grant: vdesk_protocol::SessionGrant {
+            permission: claims.permission,
+            ..Default::default()
+        },
         events_url: format!("{location}/events"),
         session_id,
         vm_id,
