@@ -341,7 +341,8 @@ export function parseAnswerPoll(status: number, body: unknown): string | null;
 export function parseCandidateList(body: unknown): CandidateList;
 export function parseVmInfo(body: unknown): VmInfo;
 export function parseRtcConfig(body: unknown): RtcConfig;
-export function parseSessionCreated(body: unknown): SessionCreated;
+export function parseSessionCreated(body: unknown): SessionCreated & { grant: SessionGrant };
+export function parseGrant(g: unknown): SessionGrant;
 export function createSessionBody(vmId: VmId, offer: { sdp: string }): CreateSession;
 export function candidatePostBody(
   c: RTCIceCandidate | IceCandidate | null | undefined,

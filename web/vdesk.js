@@ -434,7 +434,24 @@ export function parseSessionCreated(body) {
     typeof body.eventsUrl === 'string' && body.eventsUrl
       ? body.eventsUrl
       : `/api/webrtc/session/${body.sessionId}/events`;
-  return { sessionId: body.sessionId, vmId: body.vmId, eventsUrl };
+  return { sessionId: body.sessionId, vmId: body.vmId, eventsUrl, grant: parseGrant(body.grant) };
+}
+
+const PERMISSIONS = ['view', 'control', 'admin'];
+const CLIPBOARD_POLICIES = ['both', 'to-vm', 'from-vm', 'off'];
+
+/**
+ * The session's grant as the controller reports it; anything missing or unknown reads as the
+ * safe side (view only). An older controller sends none: view, clipboard both ways.
+ */
+export function parseGrant(g) {
+  const grant = {
+    permission: isObject(g) && PERMISSIONS.includes(g.permission) ? g.permission : 'view',
+    clipboard: isObject(g) && CLIPBOARD_POLICIES.includes(g.clipboard) ? g.clipboard : 'both',
+  };
+  if (isObject(g) && Number.isFinite(g.expiresAt)) grant.expiresAt = g.expiresAt;
+  if (isObject(g) && typeof g.name === 'string') grant.name = g.name;
+  return grant;
 }
 
 /** The `CreateSession` body for an offer. */

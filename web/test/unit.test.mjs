@@ -111,6 +111,12 @@ describe('wire messages (fixtures shared with the Rust tests)', () => {
     delete noEvents.eventsUrl;
     assert.equal(parseSessionCreated(noEvents).eventsUrl, `/api/webrtc/session/${noEvents.sessionId}/events`);
     assert.throws(() => parseSessionCreated({ sessionId: 'nope' }), VdeskError);
+    const old = fx('sessionCreated');
+    delete old.grant;
+    assert.deepEqual(parseSessionCreated(old).grant, { permission: 'view', clipboard: 'both' });
+    const odd = fx('sessionCreated');
+    odd.grant.permission = 'root';
+    assert.equal(parseSessionCreated(odd).grant.permission, 'view');
     assert.equal(parseAnswerPoll(200, fx('answerPoll')), fx('answerPoll').sdp);
     assert.equal(parseAnswerPoll(202, fx('answerPending')), null);
     assert.deepEqual(parseCandidateList(fx('candidateListEmpty')), { candidates: [], complete: false });
