@@ -223,9 +223,9 @@ pub struct Args {
     )]
     pub header_timeout: u64,
 
-    /// Most open connections from one client IP (event streams and agent WebSockets count);
-    /// the next one is closed at once. 0 = no limit. Behind a reverse proxy every client has
-    /// the proxy's IP: raise it or set 0 there, and let the proxy limit clients.
+    /// Most open connections from one client IP, or IPv6 /64 (event streams and agent
+    /// WebSockets count); the next one is closed at once. 0 = no limit. Behind a reverse proxy
+    /// every client has the proxy's IP: raise it or set 0 there, and let the proxy limit clients.
     #[arg(
         long,
         env = "VDESK_MAX_CONNS_PER_IP",

@@ -45,11 +45,28 @@ struct PerIp {
     last_warned: AtomicU64,
 }
 
+/// The key a client's connections are counted under: its IPv4 address, or the /64 of its IPv6
+/// address (one host usually holds a whole /64, so counting single addresses would not cap it).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
+    }
+}
+
 impl PerIp {
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         if self.max == 0 {
             return Some(Slot(None));
         }
+        let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -266,4 +283,39 @@ fn is_connection_error(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an IP address")
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_and_mapped_v4_as_v4() {
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        let per_ip = Arc::new(PerIp {
+            max: 2,
+            ..PerIp::default()
+        });
+        let a = per_ip.acquire(ip("2001:db8:1:2::1")).expect("first");
+        let _b = per_ip.acquire(ip("2001:db8:1:2::2")).expect("second");
+        assert!(per_ip.acquire(ip("2001:db8:1:2::3")).is_none(), "same /64");
+        assert!(
+            per_ip.acquire(ip("2001:db8:1:3::1")).is_some(),
+            "another /64"
+        );
+        drop(a);
+        assert!(
+            per_ip.acquire(ip("2001:db8:1:2::3")).is_some(),
+            "a place freed"
+        );
+    }
 }
