@@ -108,7 +108,9 @@ async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
             io: TokioIo::new(upgraded),
             left: budget.clone(),
         };
+        // A small read buffer: an idle or unauthenticated socket costs little memory.
         let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
             .max_message_size(Some(MAX_FRAME_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES));
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
