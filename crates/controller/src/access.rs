@@ -3,6 +3,10 @@
 //! created it. Agents on their HTTP routes: their VM's agent secret. The admin API: the admin
 //! token. WebSocket upgrades: a browser's `Origin` must match `Host`. Also the keys that rate
 //! limits count by. Decisions only; no relay logic.
+//!
+//! A handler gets a session id from the path only through [`ViewerSession`] or
+//! [`SessionCaller`], which parse `{id}` and check the caller's right to it in one step: there
+//! is no unchecked way to name a session (the parser, [`session_id`], is private).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -59,9 +63,69 @@ pub fn session_owner(state: &AppState, id: &SessionId) -> Result<Owner, AppError
     })
 }
 
+/// `{id}` of the path: a session id (32 lowercase hex digits). Private on purpose, see the
+/// module's doc.
+async fn session_id(parts: &mut Parts) -> Result<SessionId, AppError> {
+    let raw = crate::extract::param(parts, "id").await?;
+    Ok(SessionId::parse(&raw)?)
+}
+
+/// Session `{id}` of the path, for its owner: the viewer token (header or `?token=`) that
+/// created it, for its VM. 401 without a token, 403 with another link's, 404 for no such
+/// session. Runs before the body is read.
+#[derive(Debug)]
+pub struct ViewerSession {
+    pub id: SessionId,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for ViewerSession {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let id = session_id(parts).await?;
+        let claims = viewer_session(state, &parts.headers, &parts.uri, &id)?;
+        Ok(Self { id, claims })
+    }
+}
+
+/// Session `{id}` of the path, for the routes both sides use (`candidate`, `candidates/{side}`):
+/// its owner's viewer token as in [`ViewerSession`], or the agent secret of the session's VM in
+/// `Authorization: Bearer`. Which one it was decides what the handler lets it do.
+#[derive(Debug)]
+pub enum SessionCaller {
+    Viewer(ViewerSession),
+    /// The agent of the session's VM.
+    Agent(SessionId),
+}
+
+impl FromRequestParts<AppState> for SessionCaller {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let id = session_id(parts).await?;
+        if let Some(given) = bearer(&parts.headers) {
+            let owner = session_owner(state, &id)?;
+            if state
+                .config()
+                .agent_auth()
+                .authorizes(&owner.vm, &parts.headers)
+            {
+                return Ok(Self::Agent(id));
+            }
+            // Viewer tokens are `payload.signature`; anything else was meant as an agent secret.
+            if !given.contains('.') {
+                return Err(AppError::unauthorized_with(
+                    "wrong agent secret for this session's VM (Authorization: Bearer <agent secret>)",
+                ));
+            }
+        }
+        let claims = viewer_session(state, &parts.headers, &parts.uri, &id)?;
+        Ok(Self::Viewer(ViewerSession { id, claims }))
+    }
+}
+
 /// The viewer's access to session `id`: its token must be for the session's VM and be the one
 /// that created it, so that knowing a session id is not enough to touch it.
-pub fn viewer_session(
+fn viewer_session(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
@@ -75,26 +139,6 @@ pub fn viewer_session(
             "this session belongs to another viewer link",
         )),
         _ => Ok(claims),
-    }
-}
-
-/// An agent's HTTP access to session `id`: `Authorization: Bearer <agent secret of its VM>`.
-pub fn agent_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &SessionId,
-) -> Result<(), AppError> {
-    if bearer(headers).is_none() {
-        return Err(AppError::unauthorized());
-    }
-    let owner = session_owner(state, id)?;
-    if state.config().agent_auth().authorizes(&owner.vm, headers) {
-        Ok(())
-    } else {
-        // 401 as before: the agent's credential is wrong (for this VM).
-        Err(AppError::unauthorized_with(
-            "wrong agent secret for this session's VM (Authorization: Bearer <agent secret>)",
-        ))
     }
 }
 
@@ -112,6 +156,18 @@ pub fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
         Ok(())
     } else {
         Err(AppError::forbidden("wrong admin token"))
+    }
+}
+
+/// The admin token, checked before anything else of the request (the body is not read for a
+/// stranger): see [`admin`].
+#[derive(Debug)]
+pub struct AdminToken;
+
+impl FromRequestParts<AppState> for AdminToken {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        admin(state, &parts.headers).map(|()| Self)
     }
 }
 
@@ -204,6 +260,8 @@ pub fn rate_limit(
         .map_err(|wait| {
             let what = match kind {
                 Kind::CreateSession => "sessions created",
+                Kind::Offer => "new offers",
+                Kind::Config => "ICE configuration requests",
                 Kind::Candidate => "candidates posted",
             };
             AppError::rate_limited(

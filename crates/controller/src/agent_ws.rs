@@ -10,8 +10,6 @@ use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -44,11 +42,7 @@ impl Default for AgentTiming {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/agent/ws", get(upgrade))
-}
-
-async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,

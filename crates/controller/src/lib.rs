@@ -43,18 +43,12 @@ pub use state::AppState;
 /// How often the relay checks idle sessions and expires tombstones.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Every route of docs/protocol.md, with JSON errors for unknown routes and methods.
+/// Every route of docs/protocol.md (the table [`routes::ROUTES`]), with JSON errors for unknown
+/// routes and methods.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
     Router::new()
-        .merge(routes::pages::routes())
-        .merge(assets::routes())
-        .merge(routes::vms::routes())
-        .merge(routes::session::routes())
-        .merge(routes::admin::routes())
-        .merge(sse::routes())
-        .merge(agent_ws::routes())
-        .merge(metrics::routes())
+        .merge(routes::router())
         .fallback(|method: Method, uri: Uri| async move {
             AppError::not_found(format!("no route for {method} {}", uri.path()))
         })

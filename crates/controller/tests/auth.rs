@@ -7,10 +7,12 @@
 mod common;
 
 use axum::body::Body;
+use axum::http::Method;
 use axum::http::Request;
 use common::*;
 use serde_json::{json, Value};
 use vdesk_controller::agent_ws::AgentTiming;
+use vdesk_controller::routes::{Access, Route, ROUTES};
 use vdesk_controller::turn::{credential, TurnRest};
 use vdesk_controller::viewer_token::{self, unix_now};
 use vdesk_controller::{app, AppState, ControllerSecret};
@@ -49,19 +51,160 @@ fn delete(uri: &str) -> Request<Body> {
     Request::delete(uri).body(Body::empty()).unwrap()
 }
 
-/// Every viewer route of session `id`, as requests without credentials.
+/// A request for route `r` of the router's table without credentials: `{id}` is `id`, `{side}`
+/// is `side`, `{vmId}` is demo, and a POST carries a body fit for the route.
+fn request(r: &Route, id: &SessionId, side: &str) -> Request<Body> {
+    let uri = r
+        .path
+        .replace("{id}", id.as_str())
+        .replace("{side}", side)
+        .replace("{vmId}", "demo");
+    let body = if r.method != Method::POST {
+        Body::empty()
+    } else if r.path.ends_with("/candidate") {
+        Body::from(json!({"candidate": cand(1), "from": "browser"}).to_string())
+    } else if r.path.ends_with("/offer") {
+        Body::from(json!({"type": "offer", "sdp": OFFER}).to_string())
+    } else if r.path == "/api/webrtc/session" {
+        Body::from(offer_body("demo").to_string())
+    } else {
+        Body::from("{}")
+    };
+    Request::builder()
+        .method(r.method.clone())
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+/// Every route of session `id` in the router's table (so a new one is included), as requests
+/// without credentials; `{side}` is the viewer's (`vm`).
 fn session_routes(id: &SessionId) -> Vec<Request<Body>> {
-    let base = format!("/api/webrtc/session/{id}");
-    vec![
-        anon_get(&format!("{base}/events")),
-        anon_get(&format!("{base}/answer")),
-        anon_get(&format!("{base}/candidates/vm")),
-        anon_post_json(
-            &format!("{base}/candidate"),
-            &json!({"candidate": cand(1), "from": "browser"}),
+    ROUTES
+        .iter()
+        .filter(|r| r.path.contains("{id}"))
+        .map(|r| request(r, id, "vm"))
+        .collect()
+}
+
+/// Anything still queued for the agent but pings (the refused requests must not reach it).
+fn agent_got(agent: &mut FakeAgent) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(m) = agent.from_server.try_recv() {
+        if let axum::extract::ws::Message::Text(t) = m {
+            got.push(t.to_string());
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn every_route_of_the_router_refuses_requests_without_its_credential() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let (id, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    let other_link = mint("demo", Permission::Control);
+    let mut session_routes = 0;
+    for r in ROUTES {
+        let what = format!("{} {}", r.method, r.path);
+        if r.access == Access::Public {
+            assert!(
+                r.method == Method::GET
+                    && (["/", "/vm/{vmId}", "/healthz"].contains(&r.path)
+                        || r.path.starts_with("/assets/")),
+                "{what} is declared public, but only the pages and the viewer's files are"
+            );
+            continue;
+        }
+        let sides: &[&str] = if r.path.contains("{side}") {
+            &["vm", "browser"]
+        } else {
+            &["-"]
+        };
+        for side in sides {
+            let resp = send(&app, request(r, &id, side)).await;
+            if r.access == Access::AgentHello {
+                // No upgrade, no socket: the secret is checked in `hello` (tests/agent_ws.rs).
+                assert_eq!(r.path, "/api/agent/ws");
+                assert_eq!(resp.status(), 400, "{what}");
+                continue;
+            }
+            let msg = expect_error(resp, 401, "unauthorized").await;
+            assert!(
+                msg.contains("token") || msg.contains("secret"),
+                "{what}: {msg}"
+            );
+            if !r.path.contains("{id}") {
+                continue;
+            }
+            assert!(
+                matches!(
+                    r.access,
+                    Access::ViewerSession | Access::ViewerOrAgentSession
+                ),
+                "{what} names a session: it must check the session's owner"
+            );
+            session_routes += 1;
+            let resp = send(&app, bearer(request(r, &id, side), &other_link)).await;
+            let msg = expect_error(resp, 403, "forbidden").await;
+            assert!(msg.contains("another viewer link"), "{what}: {msg}");
+        }
+    }
+    assert!(session_routes >= 7, "{session_routes}");
+    assert_eq!(agent_got(&mut agent), Vec::<String>::new());
+    // The session was not disturbed: its owner still reads it.
+    let resp = send(&app, get(&format!("/api/webrtc/session/{id}/answer"))).await;
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test]
+async fn a_new_offer_needs_the_sessions_token_and_is_rate_limited() {
+    let mut config = config();
+    config.session_rate_limit = 3;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let link = mint("demo", Permission::Control);
+    let (id, _) = create_with(&app, &mut agent, &link).await;
+    agent.send(json!({"type": "answer", "sessionId": id, "sdp": ANSWER}));
+    let answer = format!("/api/webrtc/session/{id}/answer");
+    while send(&app, bearer(anon_get(&answer), &link)).await.status() != 200 {
+        tokio::task::yield_now().await;
+    }
+    let uri = format!("/api/webrtc/session/{id}/offer");
+    let offer = json!({"type": "offer", "sdp": OFFER});
+    let resp = send(&app, anon_post_json(&uri, &offer)).await;
+    expect_error(resp, 401, "unauthorized").await;
+    let resp = send(
+        &app,
+        bearer(anon_post_json(&uri, &offer), &viewer_token("demo")),
+    )
+    .await;
+    expect_error(resp, 403, "forbidden").await;
+    let resp = send(
+        &app,
+        bearer(
+            anon_post_json(&uri, &offer),
+            &mint("other", Permission::Control),
         ),
-        delete(&base),
-    ]
+    )
+    .await;
+    expect_error(resp, 403, "forbidden").await;
+    // Neither reached the agent; the session is alive.
+    assert_eq!(agent_got(&mut agent), Vec::<String>::new());
+    // The owner may, at the session rate (its own bucket: creating the session did not count).
+    for _ in 0..3 {
+        let resp = send(&app, bearer(anon_post_json(&uri, &offer), &link)).await;
+        assert_eq!(resp.status(), 202);
+        assert!(matches!(
+            agent.recv().await,
+            ControllerToAgent::Reoffer { .. }
+        ));
+    }
+    let resp = send(&app, bearer(anon_post_json(&uri, &offer), &link)).await;
+    expect_error(resp, 429, "too_many_requests").await;
 }
 
 #[tokio::test]

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use vdesk_protocol::{Permission, VmId};
 
@@ -15,10 +14,6 @@ use crate::error::AppError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::viewer_token::{self, unix_now};
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/admin/links", post(mint_link))
-}
 
 /// A lifetime: seconds, or text such as `"15m"`, `"1h"`, `"7d"`.
 #[derive(Debug, Deserialize)]
@@ -51,12 +46,12 @@ pub struct Link {
     pub expires_at: u64,
 }
 
-async fn mint_link(
+pub(crate) async fn mint_link(
     State(state): State<AppState>,
+    _admin: access::AdminToken,
     headers: HeaderMap,
     ApiJson(body): ApiJson<MintLink>,
 ) -> Result<Response, AppError> {
-    access::admin(&state, &headers)?;
     let ttl = match &body.ttl {
         None => 3600,
         Some(Ttl::Secs(s)) => Some(*s)

@@ -4,8 +4,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use vdesk_protocol::{RtcConfig, VmInfo, VmList};
 
 use crate::access;
@@ -13,21 +12,17 @@ use crate::error::AppError;
 use crate::extract::VmParam;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/vms", get(list))
-        .route("/api/vms/{vmId}", get(one))
-        .route("/api/webrtc/config", get(rtc_config))
-}
-
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<VmList>, AppError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<VmList>, AppError> {
     access::admin(&state, &headers)?;
     Ok(Json(VmList {
         vms: state.relay(|r, _| r.vms()),
     }))
 }
 
-async fn one(
+pub(crate) async fn one(
     State(state): State<AppState>,
     VmParam(vm): VmParam,
     headers: HeaderMap,
@@ -43,7 +38,7 @@ async fn one(
         .ok_or_else(AppError::vm_not_found)
 }
 
-async fn rtc_config(
+pub(crate) async fn rtc_config(
     State(state): State<AppState>,
     headers: HeaderMap,
     uri: Uri,
