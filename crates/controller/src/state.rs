@@ -132,6 +132,7 @@ impl AppState {
                 agent_grace: AGENT_GRACE,
                 max_sessions_per_vm: config.max_sessions_per_vm,
                 max_sessions_per_token: config.max_sessions_per_token,
+                max_sessions: config.max_sessions,
             },
             config.vms.iter().cloned(),
         );

@@ -12,7 +12,7 @@ mod tests;
 #[cfg(test)]
 mod tests_resume;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -132,7 +132,14 @@ pub struct RelayConfig {
     /// Most live sessions per VM, and per viewer token (0 = no limit).
     pub max_sessions_per_vm: usize,
     pub max_sessions_per_token: usize,
+    /// Most live sessions in all (at least 1): created and adopted alike. Bounds the memory a
+    /// hostile agent or many links can take, and what [`Relay::tick`] walks.
+    pub max_sessions: usize,
 }
+
+/// Most tombstones kept, per allowed live session: past it the oldest are forgotten early (a
+/// late request then gets 404 instead of 410), so that churn cannot grow them without bound.
+pub const TOMBSTONES_PER_SESSION: usize = 4;
 
 /// Who asks for a session: what the viewer's token grants, and its id (sessions are bound to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +168,6 @@ enum ConnState {
 struct Tombstone {
     code: ErrorCode,
     reason: String,
-    until: Instant,
     owner: Owner,
 }
 
@@ -174,6 +180,11 @@ pub struct Relay {
     conns: HashMap<ConnId, ConnState>,
     sessions: HashMap<SessionId, Session>,
     tombstones: HashMap<SessionId, Tombstone>,
+    /// The tombstones in the order they expire (oldest first): the tick pops what is due.
+    tombstone_order: VecDeque<(Instant, SessionId)>,
+    /// Registered connections that may still send their one `resume` (from `welcome` until
+    /// their first message other than `sessionEnded`).
+    resume_window: HashSet<ConnId>,
     outbox: Vec<Outbound>,
     shutting_down: bool,
     counters: Counters,
@@ -187,6 +198,8 @@ impl Relay {
             conns: HashMap::new(),
             sessions: HashMap::new(),
             tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
+            resume_window: HashSet::new(),
             outbox: Vec::new(),
             shutting_down: false,
             counters: Counters::default(),
@@ -249,6 +262,12 @@ impl Relay {
     /// Number of live (not ended) sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Number of ended sessions still remembered (at most [`TOMBSTONES_PER_SESSION`] per
+    /// allowed live session).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
     }
 
     /// The numbers `GET /metrics` shows: counters, gauges, and the last stats of each session.
@@ -352,6 +371,7 @@ impl Relay {
     /// flow peer to peer, and an agent that comes back within [`RelayConfig::agent_grace`]
     /// resumes them; otherwise they end with `agent_disconnected` (see [`Relay::tick`]).
     pub fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
+        self.resume_window.remove(&conn);
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
@@ -415,6 +435,7 @@ impl Relay {
             self.detach_sessions_of(old, now);
         }
         self.conns.insert(conn, ConnState::Registered(vm.clone()));
+        self.resume_window.insert(conn);
         let agent_version: String = agent_version.chars().take(64).collect();
         info!(vm = %vm, conn = %conn, agent_version, "agent registered");
         let ice_servers = self.ice_servers_for(vm.as_str());
@@ -431,14 +452,27 @@ impl Relay {
         let id = match &msg {
             AgentToController::Hello { .. } => return,
             AgentToController::Resume { sessions } => {
+                if !self.resume_window.remove(&conn) {
+                    warn!(vm = %vm, conn = %conn, "resume refused: only one, right after welcome");
+                    return self.agent_error(
+                        conn,
+                        ErrorCode::BadRequest,
+                        "resume is accepted once per connection, right after welcome (before \
+                         any message but sessionEnded); this one was ignored",
+                    );
+                }
                 let sessions = sessions.clone();
                 return self.resume(conn, vm, sessions, now);
             }
+            AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
             AgentToController::Answer { session_id, .. }
             | AgentToController::Candidate { session_id, .. }
             | AgentToController::PeerState { session_id, .. }
-            | AgentToController::SessionEnded { session_id, .. }
-            | AgentToController::SessionStats { session_id, .. } => session_id.clone(),
+            | AgentToController::SessionStats { session_id, .. } => {
+                // The agent has moved on: no `resume` from now on.
+                self.resume_window.remove(&conn);
+                session_id.clone()
+            }
         };
         match self.sessions.get(&id) {
             // Its own session, or one of its VM's detached sessions (an agent that reconnects
@@ -703,8 +737,16 @@ impl Relay {
         Ok(())
     }
 
-    /// Refuses a new session when its VM or its token already has as many as allowed.
+    /// Refuses a new (or adopted) session when the controller, its VM or its token already has
+    /// as many as allowed.
     fn check_caps(&self, vm: &VmId, grant: &Grant) -> Result<(), RelayError> {
+        let total = self.cfg.max_sessions.max(1);
+        if self.sessions.len() >= total {
+            warn!(vm = %vm, limit = total, "session refused: the controller has the most sessions allowed");
+            return Err(RelayError::Limit(format!(
+                "this controller already has {total} sessions, the most allowed (--max-sessions)"
+            )));
+        }
         let per_vm = self.cfg.max_sessions_per_vm;
         if per_vm > 0 && self.sessions.values().filter(|s| &s.vm == vm).count() >= per_vm {
             warn!(vm = %vm, limit = per_vm, "session refused: too many sessions for this VM");
@@ -843,7 +885,13 @@ impl Relay {
                 now,
             );
         }
-        self.tombstones.retain(|_, t| t.until > now);
+        while let Some((until, id)) = self.tombstone_order.front() {
+            if *until > now {
+                break;
+            }
+            self.tombstones.remove(id);
+            self.tombstone_order.pop_front();
+        }
     }
 
     /// The controller stops: every session ends with `shutting_down` (both sides are told) and
@@ -919,12 +967,23 @@ impl Relay {
                 },
             );
         }
+        let until = now + self.cfg.tombstone_ttl;
+        let most = self
+            .cfg
+            .max_sessions
+            .max(1)
+            .saturating_mul(TOMBSTONES_PER_SESSION);
+        while self.tombstone_order.len() >= most {
+            if let Some((_, old)) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+        self.tombstone_order.push_back((until, id.clone()));
         self.tombstones.insert(
             id.clone(),
             Tombstone {
                 code,
                 reason: reason.to_owned(),
-                until: now + self.cfg.tombstone_ttl,
                 owner: Owner {
                     vm: s.vm.clone(),
                     token_id: s.token_id.take(),
@@ -1061,6 +1120,12 @@ impl Relay {
             }
             None => None,
         };
+        let grant = Grant {
+            permission: r.grant.permission,
+            token_id: None,
+        };
+        self.check_caps(vm, &grant)
+            .map_err(|e| (ErrorCode::TooManyRequests, e.to_string()))?;
         info!(session = %id, vm = %vm, conn = %conn, "session adopted from its agent");
         let mut s = Session::new(vm.clone(), conn, offer, now);
         s.answer = answer;
