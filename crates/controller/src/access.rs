@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Uri};
-use vdesk_protocol::{SessionId, VmId};
+use vdesk_protocol::{SessionGrant, SessionId, VmId};
 
 use crate::auth::{bearer, ct_eq};
 use crate::error::AppError;
@@ -39,6 +39,16 @@ pub fn viewer_claims(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
         .ok_or_else(AppError::no_viewer_token)?;
     viewer_token::verify(&state.config().secret, token, unix_now())
         .map_err(|e| AppError::forbidden(e.to_string()))
+}
+
+/// What a session created with `claims` grants: the link's permission and the owner tag of its
+/// token (see [`crate::auth::ControllerSecret::owner_tag`]). It goes to the agent with the offer.
+pub fn grant_of(state: &AppState, claims: &Claims) -> SessionGrant {
+    SessionGrant {
+        permission: claims.permission,
+        owner: Some(state.config().secret.owner_tag(&claims.id)),
+        ..SessionGrant::default()
+    }
 }
 
 /// 403 unless the token is for `vm`.
@@ -134,11 +144,17 @@ fn viewer_session(
     let claims = viewer_claims(state, headers, uri)?;
     let owner = session_owner(state, id)?;
     check_vm(&claims, &owner.vm)?;
-    match &owner.token_id {
-        Some(t) if !ct_eq(t.as_bytes(), claims.id.as_bytes()) => Err(AppError::forbidden(
+    let mine = state.config().secret.owner_tag(&claims.id);
+    match &owner.owner {
+        Some(tag) if ct_eq(tag.as_bytes(), mine.as_bytes()) => Ok(claims),
+        Some(_) => Err(AppError::forbidden(
             "this session belongs to another viewer link",
         )),
-        _ => Ok(claims),
+        // Adopted from an agent that kept no owner tag (or made by a trusted caller): nobody's.
+        None => Err(AppError::forbidden(
+            "this session belongs to no viewer link (it was adopted after a controller restart \
+             from an agent that did not say whose it is); start a new session",
+        )),
     }
 }
 

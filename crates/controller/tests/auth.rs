@@ -678,3 +678,86 @@ async fn rate_limits_count_per_client_ip_too() {
     let resp = send(&app, create(proxy, Some("198.51.100.8"))).await;
     assert_eq!(resp.status(), 201);
 }
+
+/// After a controller restart the sessions an agent still streams are adopted with the owner tag
+/// they were offered with: the link that created one can use it again, another link of the same
+/// VM (even a view link) cannot, and a session adopted without a tag belongs to nobody.
+#[tokio::test]
+async fn ownership_survives_a_controller_restart() {
+    let before = state();
+    let app = app(before.clone());
+    let mut agent = FakeAgent::registered(&before, "demo").await;
+    let link = mint("demo", Permission::Control);
+    let resp = send(
+        &app,
+        bearer(
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+            &link,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let created = body_json(resp).await;
+    assert_eq!(created["grant"]["permission"], "control");
+    assert!(
+        created["grant"].get("owner").is_none(),
+        "the viewer is not told the tag"
+    );
+    let (id, grant) = match agent.recv().await {
+        ControllerToAgent::Offer {
+            session_id, grant, ..
+        } => (session_id, grant),
+        other => panic!("{other:?}"),
+    };
+    let tag = grant.owner.clone().expect("the offer carries an owner tag");
+    let token_id = viewer_token::verify(&ControllerSecret::new(SECRET), &link, unix_now())
+        .unwrap()
+        .id;
+    assert_eq!(tag.len(), 32);
+    assert!(!tag.contains(&token_id) && !link.contains(&tag), "{tag}");
+    drop(agent);
+
+    // A new controller process (same secret, empty state); the agent comes back and resumes.
+    let after = state();
+    let app = vdesk_controller::app(after.clone());
+    let agent = FakeAgent::registered(&after, "demo").await;
+    let untagged = SessionId::random();
+    let resume = |id: &SessionId, grant: vdesk_protocol::SessionGrant| {
+        serde_json::to_value(vdesk_protocol::ResumedSession {
+            session_id: id.clone(),
+            offer: Some(OFFER.into()),
+            answer: Some(ANSWER.into()),
+            grant,
+        })
+        .unwrap()
+    };
+    agent.send(json!({"type": "resume", "sessions": [
+        resume(&id, grant.clone()),
+        resume(&untagged, vdesk_protocol::SessionGrant { permission: Permission::Control, ..Default::default() }),
+    ]}));
+    let until = std::time::Instant::now() + WAIT;
+    while after.relay(|r, _| r.session_count()) < 2 {
+        assert!(std::time::Instant::now() < until, "not adopted");
+        tokio::task::yield_now().await;
+    }
+    let answer = |id: &SessionId, token: &str| {
+        bearer(anon_get(&format!("/api/webrtc/session/{id}/answer")), token)
+    };
+    assert_eq!(send(&app, answer(&id, &link)).await.status(), 200);
+    for other in [
+        mint("demo", Permission::View),
+        mint("demo", Permission::Control),
+    ] {
+        let msg = expect_error(send(&app, answer(&id, &other)).await, 403, "forbidden").await;
+        assert!(msg.contains("another viewer link"), "{msg}");
+        let req = bearer(delete(&format!("/api/webrtc/session/{id}")), &other);
+        expect_error(send(&app, req).await, 403, "forbidden").await;
+    }
+    let msg = expect_error(send(&app, answer(&untagged, &link)).await, 403, "forbidden").await;
+    assert!(msg.contains("no viewer link"), "{msg}");
+    assert_eq!(
+        after.relay(|r, _| r.session_count()),
+        2,
+        "nothing was ended"
+    );
+}

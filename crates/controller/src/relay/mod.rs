@@ -141,19 +141,13 @@ pub struct RelayConfig {
 /// late request then gets 404 instead of 410), so that churn cannot grow them without bound.
 pub const TOMBSTONES_PER_SESSION: usize = 4;
 
-/// Who asks for a session: what the viewer's token grants, and its id (sessions are bound to it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub permission: Permission,
-    /// The viewer token's id; `None` for callers trusted by other means (tests, embedders).
-    pub token_id: Option<String>,
-}
-
-/// Whose a session is: its VM and the id of the token that created it.
+/// Whose a session is: its VM and the owner tag of the link that created it (see
+/// [`crate::auth::ControllerSecret::owner_tag`]); `None` for sessions of trusted callers (tests,
+/// embedders) and sessions adopted from an agent that sent no tag: no viewer token may use those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub vm: VmId,
-    pub token_id: Option<String>,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +226,7 @@ impl Relay {
             .get(id)
             .map(|s| Owner {
                 vm: s.vm.clone(),
-                token_id: s.token_id.clone(),
+                owner: s.grant.owner.clone(),
             })
             .or_else(|| self.tombstones.get(id).map(|t| t.owner.clone()))
     }
@@ -640,20 +634,20 @@ impl Relay {
         offer: SessionDescription,
         now: Instant,
     ) -> Result<SessionId, RelayError> {
-        let grant = Grant {
+        let grant = SessionGrant {
             permission: Permission::Control,
-            token_id: None,
+            ..SessionGrant::default()
         };
         self.create_session_as(vm, offer, &grant, now)
     }
 
     /// A viewer's offer for `vm`: the session is created and the offer goes to the VM's agent,
-    /// with the permission of the viewer's token.
+    /// with what the viewer's link grants (permission, owner tag...).
     pub fn create_session_as(
         &mut self,
         vm: VmId,
         offer: SessionDescription,
-        grant: &Grant,
+        grant: &SessionGrant,
         now: Instant,
     ) -> Result<SessionId, RelayError> {
         if self.shutting_down {
@@ -674,7 +668,7 @@ impl Relay {
             Some(None) => return Err(RelayError::AgentOffline),
             Some(Some(conn)) => *conn,
         };
-        self.check_caps(&vm, grant)?;
+        self.check_caps(&vm, grant.owner.as_deref())?;
         let id = loop {
             let id = SessionId::random();
             if !self.sessions.contains_key(&id) && !self.tombstones.contains_key(&id) {
@@ -690,14 +684,11 @@ impl Relay {
                 session_id: id.clone(),
                 sdp: offer.sdp.clone(),
                 ice_servers,
-                grant: SessionGrant {
-                    permission: grant.permission,
-                    ..SessionGrant::default()
-                },
+                grant: grant.clone(),
             },
         );
         let mut session = Session::new(vm, conn, offer, now);
-        session.token_id = grant.token_id.clone();
+        session.grant = grant.clone();
         self.sessions.insert(id.clone(), session);
         Ok(id)
     }
@@ -739,7 +730,7 @@ impl Relay {
 
     /// Refuses a new (or adopted) session when the controller, its VM or its token already has
     /// as many as allowed.
-    fn check_caps(&self, vm: &VmId, grant: &Grant) -> Result<(), RelayError> {
+    fn check_caps(&self, vm: &VmId, owner: Option<&str>) -> Result<(), RelayError> {
         let total = self.cfg.max_sessions.max(1);
         if self.sessions.len() >= total {
             warn!(vm = %vm, limit = total, "session refused: the controller has the most sessions allowed");
@@ -755,11 +746,11 @@ impl Relay {
             )));
         }
         let per_token = self.cfg.max_sessions_per_token;
-        if let (Some(token), true) = (&grant.token_id, per_token > 0) {
+        if let (Some(owner), true) = (owner, per_token > 0) {
             let n = self
                 .sessions
                 .values()
-                .filter(|s| s.token_id.as_ref() == Some(token))
+                .filter(|s| s.grant.owner.as_deref() == Some(owner))
                 .count();
             if n >= per_token {
                 warn!(vm = %vm, limit = per_token, "session refused: too many sessions for one token");
@@ -986,7 +977,7 @@ impl Relay {
                 reason: reason.to_owned(),
                 owner: Owner {
                     vm: s.vm.clone(),
-                    token_id: s.token_id.take(),
+                    owner: s.grant.owner.take(),
                 },
             },
         );
@@ -1120,15 +1111,14 @@ impl Relay {
             }
             None => None,
         };
-        let grant = Grant {
-            permission: r.grant.permission,
-            token_id: None,
-        };
-        self.check_caps(vm, &grant)
+        self.check_caps(vm, r.grant.owner.as_deref())
             .map_err(|e| (ErrorCode::TooManyRequests, e.to_string()))?;
         info!(session = %id, vm = %vm, conn = %conn, "session adopted from its agent");
         let mut s = Session::new(vm.clone(), conn, offer, now);
         s.answer = answer;
+        // The grant it was offered with, as the agent echoes it: the owner tag decides who may
+        // use the session (none: nobody's viewer token; the viewer starts a new session).
+        s.grant = r.grant;
         self.sessions.insert(id, s);
         Ok(())
     }

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use vdesk_protocol::{
-    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, SessionStats, Side, VmId,
+    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, SessionGrant,
+    SessionStats, Side, VmId,
 };
 
 use super::ConnId;
@@ -53,8 +54,9 @@ pub(crate) struct Session {
     pub open_streams: u32,
     /// Last request of the viewer (or close of its last event stream).
     pub last_seen: Instant,
-    /// Id of the viewer token that created it (only that token may use it).
-    pub token_id: Option<String>,
+    /// What the viewer's link grants, as offered to the agent (or echoed in its `resume`): the
+    /// owner tag (only a token with that tag may use the session), permission, expiry...
+    pub grant: SessionGrant,
     /// The agent's last `sessionStats`, for `/metrics`.
     pub stats: Option<SessionStats>,
 }
@@ -75,7 +77,7 @@ impl Session {
             peer_states: 0,
             open_streams: 0,
             last_seen: now,
-            token_id: None,
+            grant: SessionGrant::default(),
             stats: None,
         }
     }

@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use vdesk_protocol::{
-    CandidateList, CreateSession, PostCandidate, SessionCreated, SessionDescription, Side,
+    CandidateList, CreateSession, PostCandidate, SessionCreated, SessionDescription, SessionGrant,
+    Side,
 };
 
 use crate::access::{self, Peer, SessionCaller, ViewerSession};
 use crate::error::AppError;
 use crate::extract::{ApiJson, SideParam};
 use crate::limits::Kind;
-use crate::relay::Grant;
 use crate::state::AppState;
 
 fn session_url(id: &vdesk_protocol::SessionId) -> String {
@@ -40,17 +40,16 @@ pub(crate) async fn create(
     access::rate_limit(&state, Kind::CreateSession, &headers, peer, &claims)?;
     let vm_id = body.vm_id;
     let vm = vm_id.clone();
-    let grant = Grant {
-        permission: claims.permission,
-        token_id: Some(claims.id),
+    let grant = access::grant_of(&state, &claims);
+    // The viewer is told what its link grants, but not the owner tag (it is the server's).
+    let told = SessionGrant {
+        owner: None,
+        ..grant.clone()
     };
     let session_id = state.relay(move |r, now| r.create_session_as(vm, body.offer, &grant, now))?;
     let location = session_url(&session_id);
     let created = SessionCreated {
-        grant: vdesk_protocol::SessionGrant {
-            permission: claims.permission,
-            ..Default::default()
-        },
+        grant: told,
         events_url: format!("{location}/events"),
         session_id,
         vm_id,
