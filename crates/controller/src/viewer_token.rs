@@ -56,6 +56,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A new token for `vm` with `permission`, valid until `expires` (unix seconds).
 pub fn mint(secret: &ControllerSecret, vm: &VmId, permission: Permission, expires: u64) -> String {
     let n: [u8; 8] = rand::random();

@@ -710,9 +710,14 @@ async fn ownership_survives_a_controller_restart() {
         other => panic!("{other:?}"),
     };
     let tag = grant.owner.clone().expect("the offer carries an owner tag");
-    let token_id = viewer_token::verify(&ControllerSecret::new(SECRET), &link, unix_now())
-        .unwrap()
-        .id;
+    let claims = viewer_token::verify(&ControllerSecret::new(SECRET), &link, unix_now()).unwrap();
+    let token_id = claims.id;
+    assert_eq!(
+        grant.expires_at,
+        Some(claims.expires * 1000),
+        "the link's expiry, ms"
+    );
+    assert_eq!(created["grant"]["expiresAt"], claims.expires * 1000);
     assert_eq!(tag.len(), 32);
     assert!(!tag.contains(&token_id) && !link.contains(&tag), "{tag}");
     drop(agent);

@@ -689,6 +689,7 @@ impl Relay {
         );
         let mut session = Session::new(vm, conn, offer, now);
         session.grant = grant.clone();
+        session.expires = link_deadline(grant.expires_at, now);
         self.sessions.insert(id.clone(), session);
         Ok(id)
     }
@@ -843,8 +844,25 @@ impl Relay {
         }
     }
 
-    /// Time passed: idle sessions end, old tombstones are forgotten.
+    /// Time passed: sessions whose link expired end, then idle ones, and old tombstones are
+    /// forgotten. Walks the live sessions (at most `max_sessions`) and the due tombstones only.
     pub fn tick(&mut self, now: Instant) {
+        let mut expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.expires.is_some_and(|t| t <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        expired.sort();
+        for id in expired {
+            self.end_session(
+                &id,
+                ErrorCode::LinkExpired,
+                "the viewer link expired",
+                true,
+                now,
+            );
+        }
         let timeout = self.cfg.idle_timeout;
         let idle: Vec<SessionId> = self
             .sessions
@@ -1118,6 +1136,7 @@ impl Relay {
         s.answer = answer;
         // The grant it was offered with, as the agent echoes it: the owner tag decides who may
         // use the session (none: nobody's viewer token; the viewer starts a new session).
+        s.expires = link_deadline(r.grant.expires_at, now);
         s.grant = r.grant;
         self.sessions.insert(id, s);
         Ok(())
@@ -1155,6 +1174,16 @@ impl Relay {
             });
         }
     }
+}
+
+/// The instant a link that expires at `expires_at_ms` (Unix ms) runs out, as seen at `now`.
+/// Reads the wall clock (the expiry is absolute), like the TURN credentials do. No link lives
+/// longer than 30 days, whatever an agent's `resume` says.
+fn link_deadline(expires_at_ms: Option<u64>, now: Instant) -> Option<Instant> {
+    let left = expires_at_ms?
+        .saturating_sub(crate::viewer_token::unix_now_ms())
+        .min(crate::viewer_token::MAX_TTL_SECS.saturating_mul(1000));
+    now.checked_add(Duration::from_millis(left)).or(Some(now))
 }
 
 /// A reason from the network, fit for a log line and the viewer: one line, bounded.

@@ -57,6 +57,8 @@ pub(crate) struct Session {
     /// What the viewer's link grants, as offered to the agent (or echoed in its `resume`): the
     /// owner tag (only a token with that tag may use the session), permission, expiry...
     pub grant: SessionGrant,
+    /// When the viewer's link expires (from `grant.expires_at`): the session ends then.
+    pub expires: Option<Instant>,
     /// The agent's last `sessionStats`, for `/metrics`.
     pub stats: Option<SessionStats>,
 }
@@ -78,6 +80,7 @@ impl Session {
             open_streams: 0,
             last_seen: now,
             grant: SessionGrant::default(),
+            expires: None,
             stats: None,
         }
     }

@@ -510,3 +510,57 @@ fn adopted_sessions_count_against_the_caps_and_tombstones_are_bounded() {
     f.relay.tick(f.at(2 * TOMBSTONE_TTL.as_secs() + 2));
     assert_eq!(f.relay.tombstone_count(), 0);
 }
+
+#[test]
+fn a_session_ends_when_its_link_expires_adopted_or_not() {
+    let mut f = Fixture::new();
+    let conn = f.agent(1, "known");
+    let in_5s = crate::viewer_token::unix_now_ms() + 5_000;
+    let grant = SessionGrant {
+        permission: Permission::Control,
+        owner: Some("tag".into()),
+        expires_at: Some(in_5s),
+        ..SessionGrant::default()
+    };
+    let adopted = SessionId::random();
+    let mut r = resumed(&adopted, Some(ANSWER));
+    r.grant = grant.clone();
+    f.relay
+        .agent_message(conn, A::Resume { sessions: vec![r] }, f.t0);
+    let id = f
+        .relay
+        .create_session_as(tests::vm("known"), offer(), &grant, f.t0)
+        .unwrap();
+    for s in [&id, &adopted] {
+        f.relay.stream_opened(s, 0, f.t0).unwrap(); // not idle: only the expiry ends them
+    }
+    f.out();
+    f.relay.tick(f.at(4));
+    assert_eq!(f.out(), vec![]);
+    assert_eq!(f.relay.session_count(), 2);
+    f.relay.tick(f.at(6));
+    let out = f.out();
+    for s in [&id, &adopted] {
+        assert!(
+            out.contains(&Outbound::ToAgent {
+                conn,
+                msg: C::EndSession {
+                    session_id: s.clone(),
+                    code: ErrorCode::LinkExpired,
+                    reason: "the viewer link expired".into()
+                }
+            }),
+            "{out:?}"
+        );
+        assert!(out.iter().any(|o| matches!(o,
+            Outbound::ToViewer { session, event: V::Ended { code: ErrorCode::LinkExpired, .. }, .. } if session == s)));
+    }
+    assert_eq!(f.relay.session_count(), 0);
+    // An agent's absurd expiry neither panics nor outlives a 30-day link.
+    let other = f.agent(2, "second");
+    let mut r = resumed(&SessionId::random(), None);
+    r.grant.expires_at = Some(u64::MAX);
+    f.relay
+        .agent_message(other, A::Resume { sessions: vec![r] }, f.t0);
+    assert_eq!(f.relay.session_count(), 1);
+}
