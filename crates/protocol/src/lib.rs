@@ -12,7 +12,9 @@ mod validate;
 pub use ids::{SessionId, VmId};
 pub use input::*;
 pub use messages::*;
-pub use validate::{ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN};
+pub use validate::{
+    ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN, MAX_SDP_MID_LEN, MAX_UFRAG_LEN,
+};
 
 /// Protocol version the agent announces in its `hello`; the controller refuses other majors.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -26,7 +26,7 @@ use crate::auth::AgentAuth;
 use crate::turn::TurnRest;
 pub use counters::{Counters, MetricsSnapshot, SessionMetrics};
 use session::Session;
-pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_PEER_STATES};
+pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_CANDIDATE_BYTES_PER_SIDE, MAX_PEER_STATES};
 
 /// How long an ended session is remembered, so that late requests get 410 and its reason.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
@@ -560,6 +560,18 @@ impl Relay {
         if q.all.len() >= MAX_CANDIDATES_PER_SIDE {
             return Err(RelayError::TooMany("candidates"));
         }
+        let bytes = q.bytes.saturating_add(c.text_len());
+        if bytes > MAX_CANDIDATE_BYTES_PER_SIDE {
+            return Err(ValidationError::new(
+                "candidate",
+                format!(
+                    "would take this side's candidates in this session past \
+                     {MAX_CANDIDATE_BYTES_PER_SIDE} bytes"
+                ),
+            )
+            .into());
+        }
+        q.bytes = bytes;
         q.all.push(c.clone());
         if c.is_end_of_candidates() {
             debug!(session = %id, side = ?from, "end of candidates");

@@ -13,6 +13,9 @@ use super::ConnId;
 
 /// Most candidates one side may send in a session (a browser gathers a few dozen at most).
 pub const MAX_CANDIDATES_PER_SIDE: usize = 256;
+/// Most bytes of candidate text (`candidate`, `sdpMid`, `usernameFragment`) one side may send
+/// in a session: a few dozen real candidates take a few KiB.
+pub const MAX_CANDIDATE_BYTES_PER_SIDE: usize = 64 * 1024;
 /// Most `peerState` events kept per session; later ones are dropped, they are informational.
 pub const MAX_PEER_STATES: usize = 256;
 
@@ -22,6 +25,8 @@ pub(crate) struct CandidateQueue {
     pub all: Vec<IceCandidate>,
     /// How many of `all` the poll route has already returned.
     pub polled: usize,
+    /// Bytes of text in `all` (see [`MAX_CANDIDATE_BYTES_PER_SIDE`]).
+    pub bytes: usize,
 }
 
 impl CandidateQueue {
