@@ -556,3 +556,46 @@ async fn candidate_fields_are_capped_and_a_session_has_a_byte_budget() {
         "{msg}"
     );
 }
+
+/// `Referrer-Policy: no-referrer` on every response: every route of the router's table (as a
+/// stranger and as the session's viewer), errors and the fallbacks.
+#[tokio::test]
+async fn every_response_says_no_referrer() {
+    let state = state();
+    let (app, _agent, id) = open_session(&state).await;
+    let mut reqs = vec![
+        anon_get("/no/such/route"),
+        Request::put("/api/vms").body(Body::empty()).unwrap(),
+    ];
+    for r in vdesk_controller::routes::ROUTES {
+        let uri = r
+            .path
+            .replace("{id}", id.as_str())
+            .replace("{side}", "vm")
+            .replace("{vmId}", "demo");
+        for authorized in [false, true] {
+            let req = Request::builder()
+                .method(r.method.clone())
+                .uri(&uri)
+                .body(Body::from("{}"))
+                .unwrap();
+            reqs.push(if authorized {
+                bearer(req, &viewer_token("demo"))
+            } else {
+                req
+            });
+        }
+    }
+    for req in reqs {
+        let what = format!("{} {}", req.method(), req.uri());
+        let resp = send(&app, req).await;
+        assert_eq!(
+            resp.headers()
+                .get("referrer-policy")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-referrer"),
+            "{what} ({})",
+            resp.status()
+        );
+    }
+}
