@@ -766,3 +766,64 @@ async fn ownership_survives_a_controller_restart() {
         "nothing was ended"
     );
 }
+
+/// TURN credentials handed to a viewer (`/api/webrtc/config`) or made for its session (the
+/// offer) end no later than its link, and never later than `--turn-ttl`; `/api/webrtc/config`
+/// is rate limited per link and client like session creation.
+#[tokio::test]
+async fn turn_credentials_end_with_the_link_and_the_config_route_is_rate_limited() {
+    let mut config = config();
+    config.session_rate_limit = 3;
+    config.turn = Some(TurnRest::new(
+        vec!["turn:192.0.2.9:3478".into()],
+        "turn-shared-secret",
+        std::time::Duration::from_secs(86_400),
+    ));
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.send(json!({"type": "hello", "vmId": "demo", "token": TOKEN,
+                      "protocolVersion": 1, "agentVersion": "test"}));
+    let expiry = |server: &Value| -> u64 {
+        let user = server["username"].as_str().unwrap();
+        user.split_once(':').unwrap().0.parse().unwrap()
+    };
+    match agent.recv().await {
+        ControllerToAgent::Welcome { ice_servers } => {
+            let e = expiry(&serde_json::to_value(&ice_servers[1]).unwrap());
+            assert!(e >= unix_now() + 86_000, "the agent's own: the whole ttl");
+        }
+        other => panic!("{other:?}"),
+    }
+    let link_end = unix_now() + 120;
+    let link = viewer_token::mint(
+        &ControllerSecret::new(SECRET),
+        &VmId::new("demo").unwrap(),
+        Permission::View,
+        link_end,
+    );
+    let v = body_json(send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await).await;
+    assert_eq!(expiry(&v["iceServers"][1]), link_end, "{v}");
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &link,
+    );
+    assert_eq!(send(&app, req).await.status(), 201);
+    match agent.recv().await {
+        ControllerToAgent::Offer { ice_servers, .. } => {
+            let e = expiry(&serde_json::to_value(&ice_servers[1]).unwrap());
+            assert_eq!(e, link_end);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A long link gets the ttl, not more.
+    let v = body_json(send(&app, get("/api/webrtc/config")).await).await;
+    assert!(expiry(&v["iceServers"][1]) <= unix_now() + 86_400);
+    // Three a minute per link (one of them above): the fourth is refused.
+    for _ in 0..2 {
+        let resp = send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await;
+    expect_error(resp, 429, "too_many_requests").await;
+}

@@ -210,12 +210,13 @@ impl Relay {
     }
 
     /// The static ICE servers plus, with `--turn-secret`, TURN credentials for `label` (a VM or
-    /// session id) valid from now. The one place the relay reads the wall clock: TURN servers
-    /// check an absolute expiry.
-    pub fn ice_servers_for(&self, label: &str) -> Vec<IceServer> {
+    /// session id) valid from now for `--turn-ttl`, and no later than `not_after` (unix seconds:
+    /// the expiry of the viewer link they are for). Reads the wall clock: TURN servers check an
+    /// absolute expiry.
+    pub fn ice_servers_for(&self, label: &str, not_after: Option<u64>) -> Vec<IceServer> {
         let mut servers = self.cfg.ice_servers.clone();
         if let Some(turn) = &self.cfg.turn {
-            servers.push(turn.ice_server(label, crate::viewer_token::unix_now()));
+            servers.push(turn.ice_server_until(label, crate::viewer_token::unix_now(), not_after));
         }
         servers
     }
@@ -432,7 +433,8 @@ impl Relay {
         self.resume_window.insert(conn);
         let agent_version: String = agent_version.chars().take(64).collect();
         info!(vm = %vm, conn = %conn, agent_version, "agent registered");
-        let ice_servers = self.ice_servers_for(vm.as_str());
+        // The agent's own credentials (its VM's; the agent is not a viewer link).
+        let ice_servers = self.ice_servers_for(vm.as_str(), None);
         self.send_agent(conn, ControllerToAgent::Welcome { ice_servers });
     }
 
@@ -688,7 +690,7 @@ impl Relay {
             }
         };
         info!(session = %id, vm = %vm, conn = %conn, permission = ?grant.permission, "session created");
-        let ice_servers = self.ice_servers_for(id.as_str());
+        let ice_servers = self.ice_servers_for(id.as_str(), grant.expires_at.map(|ms| ms / 1000));
         self.counters.sessions_created += 1;
         self.send_agent(
             conn,
