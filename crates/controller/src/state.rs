@@ -133,6 +133,7 @@ impl AppState {
                 max_sessions_per_vm: config.max_sessions_per_vm,
                 max_sessions_per_token: config.max_sessions_per_token,
                 max_sessions: config.max_sessions,
+                connect_timeout: config.connect_timeout,
             },
             config.vms.iter().cloned(),
         );

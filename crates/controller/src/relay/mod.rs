@@ -37,6 +37,9 @@ pub const MAX_REASON_LEN: usize = 256;
 /// How long the sessions of an agent whose link dropped wait for it to come back and `resume`
 /// them before they end with `agent_disconnected`.
 pub const AGENT_GRACE: Duration = Duration::from_secs(10);
+/// The agent's `peerState` values that mean the session's peer connection is up (the end of
+/// `--connect-timeout`'s watch).
+pub const CONNECTED_STATES: [&str; 3] = ["peer:connected", "ice:connected", "ice:completed"];
 /// Most sessions one `resume` may name (an agent streams a handful).
 pub const MAX_RESUMED_SESSIONS: usize = 64;
 
@@ -135,6 +138,9 @@ pub struct RelayConfig {
     /// Most live sessions in all (at least 1): created and adopted alike. Bounds the memory a
     /// hostile agent or many links can take, and what [`Relay::tick`] walks.
     pub max_sessions: usize,
+    /// A session whose peer has not reported `connected` this long after its offer ends
+    /// (`connect_timeout`).
+    pub connect_timeout: Duration,
 }
 
 /// Most tombstones kept, per allowed live session: past it the oldest are forgotten early (a
@@ -628,6 +634,9 @@ impl Relay {
             .get_mut(id)
             .ok_or(RelayError::SessionNotFound)?;
         info!(session = %id, vm = %s.vm, state, "peer state");
+        if CONNECTED_STATES.contains(&state.as_str()) {
+            s.connect_by = None;
+        }
         if s.peer_states >= MAX_PEER_STATES {
             return Ok(());
         }
@@ -704,6 +713,7 @@ impl Relay {
         let mut session = Session::new(vm, conn, offer, now);
         session.grant = grant.clone();
         session.expires = link_deadline(grant.expires_at, now);
+        session.connect_by = now.checked_add(self.cfg.connect_timeout);
         self.sessions.insert(id.clone(), session);
         Ok(id)
     }
@@ -858,55 +868,45 @@ impl Relay {
         }
     }
 
-    /// Time passed: sessions whose link expired end, then idle ones, and old tombstones are
-    /// forgotten. Walks the live sessions (at most `max_sessions`) and the due tombstones only.
+    /// Time passed: sessions end whose link expired, whose peer did not connect in time, whose
+    /// viewer is idle, or whose agent did not come back in time; old tombstones are forgotten. Walks the live sessions (at most `max_sessions`) and the due tombstones only.
     pub fn tick(&mut self, now: Instant) {
-        let mut expired: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.expires.is_some_and(|t| t <= now))
-            .map(|(id, _)| id.clone())
-            .collect();
-        expired.sort();
-        for id in expired {
-            self.end_session(
-                &id,
-                ErrorCode::LinkExpired,
-                "the viewer link expired",
-                true,
-                now,
-            );
-        }
-        let timeout = self.cfg.idle_timeout;
-        let idle: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_idle(now, timeout))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in idle {
-            let reason = format!("the viewer was idle for {} s", timeout.as_secs());
-            self.end_session(&id, ErrorCode::IdleTimeout, &reason, true, now);
-        }
+        let idle = self.cfg.idle_timeout;
         let grace = self.cfg.agent_grace;
-        let mut orphans: Vec<SessionId> = self
+        // One pass over the live sessions (at most `max_sessions`); the first reason wins.
+        let mut due: Vec<(SessionId, ErrorCode, bool)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                s.detached_at
+            .filter_map(|(id, s)| {
+                let (code, tell_agent) = if s.expires.is_some_and(|t| t <= now) {
+                    (ErrorCode::LinkExpired, true)
+                } else if s.connect_by.is_some_and(|t| t <= now) {
+                    (ErrorCode::ConnectTimeout, true)
+                } else if s.is_idle(now, idle) {
+                    (ErrorCode::IdleTimeout, true)
+                } else if s
+                    .detached_at
                     .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+                {
+                    (ErrorCode::AgentDisconnected, false)
+                } else {
+                    return None;
+                };
+                Some((id.clone(), code, tell_agent))
             })
-            .map(|(id, _)| id.clone())
             .collect();
-        orphans.sort();
-        for id in orphans {
-            self.end_session(
-                &id,
-                ErrorCode::AgentDisconnected,
-                "VM agent disconnected",
-                false,
-                now,
-            );
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, code, tell_agent) in due {
+            let reason = match code {
+                ErrorCode::LinkExpired => "the viewer link expired".to_owned(),
+                ErrorCode::ConnectTimeout => format!(
+                    "the peer connection did not connect within {} s",
+                    self.cfg.connect_timeout.as_secs()
+                ),
+                ErrorCode::IdleTimeout => format!("the viewer was idle for {} s", idle.as_secs()),
+                _ => "VM agent disconnected".to_owned(),
+            };
+            self.end_session(&id, code, &reason, tell_agent, now);
         }
         while let Some((until, id)) = self.tombstone_order.front() {
             if *until > now {

@@ -62,6 +62,9 @@ pub(crate) struct Session {
     /// What the viewer's link grants, as offered to the agent (or echoed in its `resume`): the
     /// owner tag (only a token with that tag may use the session), permission, expiry...
     pub grant: SessionGrant,
+    /// Until when the peer may take to report `connected` (`None` once it has, and for adopted
+    /// sessions, which were streaming before the controller restarted).
+    pub connect_by: Option<Instant>,
     /// When the viewer's link expires (from `grant.expires_at`): the session ends then.
     pub expires: Option<Instant>,
     /// The agent's last `sessionStats`, for `/metrics`.
@@ -86,6 +89,7 @@ impl Session {
             last_seen: now,
             grant: SessionGrant::default(),
             expires: None,
+            connect_by: None,
             stats: None,
         }
     }

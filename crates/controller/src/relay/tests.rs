@@ -58,6 +58,7 @@ impl Fixture {
             max_sessions_per_vm: 0,
             max_sessions_per_token: 0,
             max_sessions: 1000,
+            connect_timeout: Duration::from_secs(3600),
         };
         edit(&mut cfg);
         let relay = Relay::new(cfg, [vm("known")]);

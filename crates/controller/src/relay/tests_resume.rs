@@ -564,3 +564,50 @@ fn a_session_ends_when_its_link_expires_adopted_or_not() {
         .agent_message(other, A::Resume { sessions: vec![r] }, f.t0);
     assert_eq!(f.relay.session_count(), 1);
 }
+
+#[test]
+fn a_session_that_does_not_connect_in_time_ends() {
+    let mut f = Fixture::with(|c| c.connect_timeout = Duration::from_secs(30));
+    let conn = f.agent(1, "known");
+    let slow = f.session(conn, "known");
+    let ok = f.session(conn, "known");
+    for s in [&slow, &ok] {
+        f.relay.stream_opened(s, 0, f.t0).unwrap(); // not idle: only the deadline ends them
+    }
+    for (s, state) in [
+        (&slow, "ice:checking"),
+        (&ok, "ice:checking"),
+        (&ok, "peer:connected"),
+    ] {
+        f.relay.agent_message(
+            conn,
+            A::PeerState {
+                session_id: s.clone(),
+                state: state.into(),
+            },
+            f.at(5),
+        );
+    }
+    f.out();
+    f.relay.tick(f.at(29));
+    assert_eq!(f.out(), vec![]);
+    f.relay.tick(f.at(30));
+    let out = f.out();
+    assert!(
+        out.contains(&Outbound::ToAgent {
+            conn,
+            msg: C::EndSession {
+                session_id: slow.clone(),
+                code: ErrorCode::ConnectTimeout,
+                reason: "the peer connection did not connect within 30 s".into()
+            }
+        }),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| matches!(o,
+        Outbound::ToViewer { session, event: V::Ended { code: ErrorCode::ConnectTimeout, .. }, .. } if *session == slow)));
+    assert_eq!(out.len(), 2, "only the slow one: {out:?}");
+    f.relay.tick(f.at(3000));
+    assert_eq!(f.out(), vec![], "the connected one lives on");
+    assert_eq!(f.relay.session_count(), 1);
+}
