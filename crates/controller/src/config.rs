@@ -560,6 +560,8 @@ mod tests {
         assert!(c.agent_token.as_ref().unwrap().matches(TOKEN));
         assert_eq!(c.secret.expose(), SECRET);
         assert_eq!((c.max_sessions_per_vm, c.max_sessions_per_token), (8, 4));
+        assert_eq!(c.max_sessions, 1000);
+        assert_eq!(c.connect_timeout, Duration::from_secs(30));
         // The shared agent token is optional.
         assert!(parse(&[]).unwrap().agent_token.is_none());
     }
@@ -599,6 +601,9 @@ mod tests {
             (&["--turn-username", "u"], "--turn-username"),
             (&["--session-idle-timeout", "0"], "--session-idle-timeout"),
             (&["--max-body-bytes", "10"], "--max-body-bytes"),
+            (&["--max-sessions", "0"], "--max-sessions"),
+            (&["--connect-timeout", "0"], "--connect-timeout"),
+            (&["--connect-timeout", "3601"], "--connect-timeout"),
             (&["--public-url", "ftp://x"], "--public-url"),
             (&["--turn-secret", "s"], "--turn-secret"),
             (
