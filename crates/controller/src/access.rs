@@ -42,13 +42,14 @@ pub fn viewer_claims(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
 }
 
 /// What a session created with `claims` grants: the link's permission, its expiry (Unix ms; the
-/// session ends then) and the owner tag of its token (see [`crate::auth::ControllerSecret::owner_tag`]). It goes to the agent with the offer.
+/// session ends then), clipboard direction and display name, and the owner tag of its token (see [`crate::auth::ControllerSecret::owner_tag`]). It goes to the agent with the offer.
 pub fn grant_of(state: &AppState, claims: &Claims) -> SessionGrant {
     SessionGrant {
         permission: claims.permission,
         owner: Some(state.config().secret.owner_tag(&claims.id)),
         expires_at: Some(claims.expires.saturating_mul(1000)),
-        ..SessionGrant::default()
+        clipboard: claims.clipboard,
+        name: claims.name.clone(),
     }
 }
 

@@ -827,3 +827,66 @@ async fn turn_credentials_end_with_the_link_and_the_config_route_is_rate_limited
     let resp = send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await;
     expect_error(resp, 429, "too_many_requests").await;
 }
+
+/// A link's clipboard direction and display name (admin API or `mint-link`) reach the agent in
+/// the offer's grant and the viewer in `SessionCreated.grant` (without the owner tag); bad names
+/// are 400; admin links can be minted.
+#[tokio::test]
+async fn clipboard_and_name_of_a_link_reach_the_agent_and_the_viewer() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let mint_req = |body: Value| bearer(anon_post_json("/api/admin/links", &body), ADMIN);
+    let resp = send(
+        &app,
+        mint_req(
+            json!({"vmId": "demo", "permission": "admin", "clipboard": "from-vm",
+                        "name": "  Ada Lovelace "}),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let link = body_json(resp).await;
+    assert_eq!(link["clipboard"], "from-vm");
+    assert_eq!(link["name"], "Ada Lovelace");
+    assert_eq!(link["permission"], "admin");
+    let token = link["token"].as_str().unwrap();
+    let resp = send(
+        &app,
+        bearer(
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+            token,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let created = body_json(resp).await;
+    let told = &created["grant"];
+    assert_eq!(told["permission"], "admin");
+    assert_eq!(told["clipboard"], "from-vm");
+    assert_eq!(told["name"], "Ada Lovelace");
+    assert!(told["expiresAt"].as_u64().unwrap() > unix_now() * 1000);
+    assert!(told.get("owner").is_none(), "{told}");
+    match agent.recv().await {
+        ControllerToAgent::Offer { grant, .. } => {
+            assert_eq!(grant.permission, Permission::Admin);
+            assert_eq!(grant.clipboard, vdesk_protocol::ClipboardPolicy::FromVm);
+            assert_eq!(grant.name.as_deref(), Some("Ada Lovelace"));
+            assert!(grant.owner.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Defaults: both directions, no name.
+    let (_, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    for bad in [
+        json!({"vmId": "demo", "name": "x".repeat(41)}),
+        json!({"vmId": "demo", "name": "a\nb"}),
+        json!({"vmId": "demo", "clipboard": "sideways"}),
+    ] {
+        let msg = expect_error(send(&app, mint_req(bad.clone())).await, 400, "bad_request").await;
+        assert!(
+            msg.contains("name") || msg.contains("clipboard"),
+            "{bad}: {msg}"
+        );
+    }
+}
