@@ -611,3 +611,58 @@ fn a_session_that_does_not_connect_in_time_ends() {
     assert_eq!(f.out(), vec![], "the connected one lives on");
     assert_eq!(f.relay.session_count(), 1);
 }
+
+#[test]
+fn an_agent_cannot_touch_another_vms_sessions() {
+    let mut f = Fixture::new();
+    let owner = f.agent(1, "known");
+    let id = f.session(owner, "known");
+    f.relay.stream_opened(&id, 0, f.t0).unwrap();
+    let intruder = f.agent(2, "second");
+    f.relay.agent_message(
+        intruder,
+        A::Resume {
+            sessions: vec![resumed(&id, Some(ANSWER))],
+        },
+        f.t0,
+    );
+    for msg in [
+        A::Answer {
+            session_id: id.clone(),
+            sdp: ANSWER.into(),
+        },
+        A::Candidate {
+            session_id: id.clone(),
+            candidate: cand(1),
+        },
+        A::PeerState {
+            session_id: id.clone(),
+            state: "peer:connected".into(),
+        },
+        A::SessionEnded {
+            session_id: id.clone(),
+            code: ErrorCode::AgentError,
+            reason: "x".into(),
+        },
+    ] {
+        f.relay.agent_message(intruder, msg, f.t0);
+    }
+    let out = f.out();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Outbound::ToAgent { conn, .. } if *conn == intruder)),
+        "only the intruder hears back: {out:?}"
+    );
+    assert_eq!(f.relay.answer(&id, f.t0).unwrap(), None, "no answer taken");
+    assert_eq!(f.relay.session_count(), 1, "not ended");
+    // Its own agent still owns it.
+    f.relay.agent_message(
+        owner,
+        A::Answer {
+            session_id: id.clone(),
+            sdp: ANSWER.into(),
+        },
+        f.t0,
+    );
+    assert!(f.relay.answer(&id, f.t0).unwrap().is_some());
+}
