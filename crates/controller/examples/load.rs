@@ -178,6 +178,8 @@ async fn main() -> anyhow::Result<()> {
                 "0",
                 "--max-sessions-per-token",
                 "0",
+                "--max-sessions",
+                "1000000",
             ])
             .args(["--session-rate-limit", "0", "--candidate-rate-limit", "0"])
             .args(["--session-idle-timeout", "600"])

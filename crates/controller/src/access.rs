@@ -3,6 +3,10 @@
 //! created it. Agents on their HTTP routes: their VM's agent secret. The admin API: the admin
 //! token. WebSocket upgrades: a browser's `Origin` must match `Host`. Also the keys that rate
 //! limits count by. Decisions only; no relay logic.
+//!
+//! A handler gets a session id from the path only through [`ViewerSession`] or
+//! [`SessionCaller`], which parse `{id}` and check the caller's right to it in one step: there
+//! is no unchecked way to name a session (the parser, [`session_id`], is private).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -10,7 +14,7 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Uri};
-use vdesk_protocol::{SessionId, VmId};
+use vdesk_protocol::{SessionGrant, SessionId, VmId};
 
 use crate::auth::{bearer, ct_eq};
 use crate::error::AppError;
@@ -37,6 +41,18 @@ pub fn viewer_claims(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
         .map_err(|e| AppError::forbidden(e.to_string()))
 }
 
+/// What a session created with `claims` grants: the link's permission, its expiry (Unix ms; the
+/// session ends then), clipboard direction and display name, and the owner tag of its token (see [`crate::auth::ControllerSecret::owner_tag`]). It goes to the agent with the offer.
+pub fn grant_of(state: &AppState, claims: &Claims) -> SessionGrant {
+    SessionGrant {
+        permission: claims.permission,
+        owner: Some(state.config().secret.owner_tag(&claims.id)),
+        expires_at: Some(claims.expires.saturating_mul(1000)),
+        clipboard: claims.clipboard,
+        name: claims.name.clone(),
+    }
+}
+
 /// 403 unless the token is for `vm`.
 pub fn check_vm(claims: &Claims, vm: &VmId) -> Result<(), AppError> {
     if &claims.vm == vm {
@@ -59,9 +75,69 @@ pub fn session_owner(state: &AppState, id: &SessionId) -> Result<Owner, AppError
     })
 }
 
+/// `{id}` of the path: a session id (32 lowercase hex digits). Private on purpose, see the
+/// module's doc.
+async fn session_id(parts: &mut Parts) -> Result<SessionId, AppError> {
+    let raw = crate::extract::param(parts, "id").await?;
+    Ok(SessionId::parse(&raw)?)
+}
+
+/// Session `{id}` of the path, for its owner: the viewer token (header or `?token=`) that
+/// created it, for its VM. 401 without a token, 403 with another link's, 404 for no such
+/// session. Runs before the body is read.
+#[derive(Debug)]
+pub struct ViewerSession {
+    pub id: SessionId,
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for ViewerSession {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let id = session_id(parts).await?;
+        let claims = viewer_session(state, &parts.headers, &parts.uri, &id)?;
+        Ok(Self { id, claims })
+    }
+}
+
+/// Session `{id}` of the path, for the routes both sides use (`candidate`, `candidates/{side}`):
+/// its owner's viewer token as in [`ViewerSession`], or the agent secret of the session's VM in
+/// `Authorization: Bearer`. Which one it was decides what the handler lets it do.
+#[derive(Debug)]
+pub enum SessionCaller {
+    Viewer(ViewerSession),
+    /// The agent of the session's VM.
+    Agent(SessionId),
+}
+
+impl FromRequestParts<AppState> for SessionCaller {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let id = session_id(parts).await?;
+        if let Some(given) = bearer(&parts.headers) {
+            let owner = session_owner(state, &id)?;
+            if state
+                .config()
+                .agent_auth()
+                .authorizes(&owner.vm, &parts.headers)
+            {
+                return Ok(Self::Agent(id));
+            }
+            // Viewer tokens are `payload.signature`; anything else was meant as an agent secret.
+            if !given.contains('.') {
+                return Err(AppError::unauthorized_with(
+                    "wrong agent secret for this session's VM (Authorization: Bearer <agent secret>)",
+                ));
+            }
+        }
+        let claims = viewer_session(state, &parts.headers, &parts.uri, &id)?;
+        Ok(Self::Viewer(ViewerSession { id, claims }))
+    }
+}
+
 /// The viewer's access to session `id`: its token must be for the session's VM and be the one
 /// that created it, so that knowing a session id is not enough to touch it.
-pub fn viewer_session(
+fn viewer_session(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
@@ -70,31 +146,17 @@ pub fn viewer_session(
     let claims = viewer_claims(state, headers, uri)?;
     let owner = session_owner(state, id)?;
     check_vm(&claims, &owner.vm)?;
-    match &owner.token_id {
-        Some(t) if !ct_eq(t.as_bytes(), claims.id.as_bytes()) => Err(AppError::forbidden(
+    let mine = state.config().secret.owner_tag(&claims.id);
+    match &owner.owner {
+        Some(tag) if ct_eq(tag.as_bytes(), mine.as_bytes()) => Ok(claims),
+        Some(_) => Err(AppError::forbidden(
             "this session belongs to another viewer link",
         )),
-        _ => Ok(claims),
-    }
-}
-
-/// An agent's HTTP access to session `id`: `Authorization: Bearer <agent secret of its VM>`.
-pub fn agent_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &SessionId,
-) -> Result<(), AppError> {
-    if bearer(headers).is_none() {
-        return Err(AppError::unauthorized());
-    }
-    let owner = session_owner(state, id)?;
-    if state.config().agent_auth().authorizes(&owner.vm, headers) {
-        Ok(())
-    } else {
-        // 401 as before: the agent's credential is wrong (for this VM).
-        Err(AppError::unauthorized_with(
-            "wrong agent secret for this session's VM (Authorization: Bearer <agent secret>)",
-        ))
+        // Adopted from an agent that kept no owner tag (or made by a trusted caller): nobody's.
+        None => Err(AppError::forbidden(
+            "this session belongs to no viewer link (it was adopted after a controller restart \
+             from an agent that did not say whose it is); start a new session",
+        )),
     }
 }
 
@@ -112,6 +174,18 @@ pub fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
         Ok(())
     } else {
         Err(AppError::forbidden("wrong admin token"))
+    }
+}
+
+/// The admin token, checked before anything else of the request (the body is not read for a
+/// stranger): see [`admin`].
+#[derive(Debug)]
+pub struct AdminToken;
+
+impl FromRequestParts<AppState> for AdminToken {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        admin(state, &parts.headers).map(|()| Self)
     }
 }
 
@@ -204,6 +278,8 @@ pub fn rate_limit(
         .map_err(|wait| {
             let what = match kind {
                 Kind::CreateSession => "sessions created",
+                Kind::Offer => "new offers",
+                Kind::Config => "ICE configuration requests",
                 Kind::Candidate => "candidates posted",
             };
             AppError::rate_limited(

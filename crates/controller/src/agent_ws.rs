@@ -20,8 +20,6 @@ use axum::extract::ws::{CloseFrame, Message};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -63,10 +61,6 @@ impl Default for AgentTiming {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/agent/ws", get(upgrade))
-}
-
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -76,7 +70,7 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
+pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
     let headers = req.headers();
     if let Err(e) = crate::access::check_origin(headers) {
         warn!("agent WebSocket refused: Origin does not match Host");

@@ -5,10 +5,6 @@
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-
-use crate::state::AppState;
 
 pub const VIEWER_HTML: &str = include_str!("../../../web/viewer.html");
 pub const VIEWER_JS: &str = include_str!("../../../web/viewer.js");
@@ -38,33 +34,4 @@ pub fn file(content_type: &'static str, body: impl Into<Body>) -> Response {
         body.into(),
     )
         .into_response()
-}
-
-/// `GET /assets/...`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/assets/vdesk.js",
-            get(|| async { file(JAVASCRIPT, VDESK_JS) }),
-        )
-        .route(
-            "/assets/input.js",
-            get(|| async { file(JAVASCRIPT, INPUT_JS) }),
-        )
-        .route(
-            "/assets/stats.js",
-            get(|| async { file(JAVASCRIPT, STATS_JS) }),
-        )
-        .route(
-            "/assets/vdesk.d.ts",
-            get(|| async { file(TYPESCRIPT, VDESK_D_TS) }),
-        )
-        .route(
-            "/assets/viewer.js",
-            get(|| async { file(JAVASCRIPT, VIEWER_JS) }),
-        )
-        .route(
-            "/assets/viewer.css",
-            get(|| async { file(CSS, VIEWER_CSS) }),
-        )
 }

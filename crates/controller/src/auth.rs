@@ -63,6 +63,14 @@ impl ControllerSecret {
         mac.finalize().into_bytes().into()
     }
 
+    /// The owner tag of sessions created with the viewer token whose id is `token_id`:
+    /// HMAC-SHA256(secret, "vdesk-owner-v1:" + id), first 16 bytes as 32 hex digits. It travels
+    /// with the offer to the agent and comes back in `resume`, so a restarted controller knows
+    /// whose an adopted session is; it reveals neither the token nor its id.
+    pub fn owner_tag(&self, token_id: &str) -> String {
+        hex(&self.sign(format!("vdesk-owner-v1:{token_id}").as_bytes())[..16])
+    }
+
     /// The secret agent `vm` presents: HMAC-SHA256(secret, "agent:" + vmId) as 64 hex digits.
     /// Knowing one VM's secret tells nothing about another's, nor about the controller secret.
     pub fn agent_secret(&self, vm: &VmId) -> String {

@@ -3,10 +3,10 @@
 //! the parsing of lifetimes such as `90s`, `15m`, `1h`, `7d`. No sockets here.
 
 use clap::{Subcommand, ValueEnum};
-use vdesk_protocol::{Permission, VmId};
+use vdesk_protocol::{ClipboardPolicy, Permission, VmId};
 
 use crate::auth::ControllerSecret;
-use crate::viewer_token::{self, MAX_TTL_SECS};
+use crate::viewer_token::{self, Extras, MAX_TTL_SECS};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
@@ -30,9 +30,17 @@ pub enum Command {
         /// The VM the link opens.
         #[arg(long, value_name = "ID")]
         vm: String,
-        /// view: watch only; control: also use the mouse and keyboard.
+        /// view: watch only; control: also use the mouse and keyboard; admin: control, and
+        /// see the other viewers of the VM.
         #[arg(long, value_enum, default_value = "view")]
         permission: PermissionArg,
+        /// Which way the clipboard may travel in this link's sessions: both, to-vm (browser to
+        /// VM only), from-vm (VM to browser only) or off. View links never send to the VM.
+        #[arg(long, value_enum, default_value = "both")]
+        clipboard: ClipboardArg,
+        /// The viewer's display name, shown to the VM's other viewers (at most 40 characters).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
         /// How long the link works: seconds, or a number with s, m, h or d (at most 30d).
         #[arg(long, default_value = "1h", value_name = "DURATION")]
         ttl: String,
@@ -63,6 +71,7 @@ pub enum Command {
 pub enum PermissionArg {
     View,
     Control,
+    Admin,
 }
 
 impl From<PermissionArg> for Permission {
@@ -70,6 +79,27 @@ impl From<PermissionArg> for Permission {
         match p {
             PermissionArg::View => Permission::View,
             PermissionArg::Control => Permission::Control,
+            PermissionArg::Admin => Permission::Admin,
+        }
+    }
+}
+
+/// `--clipboard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClipboardArg {
+    Both,
+    ToVm,
+    FromVm,
+    Off,
+}
+
+impl From<ClipboardArg> for ClipboardPolicy {
+    fn from(c: ClipboardArg) -> Self {
+        match c {
+            ClipboardArg::Both => ClipboardPolicy::Both,
+            ClipboardArg::ToVm => ClipboardPolicy::ToVm,
+            ClipboardArg::FromVm => ClipboardPolicy::FromVm,
+            ClipboardArg::Off => ClipboardPolicy::Off,
         }
     }
 }
@@ -85,6 +115,8 @@ pub enum CliError {
     Ttl(String),
     #[error("--base-url {0:?} must be an http:// or https:// URL")]
     BaseUrl(String),
+    #[error("--name {0:?}: {1}")]
+    Name(String, String),
 }
 
 /// Runs `cmd` at `now` (unix seconds); returns what to print.
@@ -97,6 +129,8 @@ pub fn run(cmd: &Command, now: u64) -> Result<String, CliError> {
         Command::MintLink {
             vm,
             permission,
+            clipboard,
+            name,
             ttl,
             base_url,
             token_only,
@@ -105,7 +139,16 @@ pub fn run(cmd: &Command, now: u64) -> Result<String, CliError> {
             let secret = secret.as_ref().ok_or(CliError::MissingSecret)?;
             let vm = vm_id(vm)?;
             let ttl = parse_ttl(ttl).ok_or_else(|| CliError::Ttl(ttl.clone()))?;
-            let token = viewer_token::mint(secret, &vm, (*permission).into(), now + ttl);
+            let name = name
+                .as_deref()
+                .map(|n| viewer_token::check_name(n).map_err(|e| CliError::Name(n.to_owned(), e)))
+                .transpose()?;
+            let extras = Extras {
+                clipboard: (*clipboard).into(),
+                name,
+            };
+            let token =
+                viewer_token::mint_with(secret, &vm, (*permission).into(), now + ttl, &extras);
             if *token_only {
                 return Ok(token);
             }
@@ -168,6 +211,8 @@ mod tests {
         let cmd = Command::MintLink {
             vm: "demo".into(),
             permission: PermissionArg::Control,
+            clipboard: ClipboardArg::Both,
+            name: None,
             ttl: "1h".into(),
             base_url: "http://127.0.0.1:9000/".into(),
             token_only: false,
@@ -180,6 +225,54 @@ mod tests {
         let claims = viewer_token::verify(&secret, token, 1_001).unwrap();
         assert_eq!(claims.permission, Permission::Control);
         assert_eq!(claims.expires, 4_600);
+    }
+
+    #[test]
+    fn mint_link_carries_clipboard_name_and_admin() {
+        let secret = ControllerSecret::new("cli-secret-0123456789abcdef");
+        let cmd = |clipboard, name: Option<&str>| Command::MintLink {
+            vm: "demo".into(),
+            permission: PermissionArg::Admin,
+            clipboard,
+            name: name.map(str::to_owned),
+            ttl: "1h".into(),
+            base_url: "http://127.0.0.1:9000".into(),
+            token_only: true,
+            secret: Some(secret.clone()),
+        };
+        let token = run(&cmd(ClipboardArg::ToVm, Some(" Ada ")), 1_000).unwrap();
+        let c = viewer_token::verify(&secret, &token, 1_001).unwrap();
+        assert_eq!(c.permission, Permission::Admin);
+        assert_eq!(c.clipboard, ClipboardPolicy::ToVm);
+        assert_eq!(c.name.as_deref(), Some("Ada"));
+        let token = run(&cmd(ClipboardArg::Off, None), 1_000).unwrap();
+        let c = viewer_token::verify(&secret, &token, 1_001).unwrap();
+        assert_eq!((c.clipboard, c.name), (ClipboardPolicy::Off, None));
+        let e = run(&cmd(ClipboardArg::Both, Some(&"n".repeat(41))), 1_000).unwrap_err();
+        assert!(e.to_string().contains("--name"), "{e}");
+        // The flags as an operator types them.
+        use clap::Parser;
+        let args = crate::Args::try_parse_from([
+            "vdesk-controller",
+            "mint-link",
+            "--vm",
+            "demo",
+            "--permission",
+            "admin",
+            "--clipboard",
+            "from-vm",
+            "--name",
+            "Bob",
+        ])
+        .unwrap();
+        assert!(matches!(
+            args.command,
+            Some(Command::MintLink {
+                clipboard: ClipboardArg::FromVm,
+                permission: PermissionArg::Admin,
+                ..
+            })
+        ));
     }
 
     #[test]

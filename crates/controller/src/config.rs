@@ -160,6 +160,26 @@ pub struct Args {
     )]
     pub max_sessions_per_token: usize,
 
+    /// Most live sessions in all, created by viewers or adopted from agents after a restart
+    /// (at least 1). Bounds the controller's memory whatever the links and agents do.
+    #[arg(
+        long,
+        env = "VDESK_MAX_SESSIONS",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub max_sessions: usize,
+
+    /// A session whose peer connection has not connected this many seconds after its offer
+    /// ends (`connect_timeout`), so an abandoned offer does not hold a slot and an encoder.
+    #[arg(
+        long,
+        env = "VDESK_CONNECT_TIMEOUT",
+        default_value_t = 30,
+        value_name = "SECS"
+    )]
+    pub connect_timeout: u64,
+
     /// Sessions one client IP, and one viewer link, may create per minute (burst of as many;
     /// 0 = no limit). Over it: 429 with Retry-After.
     #[arg(
@@ -328,6 +348,10 @@ pub enum ConfigError {
     HeaderTimeout,
     #[error("--max-streams-per-session must be between 1 and 64")]
     MaxStreams,
+    #[error("--max-sessions must be at least 1")]
+    MaxSessions,
+    #[error("--connect-timeout must be between 1 and 3600 seconds")]
+    ConnectTimeout,
 }
 
 /// The validated configuration the controller runs with.
@@ -350,6 +374,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub max_sessions_per_vm: usize,
     pub max_sessions_per_token: usize,
+    /// See `--max-sessions`.
+    pub max_sessions: usize,
+    /// See `--connect-timeout`.
+    pub connect_timeout: Duration,
     pub session_rate_limit: u32,
     pub candidate_rate_limit: u32,
     pub trust_forwarded_for: bool,
@@ -380,6 +408,8 @@ impl Config {
             max_body_bytes: 131_072,
             max_sessions_per_vm: 8,
             max_sessions_per_token: 4,
+            max_sessions: 1000,
+            connect_timeout: Duration::from_secs(30),
             session_rate_limit: 30,
             candidate_rate_limit: 1200,
             trust_forwarded_for: false,
@@ -503,6 +533,12 @@ impl Config {
             (None, None) => None,
             _ => return Err(ConfigError::Tls("give both, or neither".into())),
         };
+        if args.max_sessions == 0 {
+            return Err(ConfigError::MaxSessions);
+        }
+        if !(1..=3600).contains(&args.connect_timeout) {
+            return Err(ConfigError::ConnectTimeout);
+        }
         Ok(Self {
             listen,
             secret,
@@ -516,6 +552,8 @@ impl Config {
             max_body_bytes: args.max_body_bytes,
             max_sessions_per_vm: args.max_sessions_per_vm,
             max_sessions_per_token: args.max_sessions_per_token,
+            max_sessions: args.max_sessions,
+            connect_timeout: Duration::from_secs(args.connect_timeout),
             session_rate_limit: args.session_rate_limit,
             candidate_rate_limit: args.candidate_rate_limit,
             trust_forwarded_for: args.trust_forwarded_for,
@@ -572,6 +610,8 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_sessions_per_vm", &self.max_sessions_per_vm)
             .field("max_sessions_per_token", &self.max_sessions_per_token)
+            .field("max_sessions", &self.max_sessions)
+            .field("connect_timeout", &self.connect_timeout)
             .field("session_rate_limit", &self.session_rate_limit)
             .field("candidate_rate_limit", &self.candidate_rate_limit)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
@@ -625,6 +665,8 @@ mod tests {
         ];
         let e = Args::try_parse_from(argv).unwrap_err().to_string();
         assert!(e.contains("--tls-key"), "{e}");
+        assert_eq!(c.max_sessions, 1000);
+        assert_eq!(c.connect_timeout, Duration::from_secs(30));
         // The shared agent token is optional.
         assert!(parse(&[]).unwrap().agent_token.is_none());
     }
@@ -678,6 +720,9 @@ mod tests {
                 ],
                 "--tls-cert",
             ),
+            (&["--max-sessions", "0"], "--max-sessions"),
+            (&["--connect-timeout", "0"], "--connect-timeout"),
+            (&["--connect-timeout", "3601"], "--connect-timeout"),
             (&["--public-url", "ftp://x"], "--public-url"),
             (&["--turn-secret", "s"], "--turn-secret"),
             (

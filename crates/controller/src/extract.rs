@@ -1,6 +1,9 @@
 //! Request extractors that turn every kind of bad input into our JSON [`AppError`] naming what
 //! is wrong: the JSON body (size limit -> 413, syntax or field errors -> 400 with the field's
-//! path), and the path parameters `{id}` (session id), `{vmId}` and `{side}`. They only parse.
+//! path), and the path parameters `{vmId}` and `{side}`. They only parse. The session id `{id}`
+//! is not here on purpose: handlers get it only from `access.rs`'s checked extractors
+//! ([`crate::access::ViewerSession`], [`crate::access::SessionCaller`]), which parse it and check
+//! the caller's right to that session in one step.
 
 use std::collections::HashMap;
 
@@ -9,7 +12,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
-use vdesk_protocol::{SessionId, Side, VmId};
+use vdesk_protocol::{Side, VmId};
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -55,25 +58,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     Ok(value)
 }
 
-async fn param(parts: &mut Parts, name: &str) -> Result<String, AppError> {
+pub(crate) async fn param(parts: &mut Parts, name: &str) -> Result<String, AppError> {
     let Path(mut params) = Path::<HashMap<String, String>>::from_request_parts(parts, &())
         .await
         .map_err(|_| AppError::bad_request(format!("{name} in the path is not valid UTF-8")))?;
     params
         .remove(name)
         .ok_or_else(|| AppError::bad_request(format!("{name} is missing from the path")))
-}
-
-/// `{id}`: a session id (32 lowercase hex digits).
-#[derive(Debug)]
-pub struct SessionParam(pub SessionId);
-
-impl<S: Send + Sync> FromRequestParts<S> for SessionParam {
-    type Rejection = AppError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
-        let raw = param(parts, "id").await?;
-        Ok(Self(SessionId::parse(&raw)?))
-    }
 }
 
 /// `{vmId}`.

@@ -28,9 +28,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Request, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::Router;
 use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info;
 use vdesk_protocol::ErrorCode;
@@ -43,18 +44,12 @@ pub use state::AppState;
 /// How often the relay checks idle sessions and expires tombstones.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Every route of docs/protocol.md, with JSON errors for unknown routes and methods.
+/// Every route of docs/protocol.md (the table [`routes::ROUTES`]), with JSON errors for unknown
+/// routes and methods, and `Referrer-Policy: no-referrer` on every response.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
     Router::new()
-        .merge(routes::pages::routes())
-        .merge(assets::routes())
-        .merge(routes::vms::routes())
-        .merge(routes::session::routes())
-        .merge(routes::admin::routes())
-        .merge(sse::routes())
-        .merge(agent_ws::routes())
-        .merge(metrics::routes())
+        .merge(routes::router())
         .fallback(|method: Method, uri: Uri| async move {
             AppError::not_found(format!("no route for {method} {}", uri.path()))
         })
@@ -66,6 +61,12 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        // Viewer links carry their token in the address: no page of ours, and no answer, may
+        // hand it to another site in a `Referer`.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         // Refusals (404, 503...) are normal answers, logged by the relay; not tower's errors.
         // The span names the path only: a query may carry a viewer token (`?token=`).
         .layer(

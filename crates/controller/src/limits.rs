@@ -1,5 +1,6 @@
 //! Rate limits: one token bucket per key (a client IP or a viewer token id) and per kind of
-//! request (session creation, candidate post). A bucket holds up to `per_minute` requests and
+//! request (session creation, a new offer on a session, ICE configuration, candidate post); each
+//! kind has its own buckets, the first three at the session rate. A bucket holds up to `per_minute` requests and
 //! refills at `per_minute` per minute. Time is passed in; the number of buckets is bounded.
 //! No HTTP here.
 
@@ -14,7 +15,20 @@ pub const MAX_BUCKETS: usize = 100_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     CreateSession,
+    /// A new offer on a live session (ICE restart): at the session rate.
+    Offer,
+    /// `GET /api/webrtc/config` (it mints TURN credentials): at the session rate.
+    Config,
     Candidate,
+}
+
+impl Kind {
+    fn per_minute(self, sessions: u32, candidates: u32) -> u32 {
+        match self {
+            Kind::CreateSession | Kind::Offer | Kind::Config => sessions,
+            Kind::Candidate => candidates,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,10 +55,7 @@ impl RateLimiter {
     }
 
     fn rate(&self, kind: Kind) -> u32 {
-        match kind {
-            Kind::CreateSession => self.sessions_per_minute,
-            Kind::Candidate => self.candidates_per_minute,
-        }
+        kind.per_minute(self.sessions_per_minute, self.candidates_per_minute)
     }
 
     /// Takes one request of `kind` from every bucket of `keys`, or none if any is empty; then
@@ -98,10 +109,7 @@ impl RateLimiter {
     pub fn prune(&mut self, now: Instant) {
         let (s, c) = (self.sessions_per_minute, self.candidates_per_minute);
         self.buckets.retain(|(kind, _), b| {
-            let per_minute = f64::from(match kind {
-                Kind::CreateSession => s,
-                Kind::Candidate => c,
-            });
+            let per_minute = f64::from(kind.per_minute(s, c));
             let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
             b.tokens + elapsed * per_minute / 60.0 < per_minute
         });

@@ -7,8 +7,6 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use vdesk_protocol::metrics::{
     labels, write_family, write_session_metrics, SessionSample, PROMETHEUS_CONTENT_TYPE,
 };
@@ -16,12 +14,8 @@ use vdesk_protocol::metrics::{
 use crate::relay::MetricsSnapshot;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
-}
-
 /// Behind the admin token, like the rest of the admin API: the numbers name VMs and sessions.
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(e) = crate::access::admin(&state, &headers) {
         return e.into_response();
     }

@@ -9,34 +9,25 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::mpsc;
 use vdesk_protocol::{ControllerToViewer, ErrorCode, SessionId};
 
-use crate::access;
+use crate::access::ViewerSession;
 use crate::error::AppError;
-use crate::extract::SessionParam;
 use crate::state::{AppState, ViewerEvent};
 
 /// Interval of the `: keep-alive` comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/webrtc/session/{id}/events", get(events))
-}
-
-async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
-    SessionParam(id): SessionParam,
+    ViewerSession { id, .. }: ViewerSession,
     headers: HeaderMap,
-    uri: Uri,
 ) -> Result<Response, AppError> {
-    access::viewer_session(&state, &headers, &uri, &id)?;
     let after = match headers.get("last-event-id") {
         None => 0,
         Some(v) => v

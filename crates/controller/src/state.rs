@@ -149,6 +149,8 @@ impl AppState {
                 agent_grace: AGENT_GRACE,
                 max_sessions_per_vm: config.max_sessions_per_vm,
                 max_sessions_per_token: config.max_sessions_per_token,
+                max_sessions: config.max_sessions,
+                connect_timeout: config.connect_timeout,
             },
             config.vms.iter().cloned(),
         );

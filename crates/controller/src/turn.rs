@@ -32,7 +32,17 @@ impl TurnRest {
     /// An `RTCIceServer` with credentials for `label` (a VM or session id), valid for `ttl`
     /// from `now` (unix seconds).
     pub fn ice_server(&self, label: &str, now: u64) -> IceServer {
-        let username = format!("{}:{label}", now.saturating_add(self.ttl.as_secs()));
+        self.ice_server_until(label, now, None)
+    }
+
+    /// Like [`Self::ice_server`], but valid no later than `not_after` (unix seconds; the expiry
+    /// of the viewer link they are for): credentials never outlive the link.
+    pub fn ice_server_until(&self, label: &str, now: u64, not_after: Option<u64>) -> IceServer {
+        let mut expiry = now.saturating_add(self.ttl.as_secs());
+        if let Some(limit) = not_after {
+            expiry = expiry.min(limit);
+        }
+        let username = format!("{expiry}:{label}");
         IceServer {
             urls: self.urls.clone(),
             credential: Some(credential(&self.secret, &username)),
@@ -91,5 +101,17 @@ mod tests {
             Some(credential("s3cret", "1003600:demo").as_str())
         );
         assert!(!format!("{t:?}").contains("s3cret"));
+        let s = t.ice_server_until("demo", 1_000_000, Some(1_000_120));
+        assert_eq!(
+            s.username.as_deref(),
+            Some("1000120:demo"),
+            "the link's end"
+        );
+        let s = t.ice_server_until("demo", 1_000_000, Some(9_000_000));
+        assert_eq!(
+            s.username.as_deref(),
+            Some("1003600:demo"),
+            "never past the ttl"
+        );
     }
 }

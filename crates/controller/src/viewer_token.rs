@@ -1,14 +1,15 @@
 //! Viewer tokens: short-lived, signed statements "the bearer may view (or control) VM x until
 //! time t". Format: `base64url(payload JSON) "." base64url(HMAC-SHA256(controller secret,
 //! "vdesk-viewer-v1:" + first part))`, payload `{"vm", "perm", "exp" (unix seconds), "n" (random
-//! id)}`. Minting and checking only: no HTTP here (the extractor is in `extract.rs`).
+//! id), "cb"? (clipboard direction, absent = both), "name"? (the viewer's display name)}`. Tokens
+//! minted before `cb` and `name` existed stay valid. Minting and checking only: no HTTP here.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use vdesk_protocol::{Permission, VmId};
+use vdesk_protocol::{ClipboardPolicy, Permission, VmId};
 
 use crate::auth::{ct_eq, hex, ControllerSecret};
 
@@ -17,6 +18,8 @@ pub const MAX_TOKEN_LEN: usize = 512;
 /// Longest lifetime a token may be minted with: 30 days.
 pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 const DOMAIN: &[u8] = b"vdesk-viewer-v1:";
+/// Longest display name a link may carry, in characters (and at most 4 bytes each).
+pub const MAX_NAME_CHARS: usize = 40;
 
 /// What a valid token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,34 @@ pub struct Claims {
     pub expires: u64,
     /// The token's random id (16 hex digits): sessions are bound to it, limits count by it.
     pub id: String,
+    /// Which way the clipboard may travel (`Both` for tokens that do not say).
+    pub clipboard: ClipboardPolicy,
+    /// The viewer's display name, if the link has one.
+    pub name: Option<String>,
+}
+
+/// What a link grants besides its VM, permission and expiry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub clipboard: ClipboardPolicy,
+    /// Checked with [`check_name`] by whoever takes it from a person.
+    pub name: Option<String>,
+}
+
+/// A display name for a link: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no control
+/// characters. The error says what is wrong, for the flag's or the field's message.
+pub fn check_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(name.to_owned())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,6 +66,14 @@ struct Payload {
     perm: Permission,
     exp: u64,
     n: String,
+    #[serde(default, skip_serializing_if = "is_both")]
+    cb: ClipboardPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+}
+
+fn is_both(c: &ClipboardPolicy) -> bool {
+    *c == ClipboardPolicy::Both
 }
 
 /// Why a token was refused. The messages are safe to show: they never echo the token.
@@ -56,14 +95,35 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A new token for `vm` with `permission`, valid until `expires` (unix seconds).
 pub fn mint(secret: &ControllerSecret, vm: &VmId, permission: Permission, expires: u64) -> String {
+    mint_with(secret, vm, permission, expires, &Extras::default())
+}
+
+/// [`mint`] with a clipboard direction and a display name.
+pub fn mint_with(
+    secret: &ControllerSecret,
+    vm: &VmId,
+    permission: Permission,
+    expires: u64,
+    extras: &Extras,
+) -> String {
     let n: [u8; 8] = rand::random();
     let payload = Payload {
         vm: vm.clone(),
         perm: permission,
         exp: expires,
         n: hex(&n),
+        cb: extras.clipboard,
+        name: extras.name.clone(),
     };
     // Serializing a struct of strings and numbers cannot fail.
     let json = serde_json::to_vec(&payload).unwrap_or_default();
@@ -104,6 +164,8 @@ pub fn verify(secret: &ControllerSecret, token: &str, now: u64) -> Result<Claims
         permission: p.perm,
         expires: p.exp,
         id: p.n,
+        clipboard: p.cb,
+        name: p.name,
     })
 }
 
@@ -135,6 +197,34 @@ mod tests {
             verify(&secret(), &t2, 0).unwrap().permission,
             Permission::View
         );
+    }
+
+    #[test]
+    fn clipboard_and_name_travel_and_old_tokens_stay_valid() {
+        let vm = VmId::new("v".repeat(VmId::MAX_LEN)).unwrap();
+        // The longest name of 4-byte characters still makes a token we accept.
+        let name = check_name(&"\u{1F600}".repeat(MAX_NAME_CHARS)).unwrap();
+        let extras = Extras {
+            clipboard: ClipboardPolicy::FromVm,
+            name: Some(name.clone()),
+        };
+        let t = mint_with(&secret(), &vm, Permission::Admin, 1_000, &extras);
+        assert!(t.len() <= MAX_TOKEN_LEN, "{}", t.len());
+        let c = verify(&secret(), &t, 0).unwrap();
+        assert_eq!(c.clipboard, ClipboardPolicy::FromVm);
+        assert_eq!(c.name.as_deref(), Some(name.as_str()));
+        assert_eq!(c.permission, Permission::Admin);
+        // A token of the old format (no cb, no name) means both directions and no name.
+        let body = URL_SAFE_NO_PAD
+            .encode(br#"{"vm":"demo","perm":"control","exp":1000,"n":"0123456789abcdef"}"#);
+        let sig = URL_SAFE_NO_PAD.encode(signature(&secret(), &body));
+        let c = verify(&secret(), &format!("{body}.{sig}"), 0).unwrap();
+        assert_eq!(c.clipboard, ClipboardPolicy::Both);
+        assert_eq!(c.name, None);
+        for bad in ["", "  ", "a\nb", &"x".repeat(MAX_NAME_CHARS + 1)] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_name("  Ada  ").unwrap(), "Ada");
     }
 
     #[test]

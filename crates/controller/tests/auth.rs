@@ -7,10 +7,12 @@
 mod common;
 
 use axum::body::Body;
+use axum::http::Method;
 use axum::http::Request;
 use common::*;
 use serde_json::{json, Value};
 use vdesk_controller::agent_ws::AgentTiming;
+use vdesk_controller::routes::{Access, Route, ROUTES};
 use vdesk_controller::turn::{credential, TurnRest};
 use vdesk_controller::viewer_token::{self, unix_now};
 use vdesk_controller::{app, AppState, ControllerSecret};
@@ -49,19 +51,160 @@ fn delete(uri: &str) -> Request<Body> {
     Request::delete(uri).body(Body::empty()).unwrap()
 }
 
-/// Every viewer route of session `id`, as requests without credentials.
+/// A request for route `r` of the router's table without credentials: `{id}` is `id`, `{side}`
+/// is `side`, `{vmId}` is demo, and a POST carries a body fit for the route.
+fn request(r: &Route, id: &SessionId, side: &str) -> Request<Body> {
+    let uri = r
+        .path
+        .replace("{id}", id.as_str())
+        .replace("{side}", side)
+        .replace("{vmId}", "demo");
+    let body = if r.method != Method::POST {
+        Body::empty()
+    } else if r.path.ends_with("/candidate") {
+        Body::from(json!({"candidate": cand(1), "from": "browser"}).to_string())
+    } else if r.path.ends_with("/offer") {
+        Body::from(json!({"type": "offer", "sdp": OFFER}).to_string())
+    } else if r.path == "/api/webrtc/session" {
+        Body::from(offer_body("demo").to_string())
+    } else {
+        Body::from("{}")
+    };
+    Request::builder()
+        .method(r.method.clone())
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap()
+}
+
+/// Every route of session `id` in the router's table (so a new one is included), as requests
+/// without credentials; `{side}` is the viewer's (`vm`).
 fn session_routes(id: &SessionId) -> Vec<Request<Body>> {
-    let base = format!("/api/webrtc/session/{id}");
-    vec![
-        anon_get(&format!("{base}/events")),
-        anon_get(&format!("{base}/answer")),
-        anon_get(&format!("{base}/candidates/vm")),
-        anon_post_json(
-            &format!("{base}/candidate"),
-            &json!({"candidate": cand(1), "from": "browser"}),
+    ROUTES
+        .iter()
+        .filter(|r| r.path.contains("{id}"))
+        .map(|r| request(r, id, "vm"))
+        .collect()
+}
+
+/// Anything still queued for the agent but pings (the refused requests must not reach it).
+fn agent_got(agent: &mut FakeAgent) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(m) = agent.from_server.try_recv() {
+        if let axum::extract::ws::Message::Text(t) = m {
+            got.push(t.to_string());
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn every_route_of_the_router_refuses_requests_without_its_credential() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let (id, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    let other_link = mint("demo", Permission::Control);
+    let mut session_routes = 0;
+    for r in ROUTES {
+        let what = format!("{} {}", r.method, r.path);
+        if r.access == Access::Public {
+            assert!(
+                r.method == Method::GET
+                    && (["/", "/vm/{vmId}", "/healthz"].contains(&r.path)
+                        || r.path.starts_with("/assets/")),
+                "{what} is declared public, but only the pages and the viewer's files are"
+            );
+            continue;
+        }
+        let sides: &[&str] = if r.path.contains("{side}") {
+            &["vm", "browser"]
+        } else {
+            &["-"]
+        };
+        for side in sides {
+            let resp = send(&app, request(r, &id, side)).await;
+            if r.access == Access::AgentHello {
+                // No upgrade, no socket: the secret is checked in `hello` (tests/agent_ws.rs).
+                assert_eq!(r.path, "/api/agent/ws");
+                assert_eq!(resp.status(), 400, "{what}");
+                continue;
+            }
+            let msg = expect_error(resp, 401, "unauthorized").await;
+            assert!(
+                msg.contains("token") || msg.contains("secret"),
+                "{what}: {msg}"
+            );
+            if !r.path.contains("{id}") {
+                continue;
+            }
+            assert!(
+                matches!(
+                    r.access,
+                    Access::ViewerSession | Access::ViewerOrAgentSession
+                ),
+                "{what} names a session: it must check the session's owner"
+            );
+            session_routes += 1;
+            let resp = send(&app, bearer(request(r, &id, side), &other_link)).await;
+            let msg = expect_error(resp, 403, "forbidden").await;
+            assert!(msg.contains("another viewer link"), "{what}: {msg}");
+        }
+    }
+    assert!(session_routes >= 7, "{session_routes}");
+    assert_eq!(agent_got(&mut agent), Vec::<String>::new());
+    // The session was not disturbed: its owner still reads it.
+    let resp = send(&app, get(&format!("/api/webrtc/session/{id}/answer"))).await;
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test]
+async fn a_new_offer_needs_the_sessions_token_and_is_rate_limited() {
+    let mut config = config();
+    config.session_rate_limit = 3;
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let link = mint("demo", Permission::Control);
+    let (id, _) = create_with(&app, &mut agent, &link).await;
+    agent.send(json!({"type": "answer", "sessionId": id, "sdp": ANSWER}));
+    let answer = format!("/api/webrtc/session/{id}/answer");
+    while send(&app, bearer(anon_get(&answer), &link)).await.status() != 200 {
+        tokio::task::yield_now().await;
+    }
+    let uri = format!("/api/webrtc/session/{id}/offer");
+    let offer = json!({"type": "offer", "sdp": OFFER});
+    let resp = send(&app, anon_post_json(&uri, &offer)).await;
+    expect_error(resp, 401, "unauthorized").await;
+    let resp = send(
+        &app,
+        bearer(anon_post_json(&uri, &offer), &viewer_token("demo")),
+    )
+    .await;
+    expect_error(resp, 403, "forbidden").await;
+    let resp = send(
+        &app,
+        bearer(
+            anon_post_json(&uri, &offer),
+            &mint("other", Permission::Control),
         ),
-        delete(&base),
-    ]
+    )
+    .await;
+    expect_error(resp, 403, "forbidden").await;
+    // Neither reached the agent; the session is alive.
+    assert_eq!(agent_got(&mut agent), Vec::<String>::new());
+    // The owner may, at the session rate (its own bucket: creating the session did not count).
+    for _ in 0..3 {
+        let resp = send(&app, bearer(anon_post_json(&uri, &offer), &link)).await;
+        assert_eq!(resp.status(), 202);
+        assert!(matches!(
+            agent.recv().await,
+            ControllerToAgent::Reoffer { .. }
+        ));
+    }
+    let resp = send(&app, bearer(anon_post_json(&uri, &offer), &link)).await;
+    expect_error(resp, 429, "too_many_requests").await;
 }
 
 #[tokio::test]
@@ -527,4 +670,215 @@ async fn rate_limits_count_per_client_ip_too() {
     expect_error(resp, 429, "too_many_requests").await;
     let resp = send(&app, create(proxy, Some("198.51.100.8"))).await;
     assert_eq!(resp.status(), 201);
+}
+
+/// After a controller restart the sessions an agent still streams are adopted with the owner tag
+/// they were offered with: the link that created one can use it again, another link of the same
+/// VM (even a view link) cannot, and a session adopted without a tag belongs to nobody.
+#[tokio::test]
+async fn ownership_survives_a_controller_restart() {
+    let before = state();
+    let app = app(before.clone());
+    let mut agent = FakeAgent::registered(&before, "demo").await;
+    let link = mint("demo", Permission::Control);
+    let resp = send(
+        &app,
+        bearer(
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+            &link,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let created = body_json(resp).await;
+    assert_eq!(created["grant"]["permission"], "control");
+    assert!(
+        created["grant"].get("owner").is_none(),
+        "the viewer is not told the tag"
+    );
+    let (id, grant) = match agent.recv().await {
+        ControllerToAgent::Offer {
+            session_id, grant, ..
+        } => (session_id, grant),
+        other => panic!("{other:?}"),
+    };
+    let tag = grant.owner.clone().expect("the offer carries an owner tag");
+    let claims = viewer_token::verify(&ControllerSecret::new(SECRET), &link, unix_now()).unwrap();
+    let token_id = claims.id;
+    assert_eq!(
+        grant.expires_at,
+        Some(claims.expires * 1000),
+        "the link's expiry, ms"
+    );
+    assert_eq!(created["grant"]["expiresAt"], claims.expires * 1000);
+    assert_eq!(tag.len(), 32);
+    assert!(!tag.contains(&token_id) && !link.contains(&tag), "{tag}");
+    drop(agent);
+
+    // A new controller process (same secret, empty state); the agent comes back and resumes.
+    let after = state();
+    let app = vdesk_controller::app(after.clone());
+    let agent = FakeAgent::registered(&after, "demo").await;
+    let untagged = SessionId::random();
+    let resume = |id: &SessionId, grant: vdesk_protocol::SessionGrant| {
+        serde_json::to_value(vdesk_protocol::ResumedSession {
+            session_id: id.clone(),
+            offer: Some(OFFER.into()),
+            answer: Some(ANSWER.into()),
+            grant,
+        })
+        .unwrap()
+    };
+    agent.send(json!({"type": "resume", "sessions": [
+        resume(&id, grant.clone()),
+        resume(&untagged, vdesk_protocol::SessionGrant { permission: Permission::Control, ..Default::default() }),
+    ]}));
+    let until = std::time::Instant::now() + WAIT;
+    while after.relay(|r, _| r.session_count()) < 2 {
+        assert!(std::time::Instant::now() < until, "not adopted");
+        tokio::task::yield_now().await;
+    }
+    let answer = |id: &SessionId, token: &str| {
+        bearer(anon_get(&format!("/api/webrtc/session/{id}/answer")), token)
+    };
+    assert_eq!(send(&app, answer(&id, &link)).await.status(), 200);
+    for other in [
+        mint("demo", Permission::View),
+        mint("demo", Permission::Control),
+    ] {
+        let msg = expect_error(send(&app, answer(&id, &other)).await, 403, "forbidden").await;
+        assert!(msg.contains("another viewer link"), "{msg}");
+        let req = bearer(delete(&format!("/api/webrtc/session/{id}")), &other);
+        expect_error(send(&app, req).await, 403, "forbidden").await;
+    }
+    let msg = expect_error(send(&app, answer(&untagged, &link)).await, 403, "forbidden").await;
+    assert!(msg.contains("no viewer link"), "{msg}");
+    assert_eq!(
+        after.relay(|r, _| r.session_count()),
+        2,
+        "nothing was ended"
+    );
+}
+
+/// TURN credentials handed to a viewer (`/api/webrtc/config`) or made for its session (the
+/// offer) end no later than its link, and never later than `--turn-ttl`; `/api/webrtc/config`
+/// is rate limited per link and client like session creation.
+#[tokio::test]
+async fn turn_credentials_end_with_the_link_and_the_config_route_is_rate_limited() {
+    let mut config = config();
+    config.session_rate_limit = 3;
+    config.turn = Some(TurnRest::new(
+        vec!["turn:192.0.2.9:3478".into()],
+        "turn-shared-secret",
+        std::time::Duration::from_secs(86_400),
+    ));
+    let state = AppState::new(config);
+    let app = app(state.clone());
+    let mut agent = FakeAgent::connect(&state, AgentTiming::default());
+    agent.hello("demo", TOKEN).await;
+    let expiry = |server: &Value| -> u64 {
+        let user = server["username"].as_str().unwrap();
+        user.split_once(':').unwrap().0.parse().unwrap()
+    };
+    match agent.recv().await {
+        ControllerToAgent::Welcome { ice_servers } => {
+            let e = expiry(&serde_json::to_value(&ice_servers[1]).unwrap());
+            assert!(e >= unix_now() + 86_000, "the agent's own: the whole ttl");
+        }
+        other => panic!("{other:?}"),
+    }
+    let link_end = unix_now() + 120;
+    let link = viewer_token::mint(
+        &ControllerSecret::new(SECRET),
+        &VmId::new("demo").unwrap(),
+        Permission::View,
+        link_end,
+    );
+    let v = body_json(send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await).await;
+    assert_eq!(expiry(&v["iceServers"][1]), link_end, "{v}");
+    let req = bearer(
+        anon_post_json("/api/webrtc/session", &offer_body("demo")),
+        &link,
+    );
+    assert_eq!(send(&app, req).await.status(), 201);
+    match agent.recv().await {
+        ControllerToAgent::Offer { ice_servers, .. } => {
+            let e = expiry(&serde_json::to_value(&ice_servers[1]).unwrap());
+            assert_eq!(e, link_end);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A long link gets the ttl, not more.
+    let v = body_json(send(&app, get("/api/webrtc/config")).await).await;
+    assert!(expiry(&v["iceServers"][1]) <= unix_now() + 86_400);
+    // Three a minute per link (one of them above): the fourth is refused.
+    for _ in 0..2 {
+        let resp = send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = send(&app, bearer(anon_get("/api/webrtc/config"), &link)).await;
+    expect_error(resp, 429, "too_many_requests").await;
+}
+
+/// A link's clipboard direction and display name (admin API or `mint-link`) reach the agent in
+/// the offer's grant and the viewer in `SessionCreated.grant` (without the owner tag); bad names
+/// are 400; admin links can be minted.
+#[tokio::test]
+async fn clipboard_and_name_of_a_link_reach_the_agent_and_the_viewer() {
+    let state = state();
+    let app = app(state.clone());
+    let mut agent = FakeAgent::registered(&state, "demo").await;
+    let mint_req = |body: Value| bearer(anon_post_json("/api/admin/links", &body), ADMIN);
+    let resp = send(
+        &app,
+        mint_req(
+            json!({"vmId": "demo", "permission": "admin", "clipboard": "from-vm",
+                        "name": "  Ada Lovelace "}),
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let link = body_json(resp).await;
+    assert_eq!(link["clipboard"], "from-vm");
+    assert_eq!(link["name"], "Ada Lovelace");
+    assert_eq!(link["permission"], "admin");
+    let token = link["token"].as_str().unwrap();
+    let resp = send(
+        &app,
+        bearer(
+            anon_post_json("/api/webrtc/session", &offer_body("demo")),
+            token,
+        ),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let created = body_json(resp).await;
+    let told = &created["grant"];
+    assert_eq!(told["permission"], "admin");
+    assert_eq!(told["clipboard"], "from-vm");
+    assert_eq!(told["name"], "Ada Lovelace");
+    assert!(told["expiresAt"].as_u64().unwrap() > unix_now() * 1000);
+    assert!(told.get("owner").is_none(), "{told}");
+    match agent.recv().await {
+        ControllerToAgent::Offer { grant, .. } => {
+            assert_eq!(grant.permission, Permission::Admin);
+            assert_eq!(grant.clipboard, vdesk_protocol::ClipboardPolicy::FromVm);
+            assert_eq!(grant.name.as_deref(), Some("Ada Lovelace"));
+            assert!(grant.owner.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Defaults: both directions, no name.
+    let (_, _) = create_with(&app, &mut agent, &viewer_token("demo")).await;
+    for bad in [
+        json!({"vmId": "demo", "name": "x".repeat(41)}),
+        json!({"vmId": "demo", "name": "a\nb"}),
+        json!({"vmId": "demo", "clipboard": "sideways"}),
+    ] {
+        let msg = expect_error(send(&app, mint_req(bad.clone())).await, 400, "bad_request").await;
+        assert!(
+            msg.contains("name") || msg.contains("clipboard"),
+            "{bad}: {msg}"
+        );
+    }
 }

@@ -496,3 +496,106 @@ async fn events_replay_resume_and_close_after_ended() {
         assert!(rest.is_none(), "nothing after ended");
     }
 }
+
+/// Each text field of a candidate has a cap (`candidate` 512 bytes, `sdpMid` 64,
+/// `usernameFragment` 256) and each side of a session a budget of 64 KiB of candidate text: 400
+/// naming the field.
+#[tokio::test]
+async fn candidate_fields_are_capped_and_a_session_has_a_byte_budget() {
+    let state = state();
+    let (app, _agent, id) = open_session(&state).await;
+    let uri = format!("/api/webrtc/session/{id}/candidate");
+    let line = "candidate:1 1 UDP 2122252543 192.0.2.1 50000 typ host";
+    for (candidate, field) in [
+        (
+            json!({"candidate": line, "sdpMid": "0", "usernameFragment": "u".repeat(120 * 1024)}),
+            "usernameFragment",
+        ),
+        (
+            json!({"candidate": line, "sdpMid": "0", "usernameFragment": "a b"}),
+            "usernameFragment",
+        ),
+        (
+            json!({"candidate": line, "sdpMid": "m".repeat(65)}),
+            "sdpMid",
+        ),
+        (
+            json!({"candidate": format!("{line} {}", "x".repeat(500)), "sdpMid": "0"}),
+            "candidate",
+        ),
+    ] {
+        let body = json!({"candidate": candidate, "from": "browser"});
+        let msg = expect_error(send(&app, post_json(&uri, &body)).await, 400, "bad_request").await;
+        assert!(msg.starts_with(field), "{field}: {msg}");
+    }
+    // Fields at their caps pass, until the session's budget is spent.
+    let big = json!({"candidate": format!("{line} {}", "x".repeat(400)), "sdpMid": "0",
+                     "sdpMLineIndex": 0, "usernameFragment": "u".repeat(256)});
+    let size = 455 + 1 + 256;
+    let fit = vdesk_controller::relay::MAX_CANDIDATE_BYTES_PER_SIDE / size;
+    for n in 0..fit {
+        let resp = send(
+            &app,
+            post_json(&uri, &json!({"candidate": big, "from": "browser"})),
+        )
+        .await;
+        assert_eq!(resp.status(), 204, "candidate {n}");
+    }
+    let msg = expect_error(
+        send(
+            &app,
+            post_json(&uri, &json!({"candidate": big, "from": "browser"})),
+        )
+        .await,
+        400,
+        "bad_request",
+    )
+    .await;
+    assert!(
+        msg.starts_with("candidate") && msg.contains("65536 bytes"),
+        "{msg}"
+    );
+}
+
+/// `Referrer-Policy: no-referrer` on every response: every route of the router's table (as a
+/// stranger and as the session's viewer), errors and the fallbacks.
+#[tokio::test]
+async fn every_response_says_no_referrer() {
+    let state = state();
+    let (app, _agent, id) = open_session(&state).await;
+    let mut reqs = vec![
+        anon_get("/no/such/route"),
+        Request::put("/api/vms").body(Body::empty()).unwrap(),
+    ];
+    for r in vdesk_controller::routes::ROUTES {
+        let uri = r
+            .path
+            .replace("{id}", id.as_str())
+            .replace("{side}", "vm")
+            .replace("{vmId}", "demo");
+        for authorized in [false, true] {
+            let req = Request::builder()
+                .method(r.method.clone())
+                .uri(&uri)
+                .body(Body::from("{}"))
+                .unwrap();
+            reqs.push(if authorized {
+                bearer(req, &viewer_token("demo"))
+            } else {
+                req
+            });
+        }
+    }
+    for req in reqs {
+        let what = format!("{} {}", req.method(), req.uri());
+        let resp = send(&app, req).await;
+        assert_eq!(
+            resp.headers()
+                .get("referrer-policy")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-referrer"),
+            "{what} ({})",
+            resp.status()
+        );
+    }
+}

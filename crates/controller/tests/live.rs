@@ -24,10 +24,14 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(state()).await
+}
+
+async fn start_with(state: vdesk_controller::AppState) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(vdesk_controller::serve(listener, state(), async move {
+    let task = tokio::spawn(vdesk_controller::serve(listener, state, async move {
         let _ = stopped.await;
     }));
     Server {
@@ -38,13 +42,17 @@ async fn start() -> Server {
 }
 
 async fn agent(addr: SocketAddr) -> Ws {
+    agent_for(addr, "demo").await
+}
+
+async fn agent_for(addr: SocketAddr, vm: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/agent/ws"))
         .await
         .unwrap();
     let challenge = recv_ws(&mut ws).await;
     assert_eq!(challenge["type"], "challenge", "{challenge}");
     let nonce = challenge["nonce"].as_str().unwrap();
-    send_ws(&mut ws, hello_json("demo", TOKEN, nonce)).await;
+    send_ws(&mut ws, hello_json(vm, TOKEN, nonce)).await;
     assert_eq!(recv_ws(&mut ws).await["type"], "welcome");
     ws
 }
@@ -307,4 +315,62 @@ async fn shutdown_tells_agent_and_viewer() {
         .expect("serve returns")
         .unwrap()
         .unwrap();
+}
+
+/// A compromised VM's agent floods its WebSocket with `resume` messages naming sessions nobody
+/// created: it adopts no more than the caps allow, every later `resume` is refused, and the
+/// controller's session count (its memory, what its tick walks) stays bounded.
+#[tokio::test]
+async fn a_hostile_agent_cannot_grow_the_controller_with_resumes() {
+    let mut config = config();
+    config.max_sessions_per_vm = 8;
+    config.max_sessions = 12;
+    let state = vdesk_controller::AppState::new(config);
+    let server = start_with(state.clone()).await;
+    let resume = |n: usize| {
+        let sessions: Vec<Value> = (0..n)
+            .map(|_| {
+                json!({"sessionId": vdesk_protocol::SessionId::random(), "offer": OFFER,
+                       "answer": ANSWER, "permission": "control"})
+            })
+            .collect();
+        json!({"type": "resume", "sessions": sessions})
+    };
+    const FLOOD: usize = 300;
+    let mut agents = Vec::new();
+    for vm in ["demo", "second"] {
+        let mut ws = agent_for(server.addr, vm).await;
+        for _ in 0..FLOOD {
+            send_ws(&mut ws, resume(64)).await;
+        }
+        // Every message is answered: the refused adoptions, then one error per later resume.
+        let (mut ends, mut errors) = (0, 0);
+        while errors < FLOOD - 1 {
+            let v = recv_ws(&mut ws).await;
+            match v["type"].as_str() {
+                Some("endSession") => {
+                    assert_eq!(v["code"], "too_many_requests", "{v}");
+                    ends += 1;
+                }
+                Some("error") => {
+                    assert_eq!(v["code"], "bad_request", "{v}");
+                    assert!(v["message"].as_str().unwrap().contains("once"), "{v}");
+                    errors += 1;
+                }
+                _ => panic!("unexpected {v}"),
+            }
+        }
+        let expected_ends = if vm == "demo" { 64 - 8 } else { 64 - 4 };
+        assert_eq!(ends, expected_ends, "{vm}");
+        agents.push(ws);
+    }
+    assert_eq!(state.relay(|r, _| r.session_count()), 12);
+    // A viewer is told the controller is full (429), not an error of ours.
+    let resp = viewer_client()
+        .post(format!("http://{}/api/webrtc/session", server.addr))
+        .body(json!({"vmId": "demo", "offer": {"type": "offer", "sdp": OFFER}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
 }

@@ -173,4 +173,10 @@ async fn metrics_need_the_admin_token() {
     assert_eq!(resp.status(), 403);
     let resp = send(&app, get("/metrics")).await; // a viewer token is not enough
     assert_eq!(resp.status(), 403);
+    // Without --admin-token the route is off, as docs/operations.md says.
+    let mut config = config();
+    config.admin_token = None;
+    let off = vdesk_controller::app(vdesk_controller::AppState::new(config));
+    let resp = send(&off, bearer(anon_get("/metrics"), ADMIN)).await;
+    assert_eq!(resp.status(), 404);
 }

@@ -14,7 +14,9 @@ pub use hello_proof::{hello_proof, HELLO_PROOF_CONTEXT};
 pub use ids::{SessionId, VmId};
 pub use input::*;
 pub use messages::*;
-pub use validate::{ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN};
+pub use validate::{
+    ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN, MAX_SDP_MID_LEN, MAX_UFRAG_LEN,
+};
 
 /// Protocol version the agent announces in its `hello`; the controller refuses other majors.
 /// 2: the controller sends `challenge` first and `hello` carries `proof` instead of the secret.

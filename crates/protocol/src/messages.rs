@@ -5,7 +5,10 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::{SessionId, VmId};
-use crate::validate::{check_candidate_line, check_sdp, ValidationError};
+use crate::validate::{
+    check_candidate_line, check_candidate_token, check_sdp, ValidationError, MAX_SDP_MID_LEN,
+    MAX_UFRAG_LEN,
+};
 
 /// An ICE candidate exactly as the browser's `RTCIceCandidateInit` spells it. An empty
 /// `candidate` string means end-of-candidates (as browsers send it).
@@ -42,7 +45,11 @@ impl IceCandidate {
         self.candidate.is_empty()
     }
 
-    /// Structural checks; see [`check_candidate_line`].
+    /// Structural checks and size caps of every field (`candidate` [`MAX_CANDIDATE_LEN`] bytes,
+    /// `sdpMid` [`MAX_SDP_MID_LEN`], `usernameFragment` [`MAX_UFRAG_LEN`]); the error names the
+    /// field. See [`check_candidate_line`].
+    ///
+    /// [`MAX_CANDIDATE_LEN`]: crate::validate::MAX_CANDIDATE_LEN
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_candidate_line(&self.candidate)?;
         if self.sdp_mid.is_none() && self.sdp_m_line_index.is_none() && !self.candidate.is_empty() {
@@ -54,10 +61,20 @@ impl IceCandidate {
         if self.sdp_m_line_index.is_some_and(|i| i > 255) {
             return Err(ValidationError::new("sdpMLineIndex", "is larger than 255"));
         }
-        if self.sdp_mid.as_ref().is_some_and(|m| m.len() > 64) {
-            return Err(ValidationError::new("sdpMid", "is longer than 64 bytes"));
-        }
+        check_candidate_token("sdpMid", self.sdp_mid.as_deref(), MAX_SDP_MID_LEN)?;
+        check_candidate_token(
+            "usernameFragment",
+            self.username_fragment.as_deref(),
+            MAX_UFRAG_LEN,
+        )?;
         Ok(())
+    }
+
+    /// Bytes of its text fields, for per-session budgets.
+    pub fn text_len(&self) -> usize {
+        self.candidate.len()
+            + self.sdp_mid.as_ref().map_or(0, String::len)
+            + self.username_fragment.as_ref().map_or(0, String::len)
     }
 }
 

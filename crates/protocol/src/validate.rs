@@ -5,8 +5,13 @@ use std::fmt;
 
 /// Largest SDP we accept. A browser offer with video, audio and a data channel is ~5 KiB.
 pub const MAX_SDP_LEN: usize = 64 * 1024;
-/// Largest candidate line we accept (RFC 8839 lines are well under 256 bytes).
-pub const MAX_CANDIDATE_LEN: usize = 1024;
+/// Largest candidate line we accept (RFC 8839 lines are well under 256 bytes, an mDNS host name
+/// and the usual extensions included).
+pub const MAX_CANDIDATE_LEN: usize = 512;
+/// Largest `sdpMid` (a media id token; browsers use "0", "1", "video"...).
+pub const MAX_SDP_MID_LEN: usize = 64;
+/// Largest `usernameFragment` (RFC 8445 allows ice-ufrag up to 256 characters).
+pub const MAX_UFRAG_LEN: usize = 256;
 
 /// What is wrong with a field of a message, in words fit for an API error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +94,29 @@ pub fn check_candidate_line(line: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Checks an optional short token field of a candidate (`sdpMid`, `usernameFragment`): at most
+/// `max` bytes of printable ASCII without spaces. The error names the field.
+pub fn check_candidate_token(
+    field: &'static str,
+    value: Option<&str>,
+    max: usize,
+) -> Result<(), ValidationError> {
+    let Some(v) = value else { return Ok(()) };
+    if v.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("is longer than {max} bytes"),
+        ));
+    }
+    if !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ValidationError::new(
+            field,
+            "must be printable ASCII without spaces",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +142,18 @@ mod tests {
         assert!(check_candidate_line("candidate:1 1 UDP").is_err());
         assert!(check_candidate_line("bogus").is_err());
         assert!(check_candidate_line(&format!("{good}\r\na=evil")).is_err());
+        let long = format!("{good} {}", "x".repeat(MAX_CANDIDATE_LEN));
+        assert_eq!(check_candidate_line(&long).unwrap_err().field, "candidate");
+    }
+
+    #[test]
+    fn candidate_token_checks() {
+        assert!(check_candidate_token("sdpMid", None, 64).is_ok());
+        assert!(check_candidate_token("sdpMid", Some("0"), 64).is_ok());
+        assert!(check_candidate_token("usernameFragment", Some("a+/Z9"), 256).is_ok());
+        let e = check_candidate_token("usernameFragment", Some(&"u".repeat(257)), 256).unwrap_err();
+        assert_eq!(e.field, "usernameFragment");
+        assert!(check_candidate_token("sdpMid", Some("a b"), 64).is_err());
+        assert!(check_candidate_token("sdpMid", Some("a\nb"), 64).is_err());
     }
 }

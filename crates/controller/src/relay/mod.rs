@@ -12,7 +12,7 @@ mod tests;
 #[cfg(test)]
 mod tests_resume;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
@@ -26,7 +26,7 @@ use crate::auth::AgentAuth;
 use crate::turn::TurnRest;
 pub use counters::{Counters, MetricsSnapshot, SessionMetrics};
 use session::Session;
-pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_PEER_STATES};
+pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_CANDIDATE_BYTES_PER_SIDE, MAX_PEER_STATES};
 
 /// How long an ended session is remembered, so that late requests get 410 and its reason.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
@@ -37,6 +37,9 @@ pub const MAX_REASON_LEN: usize = 256;
 /// How long the sessions of an agent whose link dropped wait for it to come back and `resume`
 /// them before they end with `agent_disconnected`.
 pub const AGENT_GRACE: Duration = Duration::from_secs(10);
+/// The agent's `peerState` values that mean the session's peer connection is up (the end of
+/// `--connect-timeout`'s watch).
+pub const CONNECTED_STATES: [&str; 3] = ["peer:connected", "ice:connected", "ice:completed"];
 /// Most sessions one `resume` may name (an agent streams a handful).
 pub const MAX_RESUMED_SESSIONS: usize = 64;
 
@@ -132,21 +135,25 @@ pub struct RelayConfig {
     /// Most live sessions per VM, and per viewer token (0 = no limit).
     pub max_sessions_per_vm: usize,
     pub max_sessions_per_token: usize,
+    /// Most live sessions in all (at least 1): created and adopted alike. Bounds the memory a
+    /// hostile agent or many links can take, and what [`Relay::tick`] walks.
+    pub max_sessions: usize,
+    /// A session whose peer has not reported `connected` this long after its offer ends
+    /// (`connect_timeout`).
+    pub connect_timeout: Duration,
 }
 
-/// Who asks for a session: what the viewer's token grants, and its id (sessions are bound to it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub permission: Permission,
-    /// The viewer token's id; `None` for callers trusted by other means (tests, embedders).
-    pub token_id: Option<String>,
-}
+/// Most tombstones kept, per allowed live session: past it the oldest are forgotten early (a
+/// late request then gets 404 instead of 410), so that churn cannot grow them without bound.
+pub const TOMBSTONES_PER_SESSION: usize = 4;
 
-/// Whose a session is: its VM and the id of the token that created it.
+/// Whose a session is: its VM and the owner tag of the link that created it (see
+/// [`crate::auth::ControllerSecret::owner_tag`]); `None` for sessions of trusted callers (tests,
+/// embedders) and sessions adopted from an agent that sent no tag: no viewer token may use those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub vm: VmId,
-    pub token_id: Option<String>,
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +168,6 @@ enum ConnState {
 struct Tombstone {
     code: ErrorCode,
     reason: String,
-    until: Instant,
     owner: Owner,
 }
 
@@ -176,6 +182,11 @@ pub struct Relay {
     challenges: HashMap<ConnId, String>,
     sessions: HashMap<SessionId, Session>,
     tombstones: HashMap<SessionId, Tombstone>,
+    /// The tombstones in the order they expire (oldest first): the tick pops what is due.
+    tombstone_order: VecDeque<(Instant, SessionId)>,
+    /// Registered connections that may still send their one `resume` (from `welcome` until
+    /// their first message other than `sessionEnded`).
+    resume_window: HashSet<ConnId>,
     outbox: Vec<Outbound>,
     shutting_down: bool,
     counters: Counters,
@@ -190,6 +201,8 @@ impl Relay {
             challenges: HashMap::new(),
             sessions: HashMap::new(),
             tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
+            resume_window: HashSet::new(),
             outbox: Vec::new(),
             shutting_down: false,
             counters: Counters::default(),
@@ -206,12 +219,13 @@ impl Relay {
     }
 
     /// The static ICE servers plus, with `--turn-secret`, TURN credentials for `label` (a VM or
-    /// session id) valid from now. The one place the relay reads the wall clock: TURN servers
-    /// check an absolute expiry.
-    pub fn ice_servers_for(&self, label: &str) -> Vec<IceServer> {
+    /// session id) valid from now for `--turn-ttl`, and no later than `not_after` (unix seconds:
+    /// the expiry of the viewer link they are for). Reads the wall clock: TURN servers check an
+    /// absolute expiry.
+    pub fn ice_servers_for(&self, label: &str, not_after: Option<u64>) -> Vec<IceServer> {
         let mut servers = self.cfg.ice_servers.clone();
         if let Some(turn) = &self.cfg.turn {
-            servers.push(turn.ice_server(label, crate::viewer_token::unix_now()));
+            servers.push(turn.ice_server_until(label, crate::viewer_token::unix_now(), not_after));
         }
         servers
     }
@@ -222,7 +236,7 @@ impl Relay {
             .get(id)
             .map(|s| Owner {
                 vm: s.vm.clone(),
-                token_id: s.token_id.clone(),
+                owner: s.grant.owner.clone(),
             })
             .or_else(|| self.tombstones.get(id).map(|t| t.owner.clone()))
     }
@@ -252,6 +266,12 @@ impl Relay {
     /// Number of live (not ended) sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Number of ended sessions still remembered (at most [`TOMBSTONES_PER_SESSION`] per
+    /// allowed live session).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
     }
 
     /// The numbers `GET /metrics` shows: counters, gauges, and the last stats of each session.
@@ -359,6 +379,7 @@ impl Relay {
     /// resumes them; otherwise they end with `agent_disconnected` (see [`Relay::tick`]).
     pub fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
         self.challenges.remove(&conn);
+        self.resume_window.remove(&conn);
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
@@ -442,9 +463,11 @@ impl Relay {
             self.detach_sessions_of(old, now);
         }
         self.conns.insert(conn, ConnState::Registered(vm.clone()));
+        self.resume_window.insert(conn);
         let agent_version: String = agent_version.chars().take(64).collect();
         info!(vm = %vm, conn = %conn, agent_version, "agent registered");
-        let ice_servers = self.ice_servers_for(vm.as_str());
+        // The agent's own credentials (its VM's; the agent is not a viewer link).
+        let ice_servers = self.ice_servers_for(vm.as_str(), None);
         self.send_agent(conn, ControllerToAgent::Welcome { ice_servers });
     }
 
@@ -458,14 +481,27 @@ impl Relay {
         let id = match &msg {
             AgentToController::Hello { .. } => return,
             AgentToController::Resume { sessions } => {
+                if !self.resume_window.remove(&conn) {
+                    warn!(vm = %vm, conn = %conn, "resume refused: only one, right after welcome");
+                    return self.agent_error(
+                        conn,
+                        ErrorCode::BadRequest,
+                        "resume is accepted once per connection, right after welcome (before \
+                         any message but sessionEnded); this one was ignored",
+                    );
+                }
                 let sessions = sessions.clone();
                 return self.resume(conn, vm, sessions, now);
             }
+            AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
             AgentToController::Answer { session_id, .. }
             | AgentToController::Candidate { session_id, .. }
             | AgentToController::PeerState { session_id, .. }
-            | AgentToController::SessionEnded { session_id, .. }
-            | AgentToController::SessionStats { session_id, .. } => session_id.clone(),
+            | AgentToController::SessionStats { session_id, .. } => {
+                // The agent has moved on: no `resume` from now on.
+                self.resume_window.remove(&conn);
+                session_id.clone()
+            }
         };
         match self.sessions.get(&id) {
             // Its own session, or one of its VM's detached sessions (an agent that reconnects
@@ -559,6 +595,18 @@ impl Relay {
         if q.all.len() >= MAX_CANDIDATES_PER_SIDE {
             return Err(RelayError::TooMany("candidates"));
         }
+        let bytes = q.bytes.saturating_add(c.text_len());
+        if bytes > MAX_CANDIDATE_BYTES_PER_SIDE {
+            return Err(ValidationError::new(
+                "candidate",
+                format!(
+                    "would take this side's candidates in this session past \
+                     {MAX_CANDIDATE_BYTES_PER_SIDE} bytes"
+                ),
+            )
+            .into());
+        }
+        q.bytes = bytes;
         q.all.push(c.clone());
         if c.is_end_of_candidates() {
             debug!(session = %id, side = ?from, "end of candidates");
@@ -613,6 +661,9 @@ impl Relay {
             .get_mut(id)
             .ok_or(RelayError::SessionNotFound)?;
         info!(session = %id, vm = %s.vm, state, "peer state");
+        if CONNECTED_STATES.contains(&state.as_str()) {
+            s.connect_by = None;
+        }
         if s.peer_states >= MAX_PEER_STATES {
             return Ok(());
         }
@@ -633,20 +684,20 @@ impl Relay {
         offer: SessionDescription,
         now: Instant,
     ) -> Result<SessionId, RelayError> {
-        let grant = Grant {
+        let grant = SessionGrant {
             permission: Permission::Control,
-            token_id: None,
+            ..SessionGrant::default()
         };
         self.create_session_as(vm, offer, &grant, now)
     }
 
     /// A viewer's offer for `vm`: the session is created and the offer goes to the VM's agent,
-    /// with the permission of the viewer's token.
+    /// with what the viewer's link grants (permission, owner tag...).
     pub fn create_session_as(
         &mut self,
         vm: VmId,
         offer: SessionDescription,
-        grant: &Grant,
+        grant: &SessionGrant,
         now: Instant,
     ) -> Result<SessionId, RelayError> {
         if self.shutting_down {
@@ -667,7 +718,7 @@ impl Relay {
             Some(None) => return Err(RelayError::AgentOffline),
             Some(Some(conn)) => *conn,
         };
-        self.check_caps(&vm, grant)?;
+        self.check_caps(&vm, grant.owner.as_deref())?;
         let id = loop {
             let id = SessionId::random();
             if !self.sessions.contains_key(&id) && !self.tombstones.contains_key(&id) {
@@ -675,7 +726,7 @@ impl Relay {
             }
         };
         info!(session = %id, vm = %vm, conn = %conn, permission = ?grant.permission, "session created");
-        let ice_servers = self.ice_servers_for(id.as_str());
+        let ice_servers = self.ice_servers_for(id.as_str(), grant.expires_at.map(|ms| ms / 1000));
         self.counters.sessions_created += 1;
         self.send_agent(
             conn,
@@ -683,14 +734,13 @@ impl Relay {
                 session_id: id.clone(),
                 sdp: offer.sdp.clone(),
                 ice_servers,
-                grant: SessionGrant {
-                    permission: grant.permission,
-                    ..SessionGrant::default()
-                },
+                grant: grant.clone(),
             },
         );
         let mut session = Session::new(vm, conn, offer, now);
-        session.token_id = grant.token_id.clone();
+        session.grant = grant.clone();
+        session.expires = link_deadline(grant.expires_at, now);
+        session.connect_by = now.checked_add(self.cfg.connect_timeout);
         self.sessions.insert(id.clone(), session);
         Ok(id)
     }
@@ -730,8 +780,16 @@ impl Relay {
         Ok(())
     }
 
-    /// Refuses a new session when its VM or its token already has as many as allowed.
-    fn check_caps(&self, vm: &VmId, grant: &Grant) -> Result<(), RelayError> {
+    /// Refuses a new (or adopted) session when the controller, its VM or its token already has
+    /// as many as allowed.
+    fn check_caps(&self, vm: &VmId, owner: Option<&str>) -> Result<(), RelayError> {
+        let total = self.cfg.max_sessions.max(1);
+        if self.sessions.len() >= total {
+            warn!(vm = %vm, limit = total, "session refused: the controller has the most sessions allowed");
+            return Err(RelayError::Limit(format!(
+                "this controller already has {total} sessions, the most allowed (--max-sessions)"
+            )));
+        }
         let per_vm = self.cfg.max_sessions_per_vm;
         if per_vm > 0 && self.sessions.values().filter(|s| &s.vm == vm).count() >= per_vm {
             warn!(vm = %vm, limit = per_vm, "session refused: too many sessions for this VM");
@@ -740,11 +798,11 @@ impl Relay {
             )));
         }
         let per_token = self.cfg.max_sessions_per_token;
-        if let (Some(token), true) = (&grant.token_id, per_token > 0) {
+        if let (Some(owner), true) = (owner, per_token > 0) {
             let n = self
                 .sessions
                 .values()
-                .filter(|s| s.token_id.as_ref() == Some(token))
+                .filter(|s| s.grant.owner.as_deref() == Some(owner))
                 .count();
             if n >= per_token {
                 warn!(vm = %vm, limit = per_token, "session refused: too many sessions for one token");
@@ -837,40 +895,53 @@ impl Relay {
         }
     }
 
-    /// Time passed: idle sessions end, old tombstones are forgotten.
+    /// Time passed: sessions end whose link expired, whose peer did not connect in time, whose
+    /// viewer is idle, or whose agent did not come back in time; old tombstones are forgotten. Walks the live sessions (at most `max_sessions`) and the due tombstones only.
     pub fn tick(&mut self, now: Instant) {
-        let timeout = self.cfg.idle_timeout;
-        let idle: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_idle(now, timeout))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in idle {
-            let reason = format!("the viewer was idle for {} s", timeout.as_secs());
-            self.end_session(&id, ErrorCode::IdleTimeout, &reason, true, now);
-        }
+        let idle = self.cfg.idle_timeout;
         let grace = self.cfg.agent_grace;
-        let mut orphans: Vec<SessionId> = self
+        // One pass over the live sessions (at most `max_sessions`); the first reason wins.
+        let mut due: Vec<(SessionId, ErrorCode, bool)> = self
             .sessions
             .iter()
-            .filter(|(_, s)| {
-                s.detached_at
+            .filter_map(|(id, s)| {
+                let (code, tell_agent) = if s.expires.is_some_and(|t| t <= now) {
+                    (ErrorCode::LinkExpired, true)
+                } else if s.connect_by.is_some_and(|t| t <= now) {
+                    (ErrorCode::ConnectTimeout, true)
+                } else if s.is_idle(now, idle) {
+                    (ErrorCode::IdleTimeout, true)
+                } else if s
+                    .detached_at
                     .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+                {
+                    (ErrorCode::AgentDisconnected, false)
+                } else {
+                    return None;
+                };
+                Some((id.clone(), code, tell_agent))
             })
-            .map(|(id, _)| id.clone())
             .collect();
-        orphans.sort();
-        for id in orphans {
-            self.end_session(
-                &id,
-                ErrorCode::AgentDisconnected,
-                "VM agent disconnected",
-                false,
-                now,
-            );
+        due.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, code, tell_agent) in due {
+            let reason = match code {
+                ErrorCode::LinkExpired => "the viewer link expired".to_owned(),
+                ErrorCode::ConnectTimeout => format!(
+                    "the peer connection did not connect within {} s",
+                    self.cfg.connect_timeout.as_secs()
+                ),
+                ErrorCode::IdleTimeout => format!("the viewer was idle for {} s", idle.as_secs()),
+                _ => "VM agent disconnected".to_owned(),
+            };
+            self.end_session(&id, code, &reason, tell_agent, now);
         }
-        self.tombstones.retain(|_, t| t.until > now);
+        while let Some((until, id)) = self.tombstone_order.front() {
+            if *until > now {
+                break;
+            }
+            self.tombstones.remove(id);
+            self.tombstone_order.pop_front();
+        }
     }
 
     /// The controller stops: every session ends with `shutting_down` (both sides are told) and
@@ -946,15 +1017,26 @@ impl Relay {
                 },
             );
         }
+        let until = now + self.cfg.tombstone_ttl;
+        let most = self
+            .cfg
+            .max_sessions
+            .max(1)
+            .saturating_mul(TOMBSTONES_PER_SESSION);
+        while self.tombstone_order.len() >= most {
+            if let Some((_, old)) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+        self.tombstone_order.push_back((until, id.clone()));
         self.tombstones.insert(
             id.clone(),
             Tombstone {
                 code,
                 reason: reason.to_owned(),
-                until: now + self.cfg.tombstone_ttl,
                 owner: Owner {
                     vm: s.vm.clone(),
-                    token_id: s.token_id.take(),
+                    owner: s.grant.owner.take(),
                 },
             },
         );
@@ -1088,9 +1170,15 @@ impl Relay {
             }
             None => None,
         };
+        self.check_caps(vm, r.grant.owner.as_deref())
+            .map_err(|e| (ErrorCode::TooManyRequests, e.to_string()))?;
         info!(session = %id, vm = %vm, conn = %conn, "session adopted from its agent");
         let mut s = Session::new(vm.clone(), conn, offer, now);
         s.answer = answer;
+        // The grant it was offered with, as the agent echoes it: the owner tag decides who may
+        // use the session (none: nobody's viewer token; the viewer starts a new session).
+        s.expires = link_deadline(r.grant.expires_at, now);
+        s.grant = r.grant;
         self.sessions.insert(id, s);
         Ok(())
     }
@@ -1128,6 +1216,16 @@ impl Relay {
             });
         }
     }
+}
+
+/// The instant a link that expires at `expires_at_ms` (Unix ms) runs out, as seen at `now`.
+/// Reads the wall clock (the expiry is absolute), like the TURN credentials do. No link lives
+/// longer than 30 days, whatever an agent's `resume` says.
+fn link_deadline(expires_at_ms: Option<u64>, now: Instant) -> Option<Instant> {
+    let left = expires_at_ms?
+        .saturating_sub(crate::viewer_token::unix_now_ms())
+        .min(crate::viewer_token::MAX_TTL_SECS.saturating_mul(1000));
+    now.checked_add(Duration::from_millis(left)).or(Some(now))
 }
 
 /// A reason from the network, fit for a log line and the viewer: one line, bounded.

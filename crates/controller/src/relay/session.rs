@@ -5,13 +5,17 @@
 use std::time::Instant;
 
 use vdesk_protocol::{
-    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, SessionStats, Side, VmId,
+    CandidateList, ControllerToViewer, IceCandidate, SessionDescription, SessionGrant,
+    SessionStats, Side, VmId,
 };
 
 use super::ConnId;
 
 /// Most candidates one side may send in a session (a browser gathers a few dozen at most).
 pub const MAX_CANDIDATES_PER_SIDE: usize = 256;
+/// Most bytes of candidate text (`candidate`, `sdpMid`, `usernameFragment`) one side may send
+/// in a session: a few dozen real candidates take a few KiB.
+pub const MAX_CANDIDATE_BYTES_PER_SIDE: usize = 64 * 1024;
 /// Most `peerState` events kept per session; later ones are dropped, they are informational.
 pub const MAX_PEER_STATES: usize = 256;
 
@@ -21,6 +25,8 @@ pub(crate) struct CandidateQueue {
     pub all: Vec<IceCandidate>,
     /// How many of `all` the poll route has already returned.
     pub polled: usize,
+    /// Bytes of text in `all` (see [`MAX_CANDIDATE_BYTES_PER_SIDE`]).
+    pub bytes: usize,
 }
 
 impl CandidateQueue {
@@ -53,8 +59,14 @@ pub(crate) struct Session {
     pub open_streams: u32,
     /// Last request of the viewer (or close of its last event stream).
     pub last_seen: Instant,
-    /// Id of the viewer token that created it (only that token may use it).
-    pub token_id: Option<String>,
+    /// What the viewer's link grants, as offered to the agent (or echoed in its `resume`): the
+    /// owner tag (only a token with that tag may use the session), permission, expiry...
+    pub grant: SessionGrant,
+    /// Until when the peer may take to report `connected` (`None` once it has, and for adopted
+    /// sessions, which were streaming before the controller restarted).
+    pub connect_by: Option<Instant>,
+    /// When the viewer's link expires (from `grant.expires_at`): the session ends then.
+    pub expires: Option<Instant>,
     /// The agent's last `sessionStats`, for `/metrics`.
     pub stats: Option<SessionStats>,
 }
@@ -75,7 +87,9 @@ impl Session {
             peer_states: 0,
             open_streams: 0,
             last_seen: now,
-            token_id: None,
+            grant: SessionGrant::default(),
+            expires: None,
+            connect_by: None,
             stats: None,
         }
     }

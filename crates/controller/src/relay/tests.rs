@@ -45,19 +45,25 @@ pub(super) struct Fixture {
 
 impl Fixture {
     pub(super) fn new() -> Self {
-        let relay = Relay::new(
-            RelayConfig {
-                agent_auth: AgentToken::new(TOKEN).into(),
-                ice_servers: vec![],
-                turn: None,
-                idle_timeout: Duration::from_secs(30),
-                tombstone_ttl: TOMBSTONE_TTL,
-                agent_grace: AGENT_GRACE,
-                max_sessions_per_vm: 0,
-                max_sessions_per_token: 0,
-            },
-            [vm("known")],
-        );
+        Self::with(|_| {})
+    }
+
+    /// A fixture whose relay config is changed by `edit` first.
+    pub(super) fn with(edit: impl FnOnce(&mut RelayConfig)) -> Self {
+        let mut cfg = RelayConfig {
+            agent_auth: AgentToken::new(TOKEN).into(),
+            ice_servers: vec![],
+            turn: None,
+            idle_timeout: Duration::from_secs(30),
+            tombstone_ttl: TOMBSTONE_TTL,
+            agent_grace: AGENT_GRACE,
+            max_sessions_per_vm: 0,
+            max_sessions_per_token: 0,
+            max_sessions: 1000,
+            connect_timeout: Duration::from_secs(3600),
+        };
+        edit(&mut cfg);
+        let relay = Relay::new(cfg, [vm("known")]);
         Self {
             relay,
             t0: Instant::now(),

@@ -9,7 +9,7 @@ use vdesk_protocol::{
     ResumedSession, SdpType, SessionDescription, SessionGrant, SessionId,
 };
 
-use super::tests::{cand, ended, hello, offer, Fixture, ANSWER, NONCE, OFFER, TOKEN};
+use super::tests::{self, cand, ended, hello, offer, Fixture, ANSWER, NONCE, OFFER, TOKEN};
 use super::*;
 
 const ANSWER2: &str = "v=0\r\no=- 2 3 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
@@ -222,6 +222,8 @@ fn resuming_an_ended_or_malformed_session_is_refused_to_the_agent() {
     let gone = answered_session(&mut f, conn);
     f.relay.viewer_left(&gone, f.t0).unwrap();
     f.out();
+    // The agent comes back (a resume comes right after welcome, before anything else).
+    let conn = reconnect(&mut f, 2, "known");
     let bad = SessionId::random();
     f.relay.agent_message(
         conn,
@@ -367,4 +369,300 @@ fn a_new_offer_goes_to_the_agent_and_its_answer_to_the_viewer() {
         f.relay.reoffer(&id, offer(), f.t0).unwrap_err().code(),
         ErrorCode::AgentDisconnected
     );
+}
+
+/// The errors sent to `conn` in `out`, by code.
+fn errors_to(out: &[Outbound], conn: ConnId, code: ErrorCode) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Outbound::ToAgent { conn: c, msg: C::Error { code: k, .. } } if *c == conn && *k == code))
+        .count()
+}
+
+fn ends_to(out: &[Outbound], conn: ConnId, code: ErrorCode) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Outbound::ToAgent { conn: c, msg: C::EndSession { code: k, .. } } if *c == conn && *k == code))
+        .count()
+}
+
+fn many(n: usize) -> Vec<ResumedSession> {
+    (0..n)
+        .map(|_| resumed(&SessionId::random(), Some(ANSWER)))
+        .collect()
+}
+
+#[test]
+fn one_resume_per_connection_right_after_welcome() {
+    let mut f = Fixture::new();
+    // sessionEnded reports may come first (what ended while the agent was away).
+    let conn = f.agent(1, "known");
+    f.relay.agent_message(
+        conn,
+        A::SessionEnded {
+            session_id: SessionId::random(),
+            code: ErrorCode::AgentError,
+            reason: "x".into(),
+        },
+        f.t0,
+    );
+    f.relay
+        .agent_message(conn, A::Resume { sessions: many(3) }, f.t0);
+    assert_eq!(f.relay.session_count(), 3);
+    f.out();
+    // A second one is refused and adopts nothing, however often it comes.
+    for _ in 0..100 {
+        f.relay
+            .agent_message(conn, A::Resume { sessions: many(3) }, f.t0);
+    }
+    let out = f.out();
+    assert_eq!(errors_to(&out, conn, ErrorCode::BadRequest), 100, "{out:?}");
+    assert_eq!(f.relay.session_count(), 3);
+
+    // Nor after the agent has sent anything else first.
+    let late = f.agent(2, "second");
+    let id = SessionId::random();
+    f.relay.agent_message(
+        late,
+        A::PeerState {
+            session_id: id,
+            state: "ice:connected".into(),
+        },
+        f.t0,
+    );
+    f.relay
+        .agent_message(late, A::Resume { sessions: many(3) }, f.t0);
+    let out = f.out();
+    assert_eq!(errors_to(&out, late, ErrorCode::BadRequest), 1, "{out:?}");
+    assert_eq!(f.relay.session_count(), 3);
+}
+
+#[test]
+fn adopted_sessions_count_against_the_caps_and_tombstones_are_bounded() {
+    let mut f = Fixture::with(|c| {
+        c.max_sessions_per_vm = 8;
+        c.max_sessions = 12;
+    });
+    let a = f.agent(1, "known");
+    f.relay.agent_message(
+        a,
+        A::Resume {
+            sessions: many(MAX_RESUMED_SESSIONS),
+        },
+        f.t0,
+    );
+    let out = f.out();
+    assert_eq!(f.relay.session_count(), 8, "--max-sessions-per-vm");
+    assert_eq!(
+        ends_to(&out, a, ErrorCode::TooManyRequests),
+        MAX_RESUMED_SESSIONS - 8
+    );
+    let b = f.agent(2, "second");
+    f.relay.agent_message(
+        b,
+        A::Resume {
+            sessions: many(MAX_RESUMED_SESSIONS),
+        },
+        f.t0,
+    );
+    let out = f.out();
+    assert_eq!(f.relay.session_count(), 12, "--max-sessions");
+    assert!(out.iter().any(|o| matches!(o,
+        Outbound::ToAgent { msg: C::EndSession { reason, .. }, .. } if reason.contains("--max-sessions"))));
+    // Viewers get the same answer.
+    assert!(matches!(
+        f.relay.create_session(tests::vm("known"), offer(), f.t0),
+        Err(RelayError::Limit(m)) if m.contains("--max-sessions")
+    ));
+
+    // However the agents churn (adopt, end, reconnect, adopt...), the tombstones stay bounded.
+    for round in 0..50u64 {
+        let conn = f.agent(10 + round, "known");
+        let listed = many(8);
+        f.relay.agent_message(
+            conn,
+            A::Resume {
+                sessions: listed.clone(),
+            },
+            f.t0,
+        );
+        for r in listed {
+            f.relay.agent_message(
+                conn,
+                A::SessionEnded {
+                    session_id: r.session_id,
+                    code: ErrorCode::AgentError,
+                    reason: "churn".into(),
+                },
+                f.t0,
+            );
+        }
+        f.out();
+    }
+    assert!(f.relay.session_count() <= 12);
+    assert!(
+        f.relay.tombstone_count() <= 12 * TOMBSTONES_PER_SESSION,
+        "{}",
+        f.relay.tombstone_count()
+    );
+    // And the tick forgets them when they are due (the second tick: those of the sessions the
+    // first one ended as idle).
+    f.relay.tick(f.at(TOMBSTONE_TTL.as_secs() + 1));
+    assert_eq!(f.relay.session_count(), 0);
+    f.relay.tick(f.at(2 * TOMBSTONE_TTL.as_secs() + 2));
+    assert_eq!(f.relay.tombstone_count(), 0);
+}
+
+#[test]
+fn a_session_ends_when_its_link_expires_adopted_or_not() {
+    let mut f = Fixture::new();
+    let conn = f.agent(1, "known");
+    let in_5s = crate::viewer_token::unix_now_ms() + 5_000;
+    let grant = SessionGrant {
+        permission: Permission::Control,
+        owner: Some("tag".into()),
+        expires_at: Some(in_5s),
+        ..SessionGrant::default()
+    };
+    let adopted = SessionId::random();
+    let mut r = resumed(&adopted, Some(ANSWER));
+    r.grant = grant.clone();
+    f.relay
+        .agent_message(conn, A::Resume { sessions: vec![r] }, f.t0);
+    let id = f
+        .relay
+        .create_session_as(tests::vm("known"), offer(), &grant, f.t0)
+        .unwrap();
+    for s in [&id, &adopted] {
+        f.relay.stream_opened(s, 0, f.t0).unwrap(); // not idle: only the expiry ends them
+    }
+    f.out();
+    f.relay.tick(f.at(4));
+    assert_eq!(f.out(), vec![]);
+    assert_eq!(f.relay.session_count(), 2);
+    f.relay.tick(f.at(6));
+    let out = f.out();
+    for s in [&id, &adopted] {
+        assert!(
+            out.contains(&Outbound::ToAgent {
+                conn,
+                msg: C::EndSession {
+                    session_id: s.clone(),
+                    code: ErrorCode::LinkExpired,
+                    reason: "the viewer link expired".into()
+                }
+            }),
+            "{out:?}"
+        );
+        assert!(out.iter().any(|o| matches!(o,
+            Outbound::ToViewer { session, event: V::Ended { code: ErrorCode::LinkExpired, .. }, .. } if session == s)));
+    }
+    assert_eq!(f.relay.session_count(), 0);
+    // An agent's absurd expiry neither panics nor outlives a 30-day link.
+    let other = f.agent(2, "second");
+    let mut r = resumed(&SessionId::random(), None);
+    r.grant.expires_at = Some(u64::MAX);
+    f.relay
+        .agent_message(other, A::Resume { sessions: vec![r] }, f.t0);
+    assert_eq!(f.relay.session_count(), 1);
+}
+
+#[test]
+fn a_session_that_does_not_connect_in_time_ends() {
+    let mut f = Fixture::with(|c| c.connect_timeout = Duration::from_secs(30));
+    let conn = f.agent(1, "known");
+    let slow = f.session(conn, "known");
+    let ok = f.session(conn, "known");
+    for s in [&slow, &ok] {
+        f.relay.stream_opened(s, 0, f.t0).unwrap(); // not idle: only the deadline ends them
+    }
+    for (s, state) in [
+        (&slow, "ice:checking"),
+        (&ok, "ice:checking"),
+        (&ok, "peer:connected"),
+    ] {
+        f.relay.agent_message(
+            conn,
+            A::PeerState {
+                session_id: s.clone(),
+                state: state.into(),
+            },
+            f.at(5),
+        );
+    }
+    f.out();
+    f.relay.tick(f.at(29));
+    assert_eq!(f.out(), vec![]);
+    f.relay.tick(f.at(30));
+    let out = f.out();
+    assert!(
+        out.contains(&Outbound::ToAgent {
+            conn,
+            msg: C::EndSession {
+                session_id: slow.clone(),
+                code: ErrorCode::ConnectTimeout,
+                reason: "the peer connection did not connect within 30 s".into()
+            }
+        }),
+        "{out:?}"
+    );
+    assert!(out.iter().any(|o| matches!(o,
+        Outbound::ToViewer { session, event: V::Ended { code: ErrorCode::ConnectTimeout, .. }, .. } if *session == slow)));
+    assert_eq!(out.len(), 2, "only the slow one: {out:?}");
+    f.relay.tick(f.at(3000));
+    assert_eq!(f.out(), vec![], "the connected one lives on");
+    assert_eq!(f.relay.session_count(), 1);
+}
+
+#[test]
+fn an_agent_cannot_touch_another_vms_sessions() {
+    let mut f = Fixture::new();
+    let owner = f.agent(1, "known");
+    let id = f.session(owner, "known");
+    f.relay.stream_opened(&id, 0, f.t0).unwrap();
+    let intruder = f.agent(2, "second");
+    f.relay.agent_message(
+        intruder,
+        A::Resume {
+            sessions: vec![resumed(&id, Some(ANSWER))],
+        },
+        f.t0,
+    );
+    for msg in [
+        A::Answer {
+            session_id: id.clone(),
+            sdp: ANSWER.into(),
+        },
+        A::Candidate {
+            session_id: id.clone(),
+            candidate: cand(1),
+        },
+        A::PeerState {
+            session_id: id.clone(),
+            state: "peer:connected".into(),
+        },
+        A::SessionEnded {
+            session_id: id.clone(),
+            code: ErrorCode::AgentError,
+            reason: "x".into(),
+        },
+    ] {
+        f.relay.agent_message(intruder, msg, f.t0);
+    }
+    let out = f.out();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Outbound::ToAgent { conn, .. } if *conn == intruder)),
+        "only the intruder hears back: {out:?}"
+    );
+    assert_eq!(f.relay.answer(&id, f.t0).unwrap(), None, "no answer taken");
+    assert_eq!(f.relay.session_count(), 1, "not ended");
+    // Its own agent still owns it.
+    f.relay.agent_message(
+        owner,
+        A::Answer {
+            session_id: id.clone(),
+            sdp: ANSWER.into(),
+        },
+        f.t0,
+    );
+    assert!(f.relay.answer(&id, f.t0).unwrap().is_some());
 }

@@ -4,10 +4,9 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
-use vdesk_protocol::{Permission, VmId};
+use vdesk_protocol::{ClipboardPolicy, Permission, VmId};
 
 use crate::access;
 use crate::cli::{parse_ttl, viewer_link};
@@ -15,10 +14,6 @@ use crate::error::AppError;
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::viewer_token::{self, unix_now};
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/admin/links", post(mint_link))
-}
 
 /// A lifetime: seconds, or text such as `"15m"`, `"1h"`, `"7d"`.
 #[derive(Debug, Deserialize)]
@@ -37,6 +32,11 @@ pub struct MintLink {
     pub permission: Permission,
     /// Default one hour; at most 30 days.
     pub ttl: Option<Ttl>,
+    /// Default `both`.
+    #[serde(default)]
+    pub clipboard: ClipboardPolicy,
+    /// The viewer's display name (at most 40 characters).
+    pub name: Option<String>,
 }
 
 /// Reply of `POST /api/admin/links`.
@@ -49,14 +49,17 @@ pub struct Link {
     pub permission: Permission,
     /// Unix seconds.
     pub expires_at: u64,
+    pub clipboard: ClipboardPolicy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
-async fn mint_link(
+pub(crate) async fn mint_link(
     State(state): State<AppState>,
+    _admin: access::AdminToken,
     headers: HeaderMap,
     ApiJson(body): ApiJson<MintLink>,
 ) -> Result<Response, AppError> {
-    access::admin(&state, &headers)?;
     let ttl = match &body.ttl {
         None => 3600,
         Some(Ttl::Secs(s)) => Some(*s)
@@ -66,12 +69,24 @@ async fn mint_link(
             AppError::bad_request("ttl: use seconds or a number with s, m, h or d, up to 30d")
         })?,
     };
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| {
+            viewer_token::check_name(n).map_err(|e| AppError::bad_request(format!("name: {e}")))
+        })
+        .transpose()?;
     let expires_at = unix_now() + ttl;
-    let token = viewer_token::mint(
+    let extras = viewer_token::Extras {
+        clipboard: body.clipboard,
+        name: name.clone(),
+    };
+    let token = viewer_token::mint_with(
         &state.config().secret,
         &body.vm_id,
         body.permission,
         expires_at,
+        &extras,
     );
     let base = match &state.config().public_url {
         Some(u) => u.clone(),
@@ -91,6 +106,8 @@ async fn mint_link(
         vm_id: body.vm_id,
         permission: body.permission,
         expires_at,
+        clipboard: body.clipboard,
+        name,
     };
     Ok((StatusCode::CREATED, Json(link)).into_response())
 }

@@ -6,25 +6,16 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 
 use crate::assets::{file, HTML, VIEWER_HTML};
 use crate::extract::VmParam;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/vm/{vmId}", get(viewer))
-        .route("/healthz", get(|| async { "ok" }))
-}
-
-async fn viewer(VmParam(_vm): VmParam) -> Response {
+pub(crate) async fn viewer(VmParam(_vm): VmParam) -> Response {
     file(HTML, VIEWER_HTML)
 }
 
-async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(crate) async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !crate::access::is_admin(&state, &headers) {
         return file(
             HTML,

@@ -1,44 +1,32 @@
 //! The session routes: create (the offer), a new offer on it (ICE restart), answer, candidate
-//! (post), candidates (poll) and end (`DELETE`). The event stream is in `sse.rs`. Each route asks
-//! `access.rs` whether its caller may (viewer token of the session, or the agent secret for
-//! `from: "vm"` and `candidates/browser`) and charges rate limits; everything else is the
-//! relay's business.
+//! (post), candidates (poll) and end (`DELETE`). The event stream is in `sse.rs`; the routes
+//! themselves are in the table of `routes/mod.rs`. A handler names a session only through
+//! `access.rs`'s checked extractors ([`ViewerSession`]: the owner's viewer token;
+//! [`SessionCaller`]: that or the agent secret, for `from: "vm"` and `candidates/browser`), which
+//! run before the body is read; handlers charge rate limits; everything else is the relay's
+//! business.
 
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 use vdesk_protocol::{
-    CandidateList, CreateSession, PostCandidate, SessionCreated, SessionDescription, Side,
+    CandidateList, CreateSession, PostCandidate, SessionCreated, SessionDescription, SessionGrant,
+    Side,
 };
 
-use crate::access::{self, Peer};
+use crate::access::{self, Peer, SessionCaller, ViewerSession};
 use crate::error::AppError;
-use crate::extract::{ApiJson, SessionParam, SideParam};
+use crate::extract::{ApiJson, SideParam};
 use crate::limits::Kind;
-use crate::relay::Grant;
 use crate::state::AppState;
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/webrtc/session", post(create))
-        .route("/api/webrtc/session/{id}", delete(end))
-        .route("/api/webrtc/session/{id}/answer", get(answer))
-        .route("/api/webrtc/session/{id}/offer", post(reoffer))
-        .route("/api/webrtc/session/{id}/candidate", post(candidate))
-        .route(
-            "/api/webrtc/session/{id}/candidates/{side}",
-            get(candidates),
-        )
-}
 
 fn session_url(id: &vdesk_protocol::SessionId) -> String {
     format!("/api/webrtc/session/{id}")
 }
 
-async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
@@ -52,17 +40,16 @@ async fn create(
     access::rate_limit(&state, Kind::CreateSession, &headers, peer, &claims)?;
     let vm_id = body.vm_id;
     let vm = vm_id.clone();
-    let grant = Grant {
-        permission: claims.permission,
-        token_id: Some(claims.id),
+    let grant = access::grant_of(&state, &claims);
+    // The viewer is told what its link grants, but not the owner tag (it is the server's).
+    let told = SessionGrant {
+        owner: None,
+        ..grant.clone()
     };
     let session_id = state.relay(move |r, now| r.create_session_as(vm, body.offer, &grant, now))?;
     let location = session_url(&session_id);
     let created = SessionCreated {
-        grant: vdesk_protocol::SessionGrant {
-            permission: claims.permission,
-            ..Default::default()
-        },
+        grant: told,
         events_url: format!("{location}/events"),
         session_id,
         vm_id,
@@ -75,13 +62,10 @@ async fn create(
         .into_response())
 }
 
-async fn answer(
+pub(crate) async fn answer(
     State(state): State<AppState>,
-    SessionParam(id): SessionParam,
-    headers: HeaderMap,
-    uri: Uri,
+    ViewerSession { id, .. }: ViewerSession,
 ) -> Result<Response, AppError> {
-    access::viewer_session(&state, &headers, &uri, &id)?;
     Ok(match state.relay(|r, now| r.answer(&id, now))? {
         Some(answer) => Json(answer).into_response(),
         None => (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response(),
@@ -89,57 +73,69 @@ async fn answer(
 }
 
 /// A new offer on an existing session (ICE restart); the answer comes as an `answer` event.
-async fn reoffer(
+pub(crate) async fn reoffer(
     State(state): State<AppState>,
-    SessionParam(id): SessionParam,
+    ViewerSession { id, claims }: ViewerSession,
+    peer: Peer,
+    headers: HeaderMap,
     ApiJson(offer): ApiJson<SessionDescription>,
 ) -> Result<Response, AppError> {
+    access::rate_limit(&state, Kind::Offer, &headers, peer, &claims)?;
     state.relay(|r, now| r.reoffer(&id, offer, now))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response())
 }
 
-async fn candidate(
+/// 401 for a caller posting or reading the other side's candidates (a viewer token on the
+/// agent's side: the agent secret is what is missing).
+fn wrong_side(caller: &SessionCaller) -> AppError {
+    match caller {
+        SessionCaller::Viewer(_) => AppError::unauthorized_with(
+            "the VM's side of a session needs its agent secret (Authorization: Bearer <agent secret>)",
+        ),
+        SessionCaller::Agent(_) => {
+            AppError::forbidden("the agent posts candidates from: vm and reads candidates/browser")
+        }
+    }
+}
+
+pub(crate) async fn candidate(
     State(state): State<AppState>,
-    SessionParam(id): SessionParam,
+    caller: SessionCaller,
     peer: Peer,
     headers: HeaderMap,
-    uri: Uri,
     ApiJson(body): ApiJson<PostCandidate>,
 ) -> Result<StatusCode, AppError> {
-    if body.from == Side::Vm {
-        access::agent_session(&state, &headers, &id)?;
-    } else {
-        let claims = access::viewer_session(&state, &headers, &uri, &id)?;
-        access::rate_limit(&state, Kind::Candidate, &headers, peer, &claims)?;
-    }
-    state.relay(|r, now| r.post_candidate(&id, body.from, body.candidate, now))?;
+    let id = match (&caller, body.from) {
+        (SessionCaller::Agent(id), Side::Vm) => id,
+        (SessionCaller::Viewer(v), Side::Browser) => {
+            access::rate_limit(&state, Kind::Candidate, &headers, peer, &v.claims)?;
+            &v.id
+        }
+        _ => return Err(wrong_side(&caller)),
+    };
+    state.relay(|r, now| r.post_candidate(id, body.from, body.candidate, now))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn candidates(
+pub(crate) async fn candidates(
     State(state): State<AppState>,
-    SessionParam(id): SessionParam,
+    caller: SessionCaller,
     SideParam(side): SideParam,
-    headers: HeaderMap,
-    uri: Uri,
 ) -> Result<Json<CandidateList>, AppError> {
-    if side == Side::Browser {
-        access::agent_session(&state, &headers, &id)?;
-    } else {
-        access::viewer_session(&state, &headers, &uri, &id)?;
-    }
+    let id = match (&caller, side) {
+        (SessionCaller::Agent(id), Side::Browser) => id,
+        (SessionCaller::Viewer(v), Side::Vm) => &v.id,
+        _ => return Err(wrong_side(&caller)),
+    };
     Ok(Json(
-        state.relay(|r, now| r.poll_candidates(&id, side, now))?,
+        state.relay(|r, now| r.poll_candidates(id, side, now))?,
     ))
 }
 
-async fn end(
+pub(crate) async fn end(
     State(state): State<AppState>,
-    SessionParam(id): SessionParam,
-    headers: HeaderMap,
-    uri: Uri,
+    ViewerSession { id, .. }: ViewerSession,
 ) -> Result<StatusCode, AppError> {
-    access::viewer_session(&state, &headers, &uri, &id)?;
     state.relay(|r, now| r.viewer_left(&id, now))?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,33 +1,30 @@
 //! The VM registry and ICE configuration as JSON: `GET /api/vms` (admin token),
 //! `GET /api/vms/{vmId}` (that VM's viewer token, or the admin token), `GET /api/webrtc/config`
-//! (a viewer token; TURN credentials are made for its VM). Read-only.
+//! (a viewer token, at the session rate; TURN credentials are made for its VM and end no later
+//! than its link). Read-only.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use vdesk_protocol::{RtcConfig, VmInfo, VmList};
 
 use crate::access;
 use crate::error::AppError;
 use crate::extract::VmParam;
+use crate::limits::Kind;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/vms", get(list))
-        .route("/api/vms/{vmId}", get(one))
-        .route("/api/webrtc/config", get(rtc_config))
-}
-
-async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<VmList>, AppError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<VmList>, AppError> {
     access::admin(&state, &headers)?;
     Ok(Json(VmList {
         vms: state.relay(|r, _| r.vms()),
     }))
 }
 
-async fn one(
+pub(crate) async fn one(
     State(state): State<AppState>,
     VmParam(vm): VmParam,
     headers: HeaderMap,
@@ -43,13 +40,17 @@ async fn one(
         .ok_or_else(AppError::vm_not_found)
 }
 
-async fn rtc_config(
+pub(crate) async fn rtc_config(
     State(state): State<AppState>,
+    peer: access::Peer,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Json<RtcConfig>, AppError> {
     let claims = access::viewer_claims(&state, &headers, &uri)?;
+    // It mints TURN credentials: at the session rate, per client and per link.
+    access::rate_limit(&state, Kind::Config, &headers, peer, &claims)?;
     Ok(Json(RtcConfig {
-        ice_servers: state.relay(|r, _| r.ice_servers_for(claims.vm.as_str())),
+        ice_servers: state
+            .relay(|r, _| r.ice_servers_for(claims.vm.as_str(), Some(claims.expires))),
     }))
 }
