@@ -31,6 +31,21 @@ export const CHROMIUM_ARGS = [
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Whether this is a CI run (CI=true): there a missing prerequisite fails, it never skips. */
+export const IN_CI = process.env.CI === 'true' || process.env.CI === '1';
+
+/**
+ * The `skip` option of a suite that cannot run on this machine for `reason` (false when it can).
+ * Outside CI it prints the reason and returns it; under CI=true it throws, so that the file fails
+ * with the reason instead of passing without having run (docs/testing.md, "No skips in CI").
+ */
+export function skipUnlessCi(file, reason) {
+  if (!reason) return false;
+  if (IN_CI) throw new Error(`${file}: ${reason}; under CI=true that is a failure, not a skip (docs/testing.md)`);
+  console.log(`# ${file}: skipped: ${reason}`);
+  return reason;
+}
+
 /** Calls `fn` until it returns something truthy (which is returned), or throws after `timeoutMs`
  *  naming `what` and the last value or error seen. */
 export async function waitFor(what, fn, { timeoutMs = 10000, intervalMs = 100 } = {}) {

@@ -37,6 +37,7 @@ const run = promisify(execFile);
 const CONTROLLER = CONTROLLER_BIN;
 const AGENT = AGENT_BIN;
 const XPROBE = path.join(BIN_DIR, 'vdesk-xprobe');
+const XPAINT = path.join(BIN_DIR, 'vdesk-xpaint');
 const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : false;
 
 // The browser window is taller than 16:9, so the 1280x720 picture is scaled to 1000x562.5 and
@@ -63,6 +64,26 @@ async function cursorPixels(page, x, y) {
     for (let i = 0; i < d.length; i += 4) if ([0, 1, 2].some((k) => Math.abs(d[i + k] - 32) > 60)) n++;
     return n;
   }, { x, y, screen: SCREEN });
+}
+
+/** From one frame of the video: cursorPixels' count around screen point (x, y), and the
+ *  [r, g, b] at screen point (mx, my). */
+async function cursorAndMarker(page, x, y, mx, my) {
+  return page.evaluate(({ x, y, mx, my, screen }) => {
+    const v = document.getElementById('screen');
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth;
+    c.height = v.videoHeight;
+    const ctx = c.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(v, 0, 0);
+    const at = (px, py) => [Math.round((px * c.width) / screen.width), Math.round((py * c.height) / screen.height)];
+    const [sx, sy] = at(x, y);
+    const d = ctx.getImageData(sx - 12, sy - 12, 24, 24).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if ([0, 1, 2].some((k) => Math.abs(d[i + k] - 32) > 60)) n++;
+    const [ux, uy] = at(mx, my);
+    return { cursor: n, marker: Array.from(ctx.getImageData(ux, uy, 1, 1).data.slice(0, 3)) };
+  }, { x, y, mx, my, screen: SCREEN });
 }
 
 /** The probe's JSON lines, and what it holds pressed. */
@@ -150,7 +171,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
   }
 
   before(async () => {
-    for (const bin of [CONTROLLER, AGENT, XPROBE]) {
+    for (const bin of [CONTROLLER, AGENT, XPROBE, XPAINT]) {
       if (!existsSync(bin)) throw new Error(`${bin} is missing: build it (cargo build) or set VDESK_BIN_DIR`);
     }
     try {
@@ -307,12 +328,22 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
         }),
       );
       assert.match(css, /\) \d+ \d+, default$/);
-      // The stream leaves the pointer out: around it the video shows the probe's flat background.
+      // The stream leaves the pointer out: around it the video shows the probe's flat background,
+      // in a frame captured after the pointer got there: one that also shows a green marker
+      // mapped next to the pointer after the move (a frozen picture shows no pointer either).
       const at = toClient(640, 360);
       await page.mouse.move(at.x, at.y);
       await waitFor('the pointer at 640,360 in X', () => probe.events.findLast((e) => e.ev === 'motion')?.rootX === 640);
-      await sleep(1000);
-      assert.equal(await cursorPixels(page, 640, 360), 0, 'pixels that differ from the background around the pointer');
+      const marker = procs.spawn('vdesk-xpaint (marker)', XPAINT, ['--display', `:${display}`, '--rect', '680,340,40,40', '--color', '00ff00'], { stdin: 'pipe' });
+      try {
+        const frame = await waitFor('a frame with the marker mapped after the pointer moved', async () => {
+          const f = await cursorAndMarker(page, 640, 360, 700, 360);
+          return f.marker[1] > 200 && f.marker[0] < 60 && f.marker[2] < 60 ? f : false;
+        }, { timeoutMs: 10000 });
+        assert.equal(frame.cursor, 0, 'pixels that differ from the background around the pointer');
+      } finally {
+        await procs.kill(marker);
+      }
     }));
 
   it('releases every key and button when the video loses focus, and when the channel closes', () =>

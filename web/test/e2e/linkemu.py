@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""linkemu.py: a user-space link emulator for web/test/e2e/network.e2e.mjs.
+"""linkemu.py: a user-space link emulator for web/test/e2e/badnet.e2e.mjs.
 
 This machine's kernel has no netem qdisc, so the test cannot use `tc netem`. This program joins
 two TAP devices (`linkemu.py TAP_A TAP_B`) and forwards every Ethernet frame between them with a
@@ -7,7 +7,10 @@ fixed one-way delay, random loss (UDP only, so ARP and the signalling's TCP stay
 optional rate cap with a tail-drop queue, the same in both directions. The test moves one TAP
 into Chromium's network namespace. Settings come as JSON lines on stdin:
   {"delay_ms": 50, "loss": 0.03, "rate_kbps": 2000, "queue_ms": 150}   (0 / absent = off)
-  {"stats": true}   -> prints {"forwarded": n, "lost": n, "queue_drops": n}
+  {"stats": true}   -> prints {"forwarded": n, "lost": n, "queue_drops": n, "at": seconds,
+                        "a_to_b": {...}, "b_to_a": {...}}, where each direction has
+                        "bytes" (Ethernet frames forwarded), "shaped" (frames that waited for the
+                        capped wire) and "max_wait_ms" (longest such wait since the last stats)
 It prints "ready" once both TAP devices exist. The devices go away when it exits. Test code only.
 """
 
@@ -40,6 +43,14 @@ def is_udp(frame):
 class Direction:
     def __init__(self):
         self.busy_until = 0.0  # when the (emulated) wire finishes sending what is queued
+        self.bytes = 0  # forwarded (written to the other side)
+        self.shaped = 0  # frames that had to wait for the capped wire
+        self.max_wait = 0.0  # the longest such wait, seconds, since the last stats
+
+    def stats(self):
+        out = {"bytes": self.bytes, "shaped": self.shaped, "max_wait_ms": round(self.max_wait * 1000, 1)}
+        self.max_wait = 0.0
+        return out
 
 
 def main():
@@ -70,7 +81,8 @@ def main():
                         continue
                     msg = json.loads(line)
                     if msg.get("stats"):
-                        print(json.dumps(counters), flush=True)
+                        stats = dict(counters, at=time.monotonic(), a_to_b=dirs[0].stats(), b_to_a=dirs[1].stats())
+                        print(json.dumps(stats), flush=True)
                     else:
                         cfg.update({k: float(v) for k, v in msg.items()})
                 continue
@@ -89,16 +101,20 @@ def main():
                     if start - now > cfg["queue_ms"] / 1000.0:
                         counters["queue_drops"] += 1
                         continue
+                    if start > now:
+                        d.shaped += 1
+                        d.max_wait = max(d.max_wait, start - now)
                     d.busy_until = start + len(frame) * 8 / (cfg["rate_kbps"] * 1000.0)
                 else:
                     d.busy_until = now
                 seq += 1
-                heapq.heappush(pending, (d.busy_until + cfg["delay_ms"] / 1000.0, seq, out, frame))
+                heapq.heappush(pending, (d.busy_until + cfg["delay_ms"] / 1000.0, seq, out, frame, d))
         while pending and pending[0][0] <= time.monotonic():
-            _, _, out, frame = heapq.heappop(pending)
+            _, _, out, frame, d = heapq.heappop(pending)
             try:
                 os.write(out, frame)
                 counters["forwarded"] += 1
+                d.bytes += len(frame)
             except OSError:
                 counters["queue_drops"] += 1
 

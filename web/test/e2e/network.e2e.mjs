@@ -7,7 +7,8 @@
 // or the session is replaced by a fresh one; the desktop comes back without an error either way.
 //
 // Needs root (ip netns, tc). Run: node --test web/test/e2e/network.e2e.mjs; VDESK_E2E=0 skips it,
-// and so does a machine where `ip netns add` is not allowed (the reason is printed).
+// and so does a machine where `ip netns add` is not allowed (the reason is printed), except under
+// CI=true, where that fails the file.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -34,6 +35,7 @@ import {
   recordConsole,
   recordViewerErrors,
   reportingFailures,
+  skipUnlessCi,
   sleep,
   startXvfb,
   videoPixel,
@@ -92,19 +94,20 @@ async function dropAll(on) {
   await inNs('tc', 'qdisc', args[0], 'dev', NS_IF, ...args.slice(1));
 }
 
-async function canMakeNamespaces() {
+/** Why this machine cannot make a network namespace (needs root, iproute2), or false. */
+async function namespacesUnavailable() {
   const probe = `vdesk-probe-${process.pid}`;
   try {
     await ip('netns', 'add', probe);
     await ip('netns', 'del', probe);
-    return true;
-  } catch (e) {
-    console.log(`# skipping: cannot make a network namespace here (${e.message.split('\n')[0]})`);
+    await run('tc', ['-V']);
     return false;
+  } catch (e) {
+    return `cannot make a network namespace or run tc here (needs root, iproute2): ${e.message.split('\n')[0]}`;
   }
 }
 
-const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : !(await canMakeNamespaces()) && 'no network namespaces';
+const skip = process.env.VDESK_E2E === '0' ? 'VDESK_E2E=0' : skipUnlessCi('network.e2e.mjs', await namespacesUnavailable());
 
 describe('network path breaks between browser and VM (network namespaces)', { skip }, () => {
   const procs = new Processes();
