@@ -27,7 +27,9 @@ pub struct Args {
     #[arg(long, env = "VDESK_VM_ID", value_name = "ID")]
     pub vm_id: String,
 
-    /// Secret the controller expects from agents (the controller's --agent-token).
+    /// This VM's secret: print it on the controller host with `vdesk-controller agent-secret --vm
+    /// ID` (derived from the controller's --secret; a controller's legacy shared --agent-token
+    /// works too). Prefer the environment variable: a flag is visible to every local user in `ps`.
     #[arg(
         long,
         env = "VDESK_AGENT_TOKEN",
@@ -300,6 +302,24 @@ fn agent_ws_url(controller: &str) -> Result<Url, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_help_says_where_the_secret_comes_from() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let help = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "token")
+            .and_then(|a| a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        // The controller's subcommand that prints a VM's secret (issue 11, item 13: the help
+        // used to point at a flag meant for something else).
+        assert!(
+            help.contains("vdesk-controller agent-secret --vm"),
+            "{help}"
+        );
+    }
 
     fn args(extra: &[&str]) -> Args {
         let mut v = vec![

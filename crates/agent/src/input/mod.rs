@@ -10,6 +10,7 @@ mod clipboard;
 pub mod cursor;
 mod inject;
 pub mod keys;
+pub mod plan;
 pub mod resize;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -157,26 +158,32 @@ impl SessionInput {
         }
         let me = Arc::downgrade(self);
         ch.connect_on_message_string(move |_, text| {
-            if let (Some(me), Some(text)) = (me.upgrade(), text) {
-                me.on_message(text);
-            }
+            crate::guard::catch("input on-message-string", (), || {
+                if let (Some(me), Some(text)) = (me.upgrade(), text) {
+                    me.on_message(text);
+                }
+            })
         });
         let me = Arc::downgrade(self);
         ch.connect_on_message_data(move |_, _| {
-            if let Some(me) = me.upgrade() {
-                me.bad("binary messages are not part of the protocol");
-            }
+            crate::guard::catch("input on-message-data", (), || {
+                if let Some(me) = me.upgrade() {
+                    me.bad("binary messages are not part of the protocol");
+                }
+            })
         });
         if label == INPUT_CHANNEL {
             let me = Arc::downgrade(self);
             ch.connect_on_close(move |_| {
-                if let Some(me) = me.upgrade() {
-                    info!(session = %me.id, "input channel closed: releasing keys and buttons");
-                    me.out.lock().channel = None;
-                    if let Some(x) = &me.x {
-                        let _ = x.tx.send(Cmd::ChannelClosed);
+                crate::guard::catch("input on-close", (), || {
+                    if let Some(me) = me.upgrade() {
+                        info!(session = %me.id, "input channel closed: releasing keys and buttons");
+                        me.out.lock().channel = None;
+                        if let Some(x) = &me.x {
+                            let _ = x.tx.send(Cmd::ChannelClosed);
+                        }
                     }
-                }
+                })
             });
             self.out.attach(ch.clone());
             if self.permission.may_control() && self.x.is_none() {
