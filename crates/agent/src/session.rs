@@ -170,7 +170,8 @@ impl Session {
         let short = &id.as_str()[..8];
         let (guard, webrtc) = build_pipeline(&format!("session-{short}"), media, &choice)?;
         let capture = pipeline::capture_restarter(guard.pipeline());
-        let input = input.map(|s| SessionInput::start(id.clone(), permission, s, capture));
+        let input =
+            input.map(|s| SessionInput::start(id.clone(), permission, grant.clipboard, s, capture));
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
               profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
 
