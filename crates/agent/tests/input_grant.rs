@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::Xvfb;
 use vdesk_agent::input::{InputSettings, SessionInput};
 use vdesk_protocol::{ClipboardPolicy, Permission, SessionId};
-use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _};
 
 /// Whether someone owns the X CLIPBOARD within `wait`.
