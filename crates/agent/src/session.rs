@@ -68,6 +68,8 @@ pub struct Session {
     sdp: Arc<Mutex<Descriptions>>,
     /// Stats and rate control; stopped before the pipeline.
     _stats: Option<StatsTask>,
+    /// Ends the session (`link_expired`) at the grant's `expires_at`, controller or not.
+    _expiry: Option<crate::expiry::ExpiryTimer>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -238,6 +240,14 @@ impl Session {
             out.clone(),
         );
 
+        let expiry = {
+            let out = out.clone();
+            crate::expiry::ExpiryTimer::start(short, grant.expires_at, move || {
+                info!(session = %out.id, "the viewer's link has expired: ending the session");
+                out.end(ErrorCode::LinkExpired, "the viewer's link has expired");
+            })
+        };
+
         Ok(Session {
             id,
             webrtc,
@@ -247,6 +257,7 @@ impl Session {
             grant,
             sdp,
             _stats: Some(stats),
+            _expiry: expiry,
             _pipeline: guard,
         })
     }
