@@ -32,6 +32,15 @@ pub fn catch<R>(what: &'static str, default: R, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Runs `f` like `catch`; true if it panicked (for callbacks whose caller must then clean up,
+/// e.g. end the session whose answer will never come).
+pub fn panicked(what: &'static str, f: impl FnOnce()) -> bool {
+    catch(what, true, || {
+        f();
+        false
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +56,8 @@ mod tests {
         // Arithmetic overflow in a debug build is a panic like any other.
         let big = std::hint::black_box(i32::MIN);
         assert_eq!(catch("test", 0, || big.abs()), 0);
+        assert!(panicked("test", || panic!("boom")));
+        assert!(!panicked("test", || {}));
     }
 
     #[test]

@@ -333,14 +333,20 @@ fn apply_offer(
         let remote = remote.clone();
         let sdp = sdp.clone();
         gst::Promise::with_change_func(move |reply| {
-            crate::guard::catch("set-remote-description reply", (), || {
+            let failed = crate::guard::panicked("set-remote-description reply", || {
                 if let Err(reason) = check_reply("set-remote-description", reply) {
                     out.end(ErrorCode::AgentError, reason);
                     return;
                 }
                 flush_pending(&webrtc, &remote);
                 create_answer(&webrtc, &out, &sdp);
-            })
+            });
+            if failed {
+                out.end(
+                    ErrorCode::AgentError,
+                    "internal error in the agent (logged): session ended",
+                );
+            }
         })
     };
     webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
@@ -393,7 +399,7 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
         let out = out.clone();
         let descriptions = descriptions.clone();
         gst::Promise::with_change_func(move |reply| {
-            crate::guard::catch("create-answer reply", (), || {
+            let failed = crate::guard::panicked("create-answer reply", || {
                 let answer = match reply {
                     Ok(Some(s)) => s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
                     _ => None,
@@ -428,7 +434,13 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
                     session_id: out.id.clone(),
                     sdp,
                 });
-            })
+            });
+            if failed {
+                out.end(
+                    ErrorCode::AgentError,
+                    "internal error in the agent (logged): session ended",
+                );
+            }
         })
     };
     webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
