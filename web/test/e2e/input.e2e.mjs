@@ -116,6 +116,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
   let browser;
   let page;
   let probe;
+  let firstPair;
   const env = () => ({ ...process.env, DISPLAY: `:${display}` });
   const reports = () => `${consoleLines.join('\n')}\n${procs.report()}`;
 
@@ -164,6 +165,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
         return probe.events.some((e) => e.ev === 'ready');
       });
       const pair = await startPair('control', 'control');
+      firstPair = pair;
       base = pair.base;
       browser = await launchChromium();
       await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
@@ -380,6 +382,23 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       await waitFor('the pointer drawn in the view-only stream', async () => (await cursorPixels(viewer, last.rootX, last.rootY)) > 5, {
         timeoutMs: 5000,
       });
+      await viewer.close();
+    }));
+
+  it('takes the token out of the address bar, and a reload of the tab still streams', () =>
+    reportingFailures(reports, async () => {
+      assert.match(firstPair.pageUrl, /[?&]token=/);
+      const viewer = await openViewer(firstPair, 'token');
+      const shown = new URL(viewer.url());
+      assert.equal(shown.searchParams.has('token'), false, `address bar: ${viewer.url()}`);
+      assert.equal(shown.pathname, '/vm/demo');
+      assert.equal(await viewer.evaluate(() => history.length >= 1 && !location.href.includes('token')), true);
+      const first = await viewer.evaluate(() => window.vdeskViewer.sessionId);
+      await viewer.reload();
+      await waitFor('streaming again after the reload', async () => (await viewerState(viewer)).stage === 'streaming', { timeoutMs: 30000 });
+      const second = await viewer.evaluate(() => window.vdeskViewer.sessionId);
+      assert.notEqual(second, first, 'a new session, made with the kept token');
+      assert.equal(new URL(viewer.url()).searchParams.has('token'), false);
       await viewer.close();
     }));
 
