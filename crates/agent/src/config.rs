@@ -18,18 +18,36 @@ use crate::pipeline::{CaptureMode, MediaSettings};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "vdesk-agent", version, about, long_about)]
 pub struct Args {
-    /// Base URL of the controller, e.g. http://192.168.100.1:8080 (the agent connects out to
-    /// it; the VM needs no open port).
+    /// Base URL of the controller, e.g. http://192.168.100.1:8080 or https://vdesk.example.org
+    /// (the agent connects out to it; the VM needs no open port). https:// (or wss://) encrypts
+    /// the link; without --ca-cert or --cert-sha256 the system's CA store decides whom to trust.
     #[arg(long, env = "VDESK_CONTROLLER", value_name = "URL")]
     pub controller: String,
+
+    /// With an https:// controller: trust only certificates issued by the CA(s) in this PEM
+    /// file (e.g. the one that signed the controller's --tls-cert), not the system's CAs.
+    #[arg(
+        long,
+        env = "VDESK_CA_CERT",
+        value_name = "PATH",
+        conflicts_with = "cert_sha256"
+    )]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// With an https:// controller: trust only the certificate with this SHA-256 fingerprint
+    /// (64 hex digits, colons allowed: `openssl x509 -noout -fingerprint -sha256 -in CERT`),
+    /// whatever its issuer, name or dates. Suits a self-signed --tls-cert.
+    #[arg(long, env = "VDESK_CERT_SHA256", value_name = "HEX")]
+    pub cert_sha256: Option<String>,
 
     /// This VM's id, as it appears in viewer URLs (/vm/ID): 1-64 of A-Z a-z 0-9 . _ -
     #[arg(long, env = "VDESK_VM_ID", value_name = "ID")]
     pub vm_id: String,
 
-    /// This VM's secret: print it on the controller host with `vdesk-controller agent-secret --vm
-    /// ID` (derived from the controller's --secret; a controller's legacy shared --agent-token
-    /// works too). Prefer the environment variable: a flag is visible to every local user in `ps`.
+    /// This VM's agent secret: print it on the controller host with `vdesk-controller
+    /// agent-secret --vm ID` (or the controller's shared --agent-token). It never crosses the
+    /// wire: the hello proves it with an HMAC over the controller's challenge. Prefer the
+    /// environment variable: a flag is visible to every local user in `ps`.
     #[arg(
         long,
         env = "VDESK_AGENT_TOKEN",
@@ -169,6 +187,10 @@ pub struct Args {
 pub struct Config {
     /// `ws://…/api/agent/ws` (or `wss://`).
     pub ws_url: Url,
+    /// What a `wss://` link trusts (`None` for `ws://`).
+    pub trust: Option<crate::tls::Trust>,
+    /// The TLS configuration built from `trust`, once, at start-up.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     pub vm_id: VmId,
     pub token: String,
     pub media: MediaSettings,
@@ -200,6 +222,37 @@ impl Config {
     /// Validates `args`; `env_display` is `$DISPLAY`, used when `--display` is not given.
     pub fn from_args(args: &Args, env_display: Option<String>) -> Result<Config, ConfigError> {
         let ws_url = agent_ws_url(&args.controller)?;
+        let pinned = match (&args.ca_cert, &args.cert_sha256) {
+            (Some(path), _) => Some(crate::tls::Trust::CaFile(path.clone())),
+            (None, Some(fp)) => Some(crate::tls::Trust::Fingerprint(
+                crate::tls::parse_fingerprint(fp).map_err(|e| bad("--cert-sha256", e))?,
+            )),
+            (None, None) => None,
+        };
+        let trust = match (ws_url.scheme(), pinned) {
+            ("wss", pinned) => Some(pinned.unwrap_or(crate::tls::Trust::SystemRoots)),
+            (_, None) => None,
+            (_, Some(crate::tls::Trust::CaFile(_))) => {
+                return Err(bad("--ca-cert", "needs an https:// or wss:// --controller"))
+            }
+            (_, Some(_)) => {
+                return Err(bad(
+                    "--cert-sha256",
+                    "needs an https:// or wss:// --controller",
+                ))
+            }
+        };
+        let tls = match &trust {
+            Some(t) => Some(crate::tls::client_config(t).map_err(|e| {
+                let flag = match t {
+                    crate::tls::Trust::CaFile(_) => "--ca-cert",
+                    crate::tls::Trust::Fingerprint(_) => "--cert-sha256",
+                    crate::tls::Trust::SystemRoots => "--controller",
+                };
+                bad(flag, e)
+            })?),
+            None => None,
+        };
         let vm_id = VmId::new(&args.vm_id).map_err(|e| bad("--vm-id", e.problem))?;
         if args.token.trim().is_empty() {
             return Err(bad("--token", "must not be empty"));
@@ -250,6 +303,8 @@ impl Config {
         }
         Ok(Config {
             ws_url,
+            trust,
+            tls,
             vm_id,
             token: args.token.clone(),
             input: InputSettings {
@@ -274,20 +329,15 @@ impl Config {
     }
 }
 
-/// `http://host:port/prefix` -> `ws://host:port/prefix/api/agent/ws`.
+/// `http://host:port/prefix` -> `ws://host:port/prefix/api/agent/ws`; `https://` -> `wss://`.
 fn agent_ws_url(controller: &str) -> Result<Url, ConfigError> {
     let mut url = Url::parse(controller)
         .map_err(|e| bad("--controller", format!("{controller:?} is not a URL: {e}")))?;
-    let scheme =
-        match url.scheme() {
-            "http" | "ws" => "ws",
-            "https" | "wss" => return Err(bad(
-                "--controller",
-                "https/wss is not supported by this build; reach the controller over http on a \
-                 private network, or put a TLS proxy in front of it next to the VM",
-            )),
-            other => return Err(bad("--controller", format!("unsupported scheme {other:?}"))),
-        };
+    let scheme = match url.scheme() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => return Err(bad("--controller", format!("unsupported scheme {other:?}"))),
+    };
     if url.host_str().is_none() {
         return Err(bad("--controller", "has no host"));
     }
@@ -343,6 +393,35 @@ mod tests {
         assert_eq!(c.codecs, vec![Codec::H264, Codec::Vp8]);
         let c = Config::from_args(&args(&["--display", ":3"]), Some(":7".into())).unwrap();
         assert_eq!(c.media.display, ":3");
+    }
+
+    #[test]
+    fn https_controllers_get_a_wss_link_and_a_trust() {
+        let mut a = args(&["--cert-sha256", &("AB:".repeat(31) + "AB")]);
+        a.controller = "https://vdesk.example.org/x".into();
+        let c = Config::from_args(&a, Some(":0".into())).unwrap();
+        assert_eq!(c.ws_url.as_str(), "wss://vdesk.example.org/x/api/agent/ws");
+        assert_eq!(c.trust, Some(crate::tls::Trust::Fingerprint([0xab; 32])));
+        assert!(c.tls.is_some());
+        // Pinning on a plain link is a mistake worth naming.
+        let err = Config::from_args(
+            &args(&["--cert-sha256", &"ab".repeat(32)]),
+            Some(":0".into()),
+        )
+        .unwrap_err();
+        assert_eq!(err.flag, "--cert-sha256");
+        let mut a = args(&["--ca-cert", "/nonexistent/ca.pem"]);
+        a.controller = "wss://h".into();
+        let err = Config::from_args(&a, Some(":0".into())).unwrap_err();
+        assert_eq!(err.flag, "--ca-cert");
+        assert!(err.problem.contains("/nonexistent/ca.pem"), "{err}");
+        let mut a = args(&["--cert-sha256", "nope"]);
+        a.controller = "https://h".into();
+        assert_eq!(
+            Config::from_args(&a, Some(":0".into())).unwrap_err().flag,
+            "--cert-sha256"
+        );
+        assert!(args_err(&["--ca-cert", "x", "--cert-sha256", "y"]).contains("cannot be used"));
     }
 
     #[test]

@@ -17,3 +17,4 @@ pub mod session;
 pub mod signalling;
 pub mod stage_timing;
 pub mod stats;
+pub mod tls;

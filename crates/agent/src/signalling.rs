@@ -1,5 +1,6 @@
 //! The agent's link to its controller: a WebSocket it dials out on (the VM needs no open port),
-//! with `hello`/`welcome` registration, reconnection with backoff, keep-alive pings, and the
+//! with `challenge`/`hello`/`welcome` registration (the hello proves the secret with an HMAC
+//! over the controller's nonce, never sends it), reconnection with backoff, keep-alive pings, and the
 //! dispatch of offers, candidates and session ends to the `Session`s it owns. One
 //! session's failure ends that session only. When the link drops the sessions keep streaming for
 //! `--resume-grace` and are announced again (`resume`) once it is back; on shutdown each one is
@@ -16,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, error, info, warn};
 use vdesk_protocol::{
-    AgentToController, ControllerToAgent, ErrorCode, SessionId, PROTOCOL_VERSION,
+    hello_proof, AgentToController, ControllerToAgent, ErrorCode, SessionId, PROTOCOL_VERSION,
 };
 
 use crate::config::Config;
@@ -197,9 +198,9 @@ async fn connect_and_serve(
     let retry = |what: &str, e: &dyn std::fmt::Display| Disconnect::Retry(format!("{what}: {e}"));
     let connect = timeout(
         HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async(config.ws_url.as_str()),
+        crate::tls::connect(&config.ws_url, config.tls.as_ref()),
     );
-    let (ws, _) = tokio::select! {
+    let ws = tokio::select! {
         r = connect => r
             .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?
             .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?,
@@ -207,9 +208,37 @@ async fn connect_and_serve(
     };
     let (mut sink, mut stream) = ws.split();
 
+    // The controller speaks first: a fresh nonce, over which we prove our secret (the secret
+    // itself never crosses the wire).
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let nonce = loop {
+        let frame = tokio::select! {
+            f = timeout(deadline.saturating_duration_since(Instant::now()), stream.next()) => f
+                .map_err(|_| Disconnect::Retry(
+                    "no challenge from the controller (a controller older than protocol 2 \
+                     sends none: upgrade it)".into()))?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let Some(frame) = frame else {
+            return Err(Disconnect::Retry("closed before the challenge".into()));
+        };
+        let frame = frame.map_err(|e| retry("reading the challenge", &e))?;
+        let Message::Text(text) = frame else { continue };
+        match serde_json::from_str::<ControllerToAgent>(&text) {
+            Ok(ControllerToAgent::Challenge { nonce }) => break nonce,
+            Ok(ControllerToAgent::Error { code, message }) => {
+                return Err(Disconnect::Retry(format!(
+                    "controller said {code:?}: {message}"
+                )))
+            }
+            Ok(other) => debug!("ignoring {other:?} before the challenge"),
+            Err(e) => warn!("unreadable message from controller before the challenge: {e}"),
+        }
+    };
     let hello = AgentToController::Hello {
         vm_id: config.vm_id.clone(),
-        token: config.token.clone(),
+        proof: Some(hello_proof(&config.token, &nonce, &config.vm_id)),
+        token: None,
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -218,7 +247,6 @@ async fn connect_and_serve(
         .map_err(|e| retry("sending hello", &e))?;
 
     // Wait for welcome (or a refusal).
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     loop {
         let frame = tokio::select! {
             f = timeout(deadline.saturating_duration_since(Instant::now()), stream.next()) => f
@@ -452,6 +480,7 @@ fn handle(
             error!(?code, "controller reported an error: {message}");
         }
         ControllerToAgent::Welcome { .. } => debug!("duplicate welcome ignored"),
+        ControllerToAgent::Challenge { .. } => debug!("challenge after welcome ignored"),
     }
 }
 

@@ -54,13 +54,22 @@ async fn send(ws: &mut Ws, msg: &ControllerToAgent) {
         .unwrap();
 }
 
-/// Accepts the agent's next connection: hello, welcome, and its `resume` list.
+/// Accepts the agent's next connection: challenge, hello, welcome, and its `resume` list.
 async fn accept(listener: &TcpListener) -> (Ws, Vec<ResumedSession>) {
     let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
         .await
         .expect("the agent did not connect")
         .unwrap();
     let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    // The controller speaks first (a nonce the hello proves the secret over); the proof itself is
+    // the controller's business and not checked here.
+    send(
+        &mut ws,
+        &ControllerToAgent::Challenge {
+            nonce: "0123456789abcdef0123456789abcdef".into(),
+        },
+    )
+    .await;
     next_from_agent(&mut ws, |m| {
         matches!(m, AgentToController::Hello { .. }).then_some(())
     })

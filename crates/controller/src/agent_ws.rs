@@ -1,29 +1,48 @@
 //! `GET /api/agent/ws`: one agent's WebSocket, as a thin adapter between frames and the relay.
 //! [`run`] is generic over any `Sink`/`Stream` of messages so tests can drive it with channels.
-//! It owns the transport rules: hello within 10 s, ping every 15 s, dead after 45 s of silence,
-//! one JSON text frame per message. What a message means is the relay's business, not this file's.
+//! It owns the transport rules: a `challenge` with a fresh nonce first, hello within 5 s and in
+//! at most [`PRE_HELLO_BYTES`] bytes, then frames up to [`MAX_FRAME_BYTES`], ping every 15 s,
+//! dead after 45 s of silence, one JSON text frame per message. What a message means is the
+//! relay's business, not this file's. The upgrade is done here (not by axum's
+//! `WebSocketUpgrade`) so that the byte budget before hello sits under the WebSocket codec: a
+//! huge frame before hello is refused before it is read.
 
 use std::fmt::Display;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::{self as ws, Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, warn};
-use vdesk_protocol::AgentToController;
+use vdesk_protocol::{AgentToController, ControllerToAgent};
 
 use crate::error::AppError;
 use crate::state::{AgentCommand, AppState};
 
-/// Largest frame an agent may send (an answer is at most 64 KiB of SDP).
+/// Largest frame an agent may send once registered (an answer is at most 64 KiB of SDP).
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
-/// The transport's timers; [`Default`] is the protocol's 10 s / 15 s / 45 s.
+/// Most bytes an agent may send before its `hello` is accepted (a hello is about 300 bytes):
+/// beyond it the connection is dropped, so an unauthenticated peer cannot make the controller
+/// buffer a large frame.
+pub const PRE_HELLO_BYTES: usize = 4096;
+
+/// The transport's timers; [`Default`] is the protocol's 5 s / 15 s / 45 s.
 #[derive(Debug, Clone, Copy)]
 pub struct AgentTiming {
     /// The first message must be a valid `hello` within this time.
@@ -37,7 +56,7 @@ pub struct AgentTiming {
 impl Default for AgentTiming {
     fn default() -> Self {
         Self {
-            hello_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(15),
             dead_after: Duration::from_secs(45),
         }
@@ -48,38 +67,199 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/agent/ws", get(upgrade))
 }
 
-async fn upgrade(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    if let Err(e) = crate::access::check_origin(&headers) {
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
+    let headers = req.headers();
+    if let Err(e) = crate::access::check_origin(headers) {
         warn!("agent WebSocket refused: Origin does not match Host");
         return e.into_response();
     }
-    match ws {
-        Ok(ws) => ws
-            .max_message_size(MAX_FRAME_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .on_upgrade(move |socket| {
-                let (sink, stream) = socket.split();
-                run(state, sink, stream, AgentTiming::default())
-            }),
-        Err(_) => AppError::bad_request("this route is the agents' WebSocket: it needs an upgrade")
-            .into_response(),
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let is_upgrade = req.method() == Method::GET
+        && header_has(headers, header::CONNECTION, "upgrade")
+        && header_has(headers, header::UPGRADE, "websocket");
+    let on_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
+    let (Some(key), Some(on_upgrade), true) = (key, on_upgrade, is_upgrade) else {
+        return AppError::bad_request("this route is the agents' WebSocket: it needs an upgrade")
+            .into_response();
+    };
+    if req.headers().get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        return AppError::bad_request("Sec-WebSocket-Version must be 13").into_response();
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                debug!(error = %e, "agent WebSocket upgrade failed");
+                return;
+            }
+        };
+        let budget = Arc::new(AtomicUsize::new(PRE_HELLO_BYTES));
+        let io = ReadBudget {
+            io: TokioIo::new(upgraded),
+            left: budget.clone(),
+        };
+        // A small read buffer: an idle or unauthenticated socket costs little memory.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(16 * 1024)
+            .max_message_size(Some(MAX_FRAME_BYTES))
+            .max_frame_size(Some(MAX_FRAME_BYTES));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        let (sink, stream) = socket.split();
+        let sink = Box::pin(sink.with(|m: Message| async move {
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(to_tungstenite(m))
+        }));
+        let stream = stream.filter_map(|r| async move { r.map(from_tungstenite).transpose() });
+        let lift = move || budget.store(usize::MAX, Ordering::Relaxed);
+        run_with(state, sink, Box::pin(stream), AgentTiming::default(), lift).await;
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+fn to_tungstenite(m: Message) -> ws::Message {
+    match m {
+        Message::Text(t) => ws::Message::text(t.as_str()),
+        Message::Binary(b) => ws::Message::Binary(b),
+        Message::Ping(b) => ws::Message::Ping(b),
+        Message::Pong(b) => ws::Message::Pong(b),
+        Message::Close(c) => ws::Message::Close(c.map(|c| ws::CloseFrame {
+            code: c.code.into(),
+            reason: c.reason.as_str().into(),
+        })),
     }
 }
 
-/// Serves one agent connection until it closes, is closed by the relay, or goes silent.
-pub async fn run<S, R, E>(state: AppState, mut sink: S, mut stream: R, timing: AgentTiming)
+fn from_tungstenite(m: ws::Message) -> Option<Message> {
+    Some(match m {
+        ws::Message::Text(t) => Message::Text(t.as_str().into()),
+        ws::Message::Binary(b) => Message::Binary(b),
+        ws::Message::Ping(b) => Message::Ping(b),
+        ws::Message::Pong(b) => Message::Pong(b),
+        ws::Message::Close(c) => Message::Close(c.map(|c| CloseFrame {
+            code: c.code.into(),
+            reason: c.reason.as_str().into(),
+        })),
+        // Raw frames only appear when writing.
+        ws::Message::Frame(_) => return None,
+    })
+}
+
+/// Reads through to `io` until `left` bytes were read, then fails; `usize::MAX` = no limit.
+struct ReadBudget<IO> {
+    io: IO,
+    left: Arc<AtomicUsize>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for ReadBudget<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let left = self.left.load(Ordering::Relaxed);
+        if left == usize::MAX {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        if left == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {PRE_HELLO_BYTES} bytes before a valid hello"),
+            )));
+        }
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut tmp = [0u8; 1024];
+        let n = left.min(tmp.len()).min(buf.remaining());
+        let mut small = ReadBuf::new(&mut tmp[..n]);
+        match Pin::new(&mut self.io).poll_read(cx, &mut small) {
+            Poll::Ready(Ok(())) => {
+                let got = small.filled();
+                buf.put_slice(got);
+                let used = got.len();
+                let _ = self
+                    .left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                        (l != usize::MAX).then(|| l.saturating_sub(used))
+                    });
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ReadBudget<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// [`run_with`] without a hook: for tests that drive the adapter through channels.
+pub async fn run<S, R, E>(state: AppState, sink: S, stream: R, timing: AgentTiming)
 where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    run_with(state, sink, stream, timing, || {}).await
+}
+
+/// Serves one agent connection until it closes, is closed by the relay, or goes silent:
+/// sends the `challenge`, then relays frames. `on_welcome` runs once, when the agent is
+/// registered (the socket path lifts its pre-hello byte budget there).
+pub async fn run_with<S, R, E>(
+    state: AppState,
+    mut sink: S,
+    mut stream: R,
+    timing: AgentTiming,
+    on_welcome: impl FnOnce(),
+) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin,
     E: Display,
 {
     let conn = state.next_conn_id();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    state.hub().add_agent(conn, tx);
+    let nonce = crate::auth::hex(&rand::random::<[u8; 32]>());
+    let challenge = ControllerToAgent::Challenge {
+        nonce: nonce.clone(),
+    };
+    let Ok(text) = serde_json::to_string(&challenge) else {
+        return;
+    };
+    if sink.send(Message::Text(text.into())).await.is_err() {
+        return;
+    }
+    state.hub().add_agent(conn, tx, nonce);
+    let mut on_welcome = Some(on_welcome);
 
     let hello_deadline = tokio::time::sleep(timing.hello_timeout);
     tokio::pin!(hello_deadline);
@@ -95,7 +275,11 @@ where
                 let msg = match frame {
                     None => break,
                     Some(Err(e)) => {
-                        debug!(conn = %conn, error = %e, "agent socket error");
+                        if on_welcome.is_some() {
+                            warn!(conn = %conn, error = %e, "agent connection dropped before hello");
+                        } else {
+                            debug!(conn = %conn, error = %e, "agent socket error");
+                        }
                         break;
                     }
                     Some(Ok(msg)) => msg,
@@ -112,6 +296,11 @@ where
             }
             cmd = rx.recv() => match cmd {
                 Some(AgentCommand::Send(msg)) => {
+                    if matches!(msg, ControllerToAgent::Welcome { .. }) {
+                        if let Some(f) = on_welcome.take() {
+                            f();
+                        }
+                    }
                     let Ok(text) = serde_json::to_string(&msg) else { continue };
                     if sink.send(Message::Text(text.into())).await.is_err() {
                         break;

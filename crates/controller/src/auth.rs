@@ -113,6 +113,23 @@ impl AgentAuth {
         per_vm | shared
     }
 
+    /// True when `proof` is [`vdesk_protocol::hello_proof`] over `nonce` and `vm` of VM `vm`'s
+    /// agent secret (or of the shared token). Constant time; an empty nonce never verifies.
+    pub fn accepts_proof(&self, vm: &VmId, nonce: &str, proof: &str) -> bool {
+        if nonce.is_empty() {
+            return false;
+        }
+        let per_vm = self.secret.as_ref().is_some_and(|s| {
+            let expected = vdesk_protocol::hello_proof(&s.agent_secret(vm), nonce, vm);
+            ct_eq(expected.as_bytes(), proof.as_bytes())
+        });
+        let shared = self.shared.as_ref().is_some_and(|t| {
+            let expected = vdesk_protocol::hello_proof(t.expose(), nonce, vm);
+            ct_eq(expected.as_bytes(), proof.as_bytes())
+        });
+        per_vm | shared
+    }
+
     /// True when `headers` carry `Authorization: Bearer <VM vm's agent secret>`.
     pub fn authorizes(&self, vm: &VmId, headers: &HeaderMap) -> bool {
         bearer(headers).is_some_and(|t| self.accepts(vm, t))
@@ -128,7 +145,8 @@ impl From<AgentToken> for AgentAuth {
     }
 }
 
-/// The token every agent presents (in its `hello`, or as `Authorization: Bearer` on HTTP).
+/// The shared agent token (`--agent-token`): its holder proves it in `hello` (see
+/// [`AgentAuth::accepts_proof`]) or presents it as `Authorization: Bearer` on HTTP.
 /// `Debug` and `Display` are redacted so that it can never end up in a log line.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgentToken(String);
@@ -230,6 +248,28 @@ mod tests {
         assert!(!auth.accepts(&b, &sa), "a's secret must not register b");
         assert!(!auth.accepts(&a, ""));
         assert!(!format!("{auth:?}").contains("controller-secret"));
+    }
+
+    #[test]
+    fn hello_proofs_bind_the_nonce_and_the_vm() {
+        let secret = ControllerSecret::new("controller-secret-0123456789");
+        let (a, b) = (VmId::new("a").unwrap(), VmId::new("b").unwrap());
+        let auth = AgentAuth {
+            secret: Some(secret.clone()),
+            shared: Some(AgentToken::new("shared-token-0123456789")),
+        };
+        let proof = vdesk_protocol::hello_proof(&secret.agent_secret(&a), "n1", &a);
+        assert!(auth.accepts_proof(&a, "n1", &proof));
+        assert!(
+            !auth.accepts_proof(&a, "n2", &proof),
+            "replayed on another nonce"
+        );
+        assert!(!auth.accepts_proof(&b, "n1", &proof), "another VM");
+        assert!(!auth.accepts_proof(&a, "", &proof));
+        // The secret in clear is not a proof.
+        assert!(!auth.accepts_proof(&a, "n1", &secret.agent_secret(&a)));
+        let shared = vdesk_protocol::hello_proof("shared-token-0123456789", "n1", &b);
+        assert!(auth.accepts_proof(&b, "n1", &shared));
     }
 
     #[test]

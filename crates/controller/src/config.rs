@@ -5,6 +5,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -56,7 +58,7 @@ pub struct Args {
     pub public_url: Option<String>,
 
     /// Address (IP:PORT) to serve browsers and agents on: the viewer is at http://ADDR/vm/{vm_id}
-    /// and agents connect to ws://ADDR/api/agent/ws.
+    /// and agents connect to ws://ADDR/api/agent/ws (https:// and wss:// with --tls-cert).
     #[arg(
         long,
         env = "VDESK_LISTEN",
@@ -191,6 +193,57 @@ pub struct Args {
     )]
     pub session_idle_timeout: u64,
 
+    /// Serve HTTPS (and wss:// to agents) with this certificate chain (PEM, leaf first).
+    /// Needs --tls-key. Without it the controller speaks plain HTTP: put a TLS proxy in front
+    /// of it, or keep it on a trusted network (docs/operations.md).
+    #[arg(
+        long,
+        env = "VDESK_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "VDESK_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds a client has to send a request's headers (and to finish the TLS handshake);
+    /// a kept-alive connection idle this long is closed too. Slow or silent clients are cut off.
+    #[arg(
+        long,
+        env = "VDESK_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub header_timeout: u64,
+
+    /// Most open connections from one client IP, or IPv6 /64 (event streams and agent
+    /// WebSockets count); the next one is closed at once. 0 = no limit. Behind a reverse proxy
+    /// every client has the proxy's IP: raise it or set 0 there, and let the proxy limit clients.
+    #[arg(
+        long,
+        env = "VDESK_MAX_CONNS_PER_IP",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub max_conns_per_ip: usize,
+
+    /// Most event streams open at once for one session (a viewer needs one; a reload briefly
+    /// two). The next one gets 429.
+    #[arg(
+        long,
+        env = "VDESK_MAX_STREAMS_PER_SESSION",
+        default_value_t = 4,
+        value_name = "N"
+    )]
+    pub max_streams_per_session: usize,
+
     /// Largest request body accepted, in bytes (SDP offers are a few KiB).
     #[arg(
         long,
@@ -269,6 +322,12 @@ pub enum ConfigError {
     IdleTimeout,
     #[error("--max-body-bytes must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES}")]
     MaxBodyBytes,
+    #[error("--tls-cert/--tls-key: {0}")]
+    Tls(String),
+    #[error("--header-timeout must be between 1 and 300 seconds")]
+    HeaderTimeout,
+    #[error("--max-streams-per-session must be between 1 and 64")]
+    MaxStreams,
 }
 
 /// The validated configuration the controller runs with.
@@ -294,6 +353,14 @@ pub struct Config {
     pub session_rate_limit: u32,
     pub candidate_rate_limit: u32,
     pub trust_forwarded_for: bool,
+    /// TLS for the listener (`--tls-cert`, `--tls-key`); `None` = plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Deadline for a request's headers and the TLS handshake.
+    pub header_timeout: Duration,
+    /// Open connections per client IP (0 = no limit).
+    pub max_conns_per_ip: usize,
+    /// Event streams open at once per session.
+    pub max_streams_per_session: usize,
 }
 
 impl Config {
@@ -316,6 +383,10 @@ impl Config {
             session_rate_limit: 30,
             candidate_rate_limit: 1200,
             trust_forwarded_for: false,
+            tls: None,
+            header_timeout: Duration::from_secs(10),
+            max_conns_per_ip: 64,
+            max_streams_per_session: 4,
         }
     }
 
@@ -419,6 +490,19 @@ impl Config {
         if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&args.max_body_bytes) {
             return Err(ConfigError::MaxBodyBytes);
         }
+        if !(1..=300).contains(&args.header_timeout) {
+            return Err(ConfigError::HeaderTimeout);
+        }
+        if !(1..=64).contains(&args.max_streams_per_session) {
+            return Err(ConfigError::MaxStreams);
+        }
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::server_config(cert, key).map_err(ConfigError::Tls)?)
+            }
+            (None, None) => None,
+            _ => return Err(ConfigError::Tls("give both, or neither".into())),
+        };
         Ok(Self {
             listen,
             secret,
@@ -435,6 +519,10 @@ impl Config {
             session_rate_limit: args.session_rate_limit,
             candidate_rate_limit: args.candidate_rate_limit,
             trust_forwarded_for: args.trust_forwarded_for,
+            tls,
+            header_timeout: Duration::from_secs(args.header_timeout),
+            max_conns_per_ip: args.max_conns_per_ip,
+            max_streams_per_session: args.max_streams_per_session,
         })
     }
 }
@@ -487,6 +575,10 @@ impl fmt::Debug for Config {
             .field("session_rate_limit", &self.session_rate_limit)
             .field("candidate_rate_limit", &self.candidate_rate_limit)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("tls", &self.tls.is_some())
+            .field("header_timeout", &self.header_timeout)
+            .field("max_conns_per_ip", &self.max_conns_per_ip)
+            .field("max_streams_per_session", &self.max_streams_per_session)
             .finish()
     }
 }
@@ -520,6 +612,19 @@ mod tests {
         assert!(c.agent_token.as_ref().unwrap().matches(TOKEN));
         assert_eq!(c.secret.expose(), SECRET);
         assert_eq!((c.max_sessions_per_vm, c.max_sessions_per_token), (8, 4));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!((c.max_conns_per_ip, c.max_streams_per_session), (64, 4));
+        assert!(c.tls.is_none());
+        // --tls-cert without --tls-key is refused by the parser.
+        let argv = [
+            "vdesk-controller",
+            "--secret",
+            SECRET,
+            "--tls-cert",
+            "c.pem",
+        ];
+        let e = Args::try_parse_from(argv).unwrap_err().to_string();
+        assert!(e.contains("--tls-key"), "{e}");
         // The shared agent token is optional.
         assert!(parse(&[]).unwrap().agent_token.is_none());
     }
@@ -559,6 +664,20 @@ mod tests {
             (&["--turn-username", "u"], "--turn-username"),
             (&["--session-idle-timeout", "0"], "--session-idle-timeout"),
             (&["--max-body-bytes", "10"], "--max-body-bytes"),
+            (&["--header-timeout", "0"], "--header-timeout"),
+            (
+                &["--max-streams-per-session", "0"],
+                "--max-streams-per-session",
+            ),
+            (
+                &[
+                    "--tls-cert",
+                    "/nonexistent.pem",
+                    "--tls-key",
+                    "/nonexistent.key",
+                ],
+                "--tls-cert",
+            ),
             (&["--public-url", "ftp://x"], "--public-url"),
             (&["--turn-secret", "s"], "--turn-secret"),
             (

@@ -17,18 +17,18 @@ pub mod limits;
 pub mod metrics;
 pub mod relay;
 pub mod routes;
+pub mod server;
 pub mod sse;
 pub mod state;
+pub mod tls;
 pub mod turn;
 pub mod viewer_token;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode, Uri};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -78,7 +78,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`app`] on `listener` until `shutdown` completes; then every session ends with
+/// Serves [`app`] on `listener` (over TLS when the configuration has a certificate) with the
+/// configured connection limits, until `shutdown` completes; then every session ends with
 /// `shutting_down`, agents and viewers are told, and their connections close.
 pub async fn serve(
     listener: TcpListener,
@@ -87,19 +88,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let ticker = tokio::spawn(state.clone().run_ticker(TICK));
     let on_shutdown = state.clone();
-    // Events and candidates are small writes that must leave at once: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // Connect info gives handlers the client's address, for rate limits.
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("shutting down: ending every session");
-            on_shutdown.shutdown();
-        })
-        .await;
+    let config = state.config();
+    let limits = server::Limits {
+        header_timeout: config.header_timeout,
+        max_conns_per_ip: config.max_conns_per_ip,
+        tls: config.tls.clone(),
+    };
+    let result = server::run(listener, app(state), limits, shutdown, move || {
+        info!("shutting down: ending every session");
+        on_shutdown.shutdown();
+    })
+    .await;
     ticker.abort();
     result
 }

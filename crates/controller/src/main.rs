@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let vms: Vec<&str> = config.vms.iter().map(|v| v.as_str()).collect();
     info!(
         %addr,
+        tls = config.tls.is_some(),
         vms = %vms.join(","),
         ice_servers = config.ice_servers.len(),
         turn_rest = config.turn.is_some(),

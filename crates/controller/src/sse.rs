@@ -2,20 +2,21 @@
 //! stream replays the log (after `Last-Event-ID`, if given), then gets live events the moment the
 //! relay produces them; a `: keep-alive` comment goes out every 10 s, and the stream ends after
 //! `ended`. While a stream is open its session is not idle. Needs the session's viewer token
-//! (`?token=`, since `EventSource` cannot set headers). No relay logic here.
+//! (`?token=`, since `EventSource` cannot set headers). At most `--max-streams-per-session`
+//! streams per session are open at once; the next one gets 429. No relay logic here.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::mpsc;
-use vdesk_protocol::{ControllerToViewer, SessionId};
+use vdesk_protocol::{ControllerToViewer, ErrorCode, SessionId};
 
 use crate::access;
 use crate::error::AppError;
@@ -45,8 +46,19 @@ async fn events(
             .ok_or_else(|| AppError::bad_request("Last-Event-ID must be an event id (a number)"))?,
     };
     let (tx, rx) = mpsc::unbounded_channel();
+    let max = state.config().max_streams_per_session;
     let replay = {
         let mut hub = state.hub();
+        if hub.open_streams(&id) >= max {
+            return Err(AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                format!(
+                    "this session already has {max} event streams open \
+                     (--max-streams-per-session); close one first"
+                ),
+            ));
+        }
         let replay = hub.relay.stream_opened(&id, after, Instant::now())?;
         hub.add_stream(id.clone(), tx);
         replay

@@ -68,15 +68,32 @@ impl Hub {
         }
     }
 
-    /// Registers an agent connection's channel (before the relay hears of it).
-    pub fn add_agent(&mut self, conn: ConnId, tx: mpsc::UnboundedSender<AgentCommand>) {
+    /// Registers an agent connection's channel (before the relay hears of it); `nonce` is the
+    /// challenge it was sent.
+    pub fn add_agent(
+        &mut self,
+        conn: ConnId,
+        tx: mpsc::UnboundedSender<AgentCommand>,
+        nonce: String,
+    ) {
         self.agents.insert(conn, tx);
-        self.relay.agent_connected(conn);
+        self.relay.agent_connected(conn, nonce);
     }
 
     pub fn remove_agent(&mut self, conn: ConnId, now: Instant) {
         self.agents.remove(&conn);
         self.relay.agent_disconnected(conn, now);
+    }
+
+    /// Event streams of `session` still open (closed ones are forgotten here).
+    pub fn open_streams(&mut self, session: &SessionId) -> usize {
+        match self.streams.get_mut(session) {
+            Some(subs) => {
+                subs.retain(|tx| !tx.is_closed());
+                subs.len()
+            }
+            None => 0,
+        }
     }
 
     /// Registers an event stream of `session` that gets every event after the replay.

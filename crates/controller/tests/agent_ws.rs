@@ -62,8 +62,7 @@ async fn malformed_first_frame_closes() {
 async fn wrong_token_is_refused() {
     let state = state();
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(json!({"type": "hello", "vmId": "demo", "token": "x",
-                      "protocolVersion": 1, "agentVersion": "t"}));
+    agent.hello("demo", "x").await;
     expect_error_then_close(&mut agent, ErrorCode::Unauthorized).await;
     assert!(!online(&state, "demo"));
 }
@@ -109,8 +108,7 @@ async fn bad_frames_after_hello_are_refused_but_not_fatal() {
 async fn pings_and_silence() {
     let state = state();
     let mut agent = FakeAgent::connect(&state, fast());
-    agent.send(json!({"type": "hello", "vmId": "demo", "token": TOKEN,
-                      "protocolVersion": 1, "agentVersion": "t"}));
+    agent.hello("demo", TOKEN).await;
     assert!(matches!(
         agent.recv().await,
         ControllerToAgent::Welcome { .. }

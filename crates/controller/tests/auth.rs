@@ -192,8 +192,7 @@ async fn an_agent_secret_registers_its_own_vm_only() {
     let a_secret = secret.agent_secret(&VmId::new("a").unwrap());
 
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(json!({"type": "hello", "vmId": "b", "token": a_secret,
-                      "protocolVersion": 1, "agentVersion": "test"}));
+    agent.hello("b", &a_secret).await;
     match agent.recv().await {
         ControllerToAgent::Error { code, .. } => {
             assert_eq!(code, vdesk_protocol::ErrorCode::Unauthorized)
@@ -202,16 +201,14 @@ async fn an_agent_secret_registers_its_own_vm_only() {
     }
     // The shared token is off here.
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(json!({"type": "hello", "vmId": "a", "token": TOKEN,
-                      "protocolVersion": 1, "agentVersion": "test"}));
+    agent.hello("a", TOKEN).await;
     assert!(matches!(
         agent.recv().await,
         ControllerToAgent::Error { .. }
     ));
 
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(json!({"type": "hello", "vmId": "a", "token": a_secret,
-                      "protocolVersion": 1, "agentVersion": "test"}));
+    agent.hello("a", &a_secret).await;
     assert!(matches!(
         agent.recv().await,
         ControllerToAgent::Welcome { .. }
@@ -232,10 +229,7 @@ async fn agent_http_routes_need_the_secret_of_the_sessions_vm() {
     let secret = ControllerSecret::new(SECRET);
     let demo_secret = secret.agent_secret(&VmId::new("demo").unwrap());
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(
-        json!({"type": "hello", "vmId": "demo", "token": demo_secret,
-                      "protocolVersion": 1, "agentVersion": "test"}),
-    );
+    agent.hello("demo", &demo_secret).await;
     assert!(matches!(
         agent.recv().await,
         ControllerToAgent::Welcome { .. }
@@ -467,8 +461,7 @@ async fn turn_rest_credentials_for_viewer_and_agent() {
     check(&servers[1], "demo");
 
     let mut agent = FakeAgent::connect(&state, AgentTiming::default());
-    agent.send(json!({"type": "hello", "vmId": "demo", "token": TOKEN,
-                      "protocolVersion": 1, "agentVersion": "test"}));
+    agent.hello("demo", TOKEN).await;
     match agent.recv().await {
         ControllerToAgent::Welcome { ice_servers } => {
             check(&serde_json::to_value(&ice_servers[1]).unwrap(), "demo")

@@ -244,10 +244,9 @@ fn agent_frames_never_panic_and_leave_other_agents_alone() {
     runner()
         .run(&strategy, |(say_hello, frames)| {
             rt.block_on(async {
-                let agent = FakeAgent::connect(&state, AgentTiming::default());
+                let mut agent = FakeAgent::connect(&state, AgentTiming::default());
                 if say_hello {
-                    agent.send(json!({"type": "hello", "vmId": "demo", "token": TOKEN,
-                                      "protocolVersion": 1, "agentVersion": "fuzz"}));
+                    agent.hello("demo", TOKEN).await;
                 }
                 for f in &frames {
                     let _ = agent

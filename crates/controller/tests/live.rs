@@ -41,12 +41,10 @@ async fn agent(addr: SocketAddr) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/agent/ws"))
         .await
         .unwrap();
-    send_ws(
-        &mut ws,
-        json!({"type": "hello", "vmId": "demo", "token": TOKEN,
-                            "protocolVersion": 1, "agentVersion": "live-test"}),
-    )
-    .await;
+    let challenge = recv_ws(&mut ws).await;
+    assert_eq!(challenge["type"], "challenge", "{challenge}");
+    let nonce = challenge["nonce"].as_str().unwrap();
+    send_ws(&mut ws, hello_json("demo", TOKEN, nonce)).await;
     assert_eq!(recv_ws(&mut ws).await["type"], "welcome");
     ws
 }

@@ -65,8 +65,19 @@ async fn no_secret_reaches_the_log() {
             tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/agent/ws"))
                 .await
                 .unwrap();
-        let hello = json!({"type": "hello", "vmId": "demo", "token": token,
-                           "protocolVersion": 1, "agentVersion": "log-test"});
+        let challenge = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let challenge: Value = serde_json::from_str(challenge.to_text().unwrap()).unwrap();
+        let proof = vdesk_protocol::hello_proof(
+            token,
+            challenge["nonce"].as_str().unwrap(),
+            &vdesk_protocol::VmId::new("demo").unwrap(),
+        );
+        let hello = json!({"type": "hello", "vmId": "demo", "proof": proof,
+                           "protocolVersion": 2, "agentVersion": "log-test"});
         ws.send(Message::Text(hello.to_string().into()))
             .await
             .unwrap();

@@ -3,16 +3,19 @@
 //! expose the same metric names. No I/O, no async, no GStreamer: both sides depend on this crate, and the
 //! viewer's JavaScript is checked against the JSON it produces (see `crates/protocol/tests/fixtures.rs` and `web/test/unit.test.mjs`).
 
+mod hello_proof;
 mod ids;
 mod input;
 mod messages;
 pub mod metrics;
 mod validate;
 
+pub use hello_proof::{hello_proof, HELLO_PROOF_CONTEXT};
 pub use ids::{SessionId, VmId};
 pub use input::*;
 pub use messages::*;
 pub use validate::{ValidationError, MAX_CANDIDATE_LEN, MAX_SDP_LEN};
 
 /// Protocol version the agent announces in its `hello`; the controller refuses other majors.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the controller sends `challenge` first and `hello` carries `proof` instead of the secret.
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -231,10 +231,16 @@ pub struct SessionGrant {
     rename_all_fields = "camelCase"
 )]
 pub enum AgentToController {
-    /// First message on a new connection.
+    /// First message on a new connection, the answer to the controller's `challenge`.
+    /// `proof` is [`crate::hello_proof`] of the agent's secret over the challenge's nonce and
+    /// `vm_id`: the secret itself never crosses the wire. `token` (the secret in clear) is what
+    /// protocol 1 agents sent; it is read only to refuse them with a clear message.
     Hello {
         vm_id: VmId,
-        token: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
         protocol_version: u32,
         agent_version: String,
     },
@@ -330,6 +336,10 @@ pub struct SessionStats {
     rename_all_fields = "camelCase"
 )]
 pub enum ControllerToAgent {
+    /// The first frame on every new agent connection: a fresh random nonce (64 hex digits) the
+    /// agent's `hello` must prove knowledge of its secret over. A new one per connection, so a
+    /// captured `hello` is worth nothing on another connection.
+    Challenge { nonce: String },
     /// Reply to a valid `hello`. `ice_servers` are the same ones the viewers get.
     Welcome { ice_servers: Vec<IceServer> },
     /// A viewer's offer for a new session.
@@ -514,8 +524,9 @@ mod tests {
         let msgs = vec![
             AgentToController::Hello {
                 vm_id: VmId::new("demo").unwrap(),
-                token: "t".into(),
-                protocol_version: 1,
+                proof: Some("ab".repeat(32)),
+                token: None,
+                protocol_version: 2,
                 agent_version: "0.1.0".into(),
             },
             AgentToController::Answer {
@@ -575,19 +586,40 @@ mod tests {
         }
         let hello = serde_json::to_value(AgentToController::Hello {
             vm_id: VmId::new("demo").unwrap(),
-            token: "t".into(),
-            protocol_version: 1,
+            proof: Some("p".into()),
+            token: None,
+            protocol_version: 2,
             agent_version: "x".into(),
         })
         .unwrap();
         assert_eq!(hello["type"], "hello");
         assert_eq!(hello["vmId"], "demo");
-        assert_eq!(hello["protocolVersion"], 1);
+        assert_eq!(hello["proof"], "p");
+        assert_eq!(hello["protocolVersion"], 2);
+        assert!(
+            hello.get("token").is_none(),
+            "no secret on the wire: {hello}"
+        );
+        // A protocol 1 hello still parses, so that the controller can refuse it by name.
+        let old: AgentToController = serde_json::from_value(json!({"type": "hello",
+            "vmId": "demo", "token": "t", "protocolVersion": 1, "agentVersion": "0.1.0"}))
+        .unwrap();
+        assert!(matches!(
+            old,
+            AgentToController::Hello {
+                proof: None,
+                token: Some(_),
+                ..
+            }
+        ));
     }
 
     #[test]
     fn controller_messages_round_trip() {
         let msgs = vec![
+            ControllerToAgent::Challenge {
+                nonce: "00".repeat(32),
+            },
             ControllerToAgent::Welcome {
                 ice_servers: vec![IceServer {
                     urls: vec!["stun:127.0.0.1:3478".into()],

@@ -58,7 +58,10 @@ describe('auth end to end (vdesk-controller + Chromium)', { skip }, () => {
     return { status: res.status, json, headers: res.headers };
   }
 
-  /** Opens the agents' WebSocket from the page and says hello; resolves to the first reply. */
+  /**
+   * Opens the agents' WebSocket from the page and answers the controller's challenge with the
+   * hello of protocol 2 (an HMAC of the secret over the nonce); resolves to the first reply.
+   */
   function agentHello(page, vmId, token) {
     return page.evaluate(
       ({ vmId, token }) =>
@@ -66,9 +69,16 @@ describe('auth end to end (vdesk-controller + Chromium)', { skip }, () => {
           const ws = new WebSocket(`ws://${location.host}/api/agent/ws`);
           window.__agentWs = ws;
           window.__agentMsgs = [];
-          ws.onopen = () => ws.send(JSON.stringify({ type: 'hello', vmId, token, protocolVersion: 1, agentVersion: 'e2e' }));
-          ws.onmessage = (e) => {
+          ws.onmessage = async (e) => {
             const msg = JSON.parse(e.data);
+            if (msg.type === 'challenge') {
+              const enc = new TextEncoder();
+              const key = await crypto.subtle.importKey('raw', enc.encode(token), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+              const mac = await crypto.subtle.sign('HMAC', key, enc.encode(`vdesk-agent-hello-v1:${msg.nonce}:${vmId}`));
+              const proof = [...new Uint8Array(mac)].map((b) => b.toString(16).padStart(2, '0')).join('');
+              ws.send(JSON.stringify({ type: 'hello', vmId, proof, protocolVersion: 2, agentVersion: 'e2e' }));
+              return;
+            }
             window.__agentMsgs.push(msg);
             if (window.__agentMsgs.length === 1) resolve(msg);
           };

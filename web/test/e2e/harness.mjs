@@ -284,13 +284,15 @@ export function mintToken(secret, vmId, { permission = 'control', ttl = '1h', bi
  * env})}`. `pageUrl` mints a new token (control, 1 h unless `opts` say otherwise) for each page,
  * so tests need not know about auth at all.
  */
-export async function startController(procs, { vms = [], args = [], env = {}, bin = CONTROLLER_BIN, agentBin = AGENT_BIN } = {}) {
+export async function startController(procs, { vms = [], args = [], env = {}, bin = CONTROLLER_BIN, agentBin = AGENT_BIN, tls = null } = {}) {
   const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
+  // `tls`: {cert, key, sha256} (see makeCertificate): HTTPS and wss://, agents pin the certificate.
+  const base = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const secret = newSecret();
   const adminToken = newSecret();
   const child = procs.spawn('vdesk-controller', bin, [
     '--listen', `127.0.0.1:${port}`,
+    ...(tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : []),
     ...vms.flatMap((v) => ['--vm', v]),
     ...args,
   ], { env: { RUST_LOG: process.env.RUST_LOG ?? 'info', VDESK_SECRET: secret, VDESK_ADMIN_TOKEN: adminToken, ...env } });
@@ -317,7 +319,9 @@ export async function startController(procs, { vms = [], args = [], env = {}, bi
     /** Starts vdesk-agent for `vmId` with its derived secret; resolves once the VM is online. */
     async startAgent(agentProcs, { vmId, display, args: agentArgs = [], env: agentEnv = {} }) {
       const agent = agentProcs.spawn(`vdesk-agent ${vmId}`, agentBin, [
-        '--controller', base, '--vm-id', vmId, '--display', `:${display}`, ...agentArgs,
+        '--controller', base, '--vm-id', vmId, '--display', `:${display}`,
+        ...(tls ? ['--cert-sha256', tls.sha256] : []),
+        ...agentArgs,
       ], {
         env: {
           RUST_LOG: process.env.RUST_LOG ?? 'info',
@@ -337,6 +341,23 @@ export async function startController(procs, { vms = [], args = [], env = {}, bi
   return ctl;
 }
 
+/**
+ * A self-signed certificate for 127.0.0.1 and localhost, made with the openssl command line in a
+ * fresh directory: `{dir, cert, key, sha256}` (`sha256`: the fingerprint as openssl prints it).
+ */
+export async function makeCertificate() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'vdesk-e2e-tls-'));
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  await run('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+    '-subj', '/CN=vdesk-e2e', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    '-keyout', key, '-out', cert,
+  ]);
+  const { stdout } = await run('openssl', ['x509', '-noout', '-fingerprint', '-sha256', '-in', cert]);
+  return { dir, cert, key, sha256: stdout.trim() };
+}
+
 // --- Chromium -----------------------------------------------------------------------------------
 
 /**
@@ -344,13 +365,13 @@ export async function startController(procs, { vms = [], args = [], env = {}, bi
  * `close` also removes the profile. `executablePath` replaces CHROMIUM (e.g. a wrapper that runs
  * it in a network namespace).
  */
-export async function launchChromium({ executablePath = CHROMIUM } = {}) {
+export async function launchChromium({ executablePath = CHROMIUM, args = [] } = {}) {
   const { chromium } = await import('playwright-core');
   const userDataDir = await mkdtemp(path.join(os.tmpdir(), 'vdesk-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport: { width: 1280, height: 720 },
   });
   return {

@@ -172,6 +172,8 @@ pub struct Relay {
     /// Every known VM and its registered agent connection, if any.
     vms: BTreeMap<VmId, Option<ConnId>>,
     conns: HashMap<ConnId, ConnState>,
+    /// The `challenge` nonce each connection awaiting `hello` must prove its secret over.
+    challenges: HashMap<ConnId, String>,
     sessions: HashMap<SessionId, Session>,
     tombstones: HashMap<SessionId, Tombstone>,
     outbox: Vec<Outbound>,
@@ -185,6 +187,7 @@ impl Relay {
             cfg,
             vms: known_vms.into_iter().map(|vm| (vm, None)).collect(),
             conns: HashMap::new(),
+            challenges: HashMap::new(),
             sessions: HashMap::new(),
             tombstones: HashMap::new(),
             outbox: Vec::new(),
@@ -278,10 +281,12 @@ impl Relay {
     // agent side
     // -----------------------------------------------------------------------------------------
 
-    /// A new agent connection; it must say `hello` first.
-    pub fn agent_connected(&mut self, conn: ConnId) {
+    /// A new agent connection, which was sent `challenge { nonce }` (fresh for each connection:
+    /// the adapter draws it); its `hello` must prove its secret over that nonce.
+    pub fn agent_connected(&mut self, conn: ConnId, nonce: String) {
         debug!(conn = %conn, "agent connection opened");
         self.conns.insert(conn, ConnState::AwaitingHello);
+        self.challenges.insert(conn, nonce);
     }
 
     /// A frame from an agent that is not a valid message. Before `hello` this closes the
@@ -331,11 +336,12 @@ impl Relay {
                 Some(ConnState::AwaitingHello),
                 AgentToController::Hello {
                     vm_id,
-                    token,
+                    proof,
+                    token: _,
                     protocol_version,
                     agent_version,
                 },
-            ) => self.hello(conn, vm_id, &token, protocol_version, &agent_version, now),
+            ) => self.hello(conn, vm_id, proof, protocol_version, &agent_version, now),
             (Some(ConnState::AwaitingHello), _) => {
                 self.agent_bad_frame(conn, "the first message must be hello")
             }
@@ -352,6 +358,7 @@ impl Relay {
     /// flow peer to peer, and an agent that comes back within [`RelayConfig::agent_grace`]
     /// resumes them; otherwise they end with `agent_disconnected` (see [`Relay::tick`]).
     pub fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
+        self.challenges.remove(&conn);
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
@@ -372,11 +379,13 @@ impl Relay {
         &mut self,
         conn: ConnId,
         vm: VmId,
-        token: &str,
+        proof: Option<String>,
         protocol_version: u32,
         agent_version: &str,
         now: Instant,
     ) {
+        // One hello per challenge: the nonce is spent whatever the outcome.
+        let nonce = self.challenges.remove(&conn).unwrap_or_default();
         if self.shutting_down {
             return self.refuse(
                 conn,
@@ -384,9 +393,27 @@ impl Relay {
                 "the controller is shutting down".into(),
             );
         }
-        if !self.cfg.agent_auth.accepts(&vm, token) {
-            warn!(conn = %conn, vm = %vm, "agent refused: wrong token");
-            return self.refuse(conn, ErrorCode::Unauthorized, "invalid agent token".into());
+        let Some(proof) = proof else {
+            // A protocol 1 agent, which sent its secret in clear (`token`): refused, never
+            // checked, so that upgrading the controller closes that hole for every VM at once.
+            warn!(conn = %conn, vm = %vm, protocol_version, "agent refused: hello without proof (protocol 1 agent)");
+            return self.refuse(
+                conn,
+                ErrorCode::BadRequest,
+                format!(
+                    "hello has no proof: this controller speaks protocol {PROTOCOL_VERSION}, where \
+                     the agent answers the challenge with an HMAC of its secret instead of \
+                     sending the secret; upgrade vdesk-agent"
+                ),
+            );
+        };
+        if !self.cfg.agent_auth.accepts_proof(&vm, &nonce, &proof) {
+            warn!(conn = %conn, vm = %vm, "agent refused: wrong proof of its secret");
+            return self.refuse(
+                conn,
+                ErrorCode::Unauthorized,
+                "invalid agent secret (the hello's proof does not verify)".into(),
+            );
         }
         if protocol_version != PROTOCOL_VERSION {
             warn!(conn = %conn, vm = %vm, protocol_version, "agent refused: protocol version");
@@ -1070,6 +1097,7 @@ impl Relay {
 
     fn refuse(&mut self, conn: ConnId, code: ErrorCode, message: String) {
         self.conns.insert(conn, ConnState::Closed);
+        self.challenges.remove(&conn);
         self.send_agent(conn, ControllerToAgent::Error { code, message });
         self.outbox.push(Outbound::CloseAgent { conn });
     }

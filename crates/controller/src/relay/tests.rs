@@ -11,6 +11,8 @@ use super::*;
 use crate::auth::AgentToken;
 
 pub(super) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// The challenge every test connection gets (the adapter draws a random one per connection).
+pub(super) const NONCE: &str = "7e5751e5c0ffee0123456789abcdef007e5751e5c0ffee0123456789abcdef00";
 pub(super) const OFFER: &str =
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
 pub(super) const ANSWER: &str =
@@ -73,7 +75,7 @@ impl Fixture {
     /// Connects agent `conn` for `vm` and checks the welcome.
     pub(super) fn agent(&mut self, conn: u64, vm_id: &str) -> ConnId {
         let conn = ConnId(conn);
-        self.relay.agent_connected(conn);
+        self.relay.agent_connected(conn, NONCE.into());
         self.relay.agent_message(conn, hello(vm_id, TOKEN), self.t0);
         let out = self.out();
         assert!(
@@ -123,11 +125,13 @@ impl Fixture {
     }
 }
 
+/// A `hello` proving `token` over [`NONCE`].
 pub(super) fn hello(vm_id: &str, token: &str) -> A {
     A::Hello {
         vm_id: vm(vm_id),
-        token: token.into(),
-        protocol_version: 1,
+        proof: Some(vdesk_protocol::hello_proof(token, NONCE, &vm(vm_id))),
+        token: None,
+        protocol_version: vdesk_protocol::PROTOCOL_VERSION,
         agent_version: "test".into(),
     }
 }
@@ -156,7 +160,7 @@ fn hello_registers_the_vm_and_it_stays_known() {
 #[test]
 fn wrong_token_or_version_is_refused_and_closed() {
     let mut f = Fixture::new();
-    f.relay.agent_connected(ConnId(1));
+    f.relay.agent_connected(ConnId(1), NONCE.into());
     f.relay
         .agent_message(ConnId(1), hello("known", "wrong-token-wrong-token"), f.t0);
     let out = f.out();
@@ -182,13 +186,14 @@ fn wrong_token_or_version_is_refused_and_closed() {
         .agent_message(ConnId(1), hello("known", TOKEN), f.t0);
     assert!(f.out().is_empty());
 
-    f.relay.agent_connected(ConnId(2));
+    f.relay.agent_connected(ConnId(2), NONCE.into());
     f.relay.agent_message(
         ConnId(2),
         A::Hello {
             vm_id: vm("known"),
-            token: TOKEN.into(),
-            protocol_version: 2,
+            proof: Some(vdesk_protocol::hello_proof(TOKEN, NONCE, &vm("known"))),
+            token: None,
+            protocol_version: 3,
             agent_version: "x".into(),
         },
         f.t0,
@@ -205,9 +210,61 @@ fn wrong_token_or_version_is_refused_and_closed() {
 }
 
 #[test]
+fn a_hello_proves_the_secret_over_this_connections_nonce_only() {
+    let mut f = Fixture::new();
+    // A protocol 1 agent sends its secret in clear: refused by name, never checked.
+    f.relay.agent_connected(ConnId(1), NONCE.into());
+    let old = A::Hello {
+        vm_id: vm("known"),
+        proof: None,
+        token: Some(TOKEN.into()),
+        protocol_version: 1,
+        agent_version: "0.1.0".into(),
+    };
+    f.relay.agent_message(ConnId(1), old, f.t0);
+    let out = f.out();
+    assert!(
+        matches!(
+            &out[..],
+            [Outbound::ToAgent { msg: C::Error { code: ErrorCode::BadRequest, message }, .. },
+             Outbound::CloseAgent { .. }] if message.contains("upgrade vdesk-agent")
+        ),
+        "{out:?}"
+    );
+    assert!(!f.relay.vm(&vm("known")).unwrap().online);
+
+    // A hello captured on one connection is replayed on another: its nonce differs.
+    let captured = hello("known", TOKEN);
+    f.relay.agent_connected(ConnId(2), "another-nonce".into());
+    f.relay.agent_message(ConnId(2), captured.clone(), f.t0);
+    let out = f.out();
+    assert!(
+        matches!(
+            &out[..],
+            [
+                Outbound::ToAgent {
+                    msg: C::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    },
+                    ..
+                },
+                Outbound::CloseAgent { .. }
+            ]
+        ),
+        "{out:?}"
+    );
+    assert!(!f.relay.vm(&vm("known")).unwrap().online);
+    // The same hello on the connection whose nonce it proves is accepted.
+    f.relay.agent_connected(ConnId(3), NONCE.into());
+    f.relay.agent_message(ConnId(3), captured, f.t0);
+    assert!(f.relay.vm(&vm("known")).unwrap().online);
+}
+
+#[test]
 fn first_message_must_be_hello_and_later_bad_frames_are_only_refused() {
     let mut f = Fixture::new();
-    f.relay.agent_connected(ConnId(1));
+    f.relay.agent_connected(ConnId(1), NONCE.into());
     f.relay.agent_bad_frame(ConnId(1), "not json");
     let out = f.out();
     assert!(
@@ -241,7 +298,7 @@ fn first_message_must_be_hello_and_later_bad_frames_are_only_refused() {
         }]
     ));
 
-    f.relay.agent_connected(ConnId(3));
+    f.relay.agent_connected(ConnId(3), NONCE.into());
     f.relay.agent_hello_timeout(ConnId(3));
     assert!(matches!(
         f.out().last(),
@@ -742,7 +799,7 @@ fn new_agent_for_the_same_vm_replaces_the_old_one() {
     let mut f = Fixture::new();
     let old = f.agent(1, "known");
     let id = f.session(old, "known");
-    f.relay.agent_connected(ConnId(2));
+    f.relay.agent_connected(ConnId(2), NONCE.into());
     f.relay
         .agent_message(ConnId(2), hello("known", TOKEN), f.t0);
     let out = f.out();
@@ -911,7 +968,7 @@ fn shutdown_tells_both_sides_and_refuses_newcomers() {
     let mut f = Fixture::new();
     let conn = f.agent(1, "known");
     let id = f.session(conn, "known");
-    f.relay.agent_connected(ConnId(7)); // not registered yet
+    f.relay.agent_connected(ConnId(7), NONCE.into()); // not registered yet
     f.relay.shutdown(f.t0);
     let out = f.out();
     assert!(out.contains(&Outbound::ToViewer {
@@ -935,7 +992,7 @@ fn shutdown_tells_both_sides_and_refuses_newcomers() {
         f.relay.create_session(vm("known"), offer(), f.t0),
         Err(RelayError::ShuttingDown)
     );
-    f.relay.agent_connected(ConnId(8));
+    f.relay.agent_connected(ConnId(8), NONCE.into());
     f.relay
         .agent_message(ConnId(8), hello("known", TOKEN), f.t0);
     assert!(matches!(

@@ -9,7 +9,7 @@ use vdesk_protocol::{
     ResumedSession, SdpType, SessionDescription, SessionGrant, SessionId,
 };
 
-use super::tests::{cand, ended, hello, offer, Fixture, ANSWER, OFFER, TOKEN};
+use super::tests::{cand, ended, hello, offer, Fixture, ANSWER, NONCE, OFFER, TOKEN};
 use super::*;
 
 const ANSWER2: &str = "v=0\r\no=- 2 3 IN IP4 0.0.0.0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
@@ -29,7 +29,7 @@ fn resumed(id: &SessionId, answer: Option<&str>) -> ResumedSession {
 /// Connects `conn` for `vm_id` without checking the output.
 fn reconnect(f: &mut Fixture, conn: u64, vm_id: &str) -> ConnId {
     let conn = ConnId(conn);
-    f.relay.agent_connected(conn);
+    f.relay.agent_connected(conn, NONCE.into());
     f.relay.agent_message(conn, hello(vm_id, TOKEN), f.t0);
     f.out();
     conn

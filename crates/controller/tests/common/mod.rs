@@ -166,6 +166,15 @@ pub struct FakeAgent {
     pub to_server: mpsc::UnboundedSender<Message>,
     pub from_server: mpsc::UnboundedReceiver<Message>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The nonce of the controller's `challenge`, once it arrived (see [`FakeAgent::nonce`]).
+    pub challenge: Option<String>,
+}
+
+/// The `hello` of protocol 2 for `vm`, proving `secret` over `nonce`.
+pub fn hello_json(vm: &str, secret: &str, nonce: &str) -> Value {
+    let proof = vdesk_protocol::hello_proof(secret, nonce, &VmId::new(vm).unwrap());
+    json!({"type": "hello", "vmId": vm, "proof": proof,
+           "protocolVersion": vdesk_protocol::PROTOCOL_VERSION, "agentVersion": "test"})
 }
 
 impl FakeAgent {
@@ -188,14 +197,41 @@ impl FakeAgent {
             to_server,
             from_server,
             task,
+            challenge: None,
         }
+    }
+
+    /// The nonce of this connection's `challenge` (the controller's first frame).
+    pub async fn nonce(&mut self) -> String {
+        if let Some(n) = &self.challenge {
+            return n.clone();
+        }
+        let m = tokio::time::timeout(WAIT, self.from_server.recv())
+            .await
+            .expect("no challenge in time")
+            .expect("agent channel closed");
+        match m {
+            Message::Text(t) => match serde_json::from_str(t.as_str()) {
+                Ok(ControllerToAgent::Challenge { nonce }) => {
+                    self.challenge = Some(nonce.clone());
+                    nonce
+                }
+                other => panic!("expected the challenge first, got {other:?}"),
+            },
+            other => panic!("expected the challenge first, got {other:?}"),
+        }
+    }
+
+    /// Answers the challenge: `hello` for `vm` proving `secret`.
+    pub async fn hello(&mut self, vm: &str, secret: &str) {
+        let nonce = self.nonce().await;
+        self.send(hello_json(vm, secret, &nonce));
     }
 
     /// Connects and says hello for `vm`, checking the welcome.
     pub async fn registered(state: &AppState, vm: &str) -> Self {
         let mut a = Self::connect(state, AgentTiming::default());
-        a.send(json!({"type": "hello", "vmId": vm, "token": TOKEN,
-                      "protocolVersion": 1, "agentVersion": "test"}));
+        a.hello(vm, TOKEN).await;
         match a.recv().await {
             ControllerToAgent::Welcome { ice_servers } => assert_eq!(ice_servers.len(), 1),
             other => panic!("expected welcome, got {other:?}"),
@@ -209,13 +245,20 @@ impl FakeAgent {
             .unwrap();
     }
 
-    /// Next frame that is not a ping.
+    /// Next frame that is not a ping (nor the `challenge`, which is kept in `self.challenge`).
     pub async fn frame(&mut self) -> Message {
         loop {
             let m = tokio::time::timeout(WAIT, self.from_server.recv())
                 .await
                 .expect("agent got nothing in time")
                 .expect("agent channel closed");
+            if let Message::Text(t) = &m {
+                if let Ok(ControllerToAgent::Challenge { nonce }) = serde_json::from_str(t.as_str())
+                {
+                    self.challenge = Some(nonce);
+                    continue;
+                }
+            }
             if !matches!(m, Message::Ping(_)) {
                 return m;
             }
