@@ -115,14 +115,69 @@ export function parseAgentMessage(text) {
   }
 }
 
+/** Whether a session grant (vdesk.js `parseGrant`) lets the viewer send input: control or admin.
+ *  No grant, or anything else, is view only. */
+export function mayControl(grant) {
+  return grant?.permission === 'control' || grant?.permission === 'admin';
+}
+
+/** Whether the browser's clipboard may go to the VM under `grant` (a controlling session whose
+ *  link's clipboard direction is `both` or `to-vm`). */
+export function clipboardToVm(grant) {
+  return mayControl(grant) && (grant.clipboard === 'both' || grant.clipboard === 'to-vm');
+}
+
+/** Whether the VM's clipboard is taken in under `grant` (direction `both` or `from-vm`; an absent
+ *  direction reads as `both`, as the agent reads it). */
+export function clipboardFromVm(grant) {
+  const c = grant?.clipboard ?? 'both';
+  return c === 'both' || c === 'from-vm';
+}
+
+/**
+ * Puts the VM's clipboard pieces back together, at most `max` bytes of UTF-8 in all: beyond it
+ * the text is dropped (once complete, `push` returns {overflow: true}) and the next one starts
+ * clean. `push(piece, more)` returns null while pieces are missing, else {text} or {overflow}.
+ */
+export class ClipboardAssembler {
+  #parts = [];
+  #bytes = 0;
+  #overflow = false;
+  #max;
+
+  constructor(max = MAX_CLIPBOARD_BYTES) {
+    this.#max = max;
+  }
+
+  push(piece, more) {
+    const bytes = new TextEncoder().encode(piece).length;
+    if (!this.#overflow && this.#bytes + bytes <= this.#max) {
+      this.#parts.push(piece);
+      this.#bytes += bytes;
+    } else {
+      this.#overflow = true;
+      this.#parts = [];
+    }
+    if (more) return null;
+    const out = this.#overflow ? { overflow: true } : { text: this.#parts.join('') };
+    this.#parts = [];
+    this.#bytes = 0;
+    this.#overflow = false;
+    return out;
+  }
+}
+
 const PASTE_KEYS = (ev) => ((ev.ctrlKey || ev.metaKey) && (ev.key === 'v' || ev.key === 'V')) || (ev.shiftKey && ev.key === 'Insert');
 const COPY_KEYS = (ev) => (ev.ctrlKey || ev.metaKey) && ['c', 'C', 'x', 'X'].includes(ev.key);
 
 /**
  * Remote control of one <video>. vdesk.js makes one per VdeskViewer (option `input`: false
  * turns it off, or an object with `scaling: 'fit' | '1:1'`, `resize: boolean`,
- * `clipboard: boolean`) and calls attach()/detach() with each attempt's channels.
- * Events: 'cursor', 'clipboard' {text}, 'screensize' {width, height}, 'notice' {code, message}.
+ * `clipboard: boolean`) and calls attach()/detach() with each attempt's channels, and
+ * setGrant() with the session's grant. Until a grant that allows control arrives, nothing is
+ * sent (view only): no keys, pointer, wheel, clipboard or resize, and page keys keep their
+ * browser meaning. Events: 'cursor', 'clipboard' {text}, 'screensize' {width, height},
+ * 'notice' {code, message}.
  */
 export class VdeskInput extends EventTarget {
   #video;
@@ -134,8 +189,9 @@ export class VdeskInput extends EventTarget {
   #wheel = { x: 0, y: 0 };
   #bound = null;
   #chain = Promise.resolve();
-  #clipIn = '';
+  #clipIn = new ClipboardAssembler();
   #lastClipSent = null;
+  #grant = null;
   #resizeTimer = null;
   #observer = null;
   remoteClipboard = null;
@@ -162,6 +218,18 @@ export class VdeskInput extends EventTarget {
   setResize(on) {
     this.#opts.resize = !!on;
     this.#requestResize();
+  }
+
+  /** The session's grant (vdesk.js `parseGrant`): what this viewer may send. Leaving control
+   *  releases everything held first. */
+  setGrant(grant) {
+    if (mayControl(this.#grant) && !mayControl(grant)) this.releaseAll();
+    this.#grant = grant ?? null;
+  }
+
+  /** True unless the session's grant allows control (then input is sent). */
+  get viewOnly() {
+    return !mayControl(this.#grant);
   }
 
   /** Number of keys and buttons held now (for tests). */
@@ -194,6 +262,7 @@ export class VdeskInput extends EventTarget {
 
   /** Sends the browser's clipboard text to the VM (also done on paste). */
   sendClipboard(text) {
+    if (!clipboardToVm(this.#grant)) return false;
     const msgs = clipboardMessages(String(text));
     if (!msgs) {
       this.#log('warn', `[vdesk] clipboard over ${MAX_CLIPBOARD_BYTES} bytes: not sent`);
@@ -220,6 +289,8 @@ export class VdeskInput extends EventTarget {
 
   #send(msg, channel = this.#input) {
     if (!channel || channel.readyState !== 'open') return false;
+    // The one way out: a view-only viewer sends nothing at all (the agent would drop it).
+    if (!mayControl(this.#grant)) return false;
     try {
       channel.send(JSON.stringify(msg));
       return true;
@@ -237,6 +308,7 @@ export class VdeskInput extends EventTarget {
   #forget() {
     this.#keys.clear();
     this.#buttons.clear();
+    this.#clipIn = new ClipboardAssembler();
   }
 
   #point(ev) {
@@ -294,6 +366,7 @@ export class VdeskInput extends EventTarget {
   }
 
   #onMove(ev) {
+    if (this.viewOnly) return;
     const p = this.#point(ev);
     if (!p) return;
     if (!p.inside && this.#buttons.size === 0) return;
@@ -304,6 +377,7 @@ export class VdeskInput extends EventTarget {
   }
 
   #onButton(ev, down) {
+    if (this.viewOnly) return;
     const button = xButton(ev.button);
     const p = this.#point(ev);
     if (button === null || !p) return;
@@ -322,6 +396,7 @@ export class VdeskInput extends EventTarget {
   }
 
   #onWheel(ev) {
+    if (this.viewOnly) return;
     const p = this.#point(ev);
     if (!p || !p.inside) return;
     ev.preventDefault();
@@ -332,15 +407,17 @@ export class VdeskInput extends EventTarget {
   }
 
   #onKey(ev, down) {
+    if (this.viewOnly) return; // the page's keys keep their browser meaning
     const msg = keyMessage(ev, down);
     if (!msg) return;
     const id = msg.code || `key:${msg.key}`;
     // Copy and paste shortcuts keep their browser default, so the page gets copy/paste events.
     const clip = this.#opts.clipboard && (PASTE_KEYS(ev) || COPY_KEYS(ev));
+    const pasteIn = this.#opts.clipboard && clipboardToVm(this.#grant) && PASTE_KEYS(ev);
     if (!clip) ev.preventDefault();
     if (down) {
       this.#keys.set(id, msg);
-      if (this.#opts.clipboard && PASTE_KEYS(ev)) this.#pullClipboard({ waitForPaste: true });
+      if (pasteIn) this.#pullClipboard({ waitForPaste: true });
     } else {
       if (!this.#keys.has(id)) return; // never sent down (e.g. pressed before focus)
       this.#keys.delete(id);
@@ -352,10 +429,12 @@ export class VdeskInput extends EventTarget {
 
   #pasteWaiter = null;
 
-  /** Reads the browser clipboard (Clipboard API) or waits for the paste event, then sends it;
-   *  keys pressed meanwhile wait, so the VM has the text before it sees Ctrl+V. */
+  /** Reads the browser clipboard (Clipboard API) or waits for the paste event, then sends it if
+   *  it changed since the last text sent or received; keys pressed meanwhile wait, so the VM has
+   *  the text before it sees Ctrl+V. Only when the grant allows browser -> VM: otherwise the
+   *  clipboard is not even read. */
   #pullClipboard({ waitForPaste = false } = {}) {
-    if (!this.#opts.clipboard) return;
+    if (!this.#opts.clipboard || !clipboardToVm(this.#grant)) return;
     const nav = globalThis.navigator;
     const api = globalThis.isSecureContext && typeof nav?.clipboard?.readText === 'function';
     const timeout = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -374,6 +453,7 @@ export class VdeskInput extends EventTarget {
   }
 
   #onPaste(ev) {
+    if (!clipboardToVm(this.#grant)) return;
     const text = ev.clipboardData?.getData('text/plain');
     ev.preventDefault();
     if (typeof text === 'string' && text !== this.#lastClipSent) this.sendClipboard(text);
@@ -404,10 +484,14 @@ export class VdeskInput extends EventTarget {
         break;
       }
       case 'clipboard': {
-        this.#clipIn += m.text;
-        if (m.more) return;
-        const text = this.#clipIn;
-        this.#clipIn = '';
+        if (!clipboardFromVm(this.#grant)) return;
+        const whole = this.#clipIn.push(m.text, !!m.more);
+        if (!whole) return;
+        if (whole.overflow) {
+          this.#log('warn', `[vdesk] the VM's clipboard is over ${MAX_CLIPBOARD_BYTES} bytes: dropped`);
+          return;
+        }
+        const { text } = whole;
         this.remoteClipboard = text;
         this.#lastClipSent = text; // the browser gets it: do not send it back
         const nav = globalThis.navigator;
@@ -431,7 +515,7 @@ export class VdeskInput extends EventTarget {
   // --- resize --------------------------------------------------------------------------------
 
   #requestResize() {
-    if (!this.#opts.resize || !this.#input) return;
+    if (!this.#opts.resize || !this.#input || this.viewOnly) return;
     clearTimeout(this.#resizeTimer);
     this.#resizeTimer = setTimeout(() => {
       const v = this.#video;

@@ -405,6 +405,18 @@ export interface VdeskInputEventMap {
 }
 
 /** Remote control of one viewer (`viewer.input`). */
+/** Whether a grant lets the viewer send input (control or admin). */
+export function mayControl(grant: SessionGrant | null | undefined): boolean;
+/** Whether the browser's clipboard may go to the VM (control, and direction both or to-vm). */
+export function clipboardToVm(grant: SessionGrant | null | undefined): boolean;
+/** Whether the VM's clipboard is taken in (direction both or from-vm). */
+export function clipboardFromVm(grant: SessionGrant | null | undefined): boolean;
+/** The VM's clipboard pieces put back together, at most `max` (1 MiB) bytes of UTF-8. */
+export class ClipboardAssembler {
+  constructor(max?: number);
+  push(piece: string, more: boolean): null | { text: string } | { overflow: true };
+}
+
 export class VdeskInput extends EventTarget {
   readonly scaling: 'fit' | '1:1';
   /** Keys and buttons held now. */
@@ -415,7 +427,12 @@ export class VdeskInput extends EventTarget {
   screenSize: { width: number; height: number } | null;
   setScaling(mode: 'fit' | '1:1'): void;
   setResize(on: boolean): void;
-  /** Sends text to the VM's CLIPBOARD (also done on paste). False if over 1 MiB. */
+  /** True until the session's grant allows control; a view-only viewer sends nothing. */
+  readonly viewOnly: boolean;
+  /** The session's grant (VdeskViewer calls this when the session is created). */
+  setGrant(grant: SessionGrant | null): void;
+  /** Sends text to the VM's CLIPBOARD (also done on paste). False if over 1 MiB, or if the grant
+   *  does not allow browser -> VM. */
   sendClipboard(text: string): boolean;
   /** Releases every key and button held (done on blur, hidden page, channel close). */
   releaseAll(): void;
@@ -442,6 +459,8 @@ export interface VdeskViewerEventMap {
   /** The event stream to the controller was lost (false) or is back (true); the video kept
    *  playing meanwhile. */
   signalling: CustomEvent<{ connected: boolean }>;
+  /** The session was created: what its link grants (view only unless `control`/`admin`). */
+  grant: CustomEvent<{ grant: SessionGrant }>;
 }
 
 export class VdeskViewer extends EventTarget {
@@ -457,6 +476,8 @@ export class VdeskViewer extends EventTarget {
   readonly inputChannel: RTCDataChannel | null;
   /** Remote control, or null when made with `input: false`. */
   readonly input: VdeskInput | null;
+  /** The current session's grant, or null before the first session is created. */
+  readonly grant: SessionGrant | null;
   /** The last error reported since the last first frame, or null. */
   readonly lastError: ErrorInfo | null;
   /** Attempts started so far. */

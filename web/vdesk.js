@@ -13,6 +13,8 @@
 
 /** The stages of one attempt, in order. */
 import { VdeskInput } from './input.js';
+// The grant rules the viewer follows (input.js), for pages that show them.
+export { ClipboardAssembler, clipboardFromVm, clipboardToVm, mayControl } from './input.js';
 
 export const STAGES = Object.freeze([
   'idle',
@@ -290,7 +292,6 @@ export function isValidVmId(s) {
   return typeof s === 'string' && VM_ID_RE.test(s);
 }
 
-/** The VM id in a viewer page path `/vm/{vmId}` (trailing slash allowed), or null. */
 /** The viewer token of a page address's query (`?token=...`), or null. */
 export function tokenFromSearch(search) {
   try {
@@ -308,6 +309,40 @@ export function withToken(url, token) {
   return `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
 }
 
+/**
+ * A page address (`location.href`) without its `token` query parameter, as a path + query +
+ * fragment for `history.replaceState`: what the address bar shows once the page has taken the
+ * token, so that it is not in the history, a screenshot, a shared address or a bookmark.
+ */
+export function addressWithoutToken(href) {
+  const u = new URL(href);
+  u.searchParams.delete('token');
+  return `${u.pathname}${u.search}${u.hash}`;
+}
+
+/** The key under which a tab keeps a page's viewer token (sessionStorage: this tab only, gone
+ *  when the tab closes). */
+export function tokenStorageKey(vmId) {
+  return `vdesk.token.${vmId}`;
+}
+
+/**
+ * The viewer token of a page: the address's (`?token=`) when it has one, kept in `storage` under
+ * `key` so that a reload of this tab (whose address no longer has it) still works; else the one
+ * this tab kept; else null. A storage that throws (disabled, full) is ignored.
+ */
+export function takePageToken(search, storage, key) {
+  const fromAddress = tokenFromSearch(search);
+  try {
+    if (fromAddress) storage?.setItem(key, fromAddress);
+    else return storage?.getItem(key) || null;
+  } catch {
+    // No storage: the token lives in memory only (a reload then needs the link again).
+  }
+  return fromAddress;
+}
+
+/** The VM id in a viewer page path `/vm/{vmId}` (trailing slash allowed), or null. */
 export function vmIdFromPath(pathname) {
   const m = /^\/vm\/([^/]+)\/?$/.exec(pathname ?? '');
   if (!m) return null;
@@ -545,6 +580,7 @@ export class VdeskViewer extends EventTarget {
   #lastError = null;
   #pageHandlers = null;
   #input = null;
+  #grant = null;
 
   constructor(videoElement, options = {}) {
     super();
@@ -567,6 +603,12 @@ export class VdeskViewer extends EventTarget {
     this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, iceTransportPolicy, token };
     // Remote control (input.js); `input: false` makes a watch-only viewer.
     if (options.input !== false) this.#input = new VdeskInput(videoElement, { logger, ...(options.input ?? {}) });
+  }
+
+  /** The current session's grant (`parseGrant`: permission, clipboard direction, expiresAt,
+   *  name), or null before the first session is created. A 'grant' event says when it arrives. */
+  get grant() {
+    return this.#grant;
   }
 
   /** Remote control of this viewer (keys, pointer, cursor, clipboard, resize), or null. */
@@ -728,6 +770,10 @@ export class VdeskViewer extends EventTarget {
       return;
     }
     a.sessionId = created.sessionId;
+    // What this viewer may do: input (keys, pointer, clipboard) only with control.
+    this.#grant = created.grant;
+    this.#input?.setGrant(created.grant);
+    this.#emit('grant', { grant: created.grant });
     this.#log('log', `[WebRTC] Session ${a.sessionId} created, waiting for answer from VM`);
     this.#sendCandidates(a);
     this.#openEvents(a, created.eventsUrl);

@@ -7,8 +7,11 @@ import {
   STAGE_LABELS,
   STAGES,
   describeError,
+  addressWithoutToken,
   isValidVmId,
-  tokenFromSearch,
+  mayControl,
+  takePageToken,
+  tokenStorageKey,
   vmIdFromPath,
 } from './vdesk.js';
 import { StatsOverlay, isToggleKey } from './stats.js';
@@ -91,10 +94,22 @@ if (!isValidVmId(vmId)) {
   // the window's size (the agent needs --allow-resize); ?relay=1 forces every media packet
   // through the TURN server (a test and diagnosis knob).
   const params = new URLSearchParams(location.search);
-  // The viewer link's token (`?token=...`) goes with every request of the viewer.
+  // The viewer link's token (`?token=...`) goes with every request of the viewer. It leaves the
+  // address bar at once (history.replaceState: not in the history, a bookmark or a copied
+  // address) and stays in memory, and in this tab's sessionStorage so that a reload still works.
+  let storage = null;
+  try {
+    storage = window.sessionStorage;
+  } catch {
+    // Storage disabled: memory only.
+  }
+  const token = takePageToken(location.search, storage, tokenStorageKey(vmId));
+  if (new URLSearchParams(location.search).has('token')) {
+    history.replaceState(history.state, '', addressWithoutToken(location.href));
+  }
   const viewer = new VdeskViewer(video, {
     vmId,
-    token: tokenFromSearch(location.search),
+    token,
     input: { scaling: params.get('scale') === '1:1' ? '1:1' : 'fit', resize: params.get('resize') === '1' },
     iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
   });
@@ -136,6 +151,10 @@ if (!isValidVmId(vmId)) {
     swallowKeyUp = null;
   }, { capture: true });
 
+  // A view-only link: say so (the viewer sends no keys, mouse or clipboard).
+  viewer.addEventListener('grant', ({ detail: { grant } }) => {
+    $('view-only').hidden = mayControl(grant);
+  });
   viewer.addEventListener('error', ({ detail }) => showError(detail));
   viewer.addEventListener('retrying', ({ detail: { delayMs } }) => startCountdown(delayMs));
   retryButton.addEventListener('click', () => {

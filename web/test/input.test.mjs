@@ -9,9 +9,13 @@ import { describe, it } from 'node:test';
 
 import {
   CLIPBOARD_CHUNK_BYTES,
+  ClipboardAssembler,
   MAX_CLIPBOARD_BYTES,
   VdeskInput,
+  clipboardFromVm,
   clipboardMessages,
+  clipboardToVm,
+  mayControl,
   cursorCss,
   framePointFromClient,
   keyMessage,
@@ -104,6 +108,7 @@ describe('VdeskInput', () => {
     const video = new EventTarget();
     Object.assign(video, { videoWidth: 1280, videoHeight: 720, getBoundingClientRect: () => ({ left: 0, top: 0, width: 1280, height: 720 }) });
     const input = new VdeskInput(video, { logger: null, clipboard: false });
+    input.setGrant({ permission: 'control', clipboard: 'both' });
     const ch = channel();
     input.attach(ch, channel());
     const key = (type, key, code) => {
@@ -135,5 +140,167 @@ describe('VdeskInput', () => {
     await tick();
     assert.equal(ch.sent.length, 5);
     input.detach();
+  });
+
+  function fakeVideo() {
+    const video = new EventTarget();
+    Object.assign(video, {
+      videoWidth: 1280,
+      videoHeight: 720,
+      clientWidth: 1280,
+      clientHeight: 720,
+      style: {},
+      getBoundingClientRect: () => ({ left: 0, top: 0, width: 1280, height: 720 }),
+    });
+    return video;
+  }
+  function fire(target, type, props) {
+    const ev = new Event(type, { cancelable: true });
+    Object.assign(ev, props);
+    target.dispatchEvent(ev);
+    return ev;
+  }
+  /** Every kind of input a person can make on the video. */
+  async function everything(video, input) {
+    fire(video, 'keydown', { key: 'a', code: 'KeyA' });
+    fire(video, 'keyup', { key: 'a', code: 'KeyA' });
+    fire(video, 'pointermove', { clientX: 5, clientY: 5 });
+    fire(video, 'pointerdown', { button: 0, clientX: 10, clientY: 20, pointerId: 1 });
+    fire(video, 'pointerup', { button: 0, clientX: 10, clientY: 20, pointerId: 1 });
+    fire(video, 'wheel', { deltaY: 300, deltaMode: 0, clientX: 10, clientY: 20 });
+    fire(video, 'paste', { clipboardData: { getData: () => 'pasted text' } });
+    input.sendClipboard('sent text');
+    input.releaseAll();
+    await tick();
+  }
+
+  it('sends nothing at all before a grant, or with a view-only grant', async () => {
+    for (const grant of [undefined, { permission: 'view', clipboard: 'both' }, { permission: 'root' }]) {
+      const video = fakeVideo();
+      const input = new VdeskInput(video, { logger: null, resize: true });
+      if (grant !== undefined) input.setGrant(grant);
+      assert.equal(input.viewOnly, true);
+      const ch = channel();
+      const pointer = channel();
+      input.attach(ch, pointer);
+      const key = fire(video, 'keydown', { key: 'F5', code: 'F5' });
+      assert.equal(key.defaultPrevented, false, 'page keys keep their meaning in view mode');
+      await everything(video, input);
+      assert.deepEqual([...ch.sent, ...pointer.sent], [], JSON.stringify(grant));
+      assert.equal(input.held, 0);
+      input.detach();
+    }
+  });
+
+  it('sends input with a control grant, and the clipboard only towards a to-vm link', async () => {
+    const sent = async (grant) => {
+      const video = fakeVideo();
+      const input = new VdeskInput(video, { logger: null });
+      input.setGrant(grant);
+      const ch = channel();
+      const pointer = channel();
+      input.attach(ch, pointer);
+      await everything(video, input);
+      input.detach();
+      return [...ch.sent, ...pointer.sent].map((m) => m.type);
+    };
+    const both = await sent({ permission: 'control', clipboard: 'both' });
+    for (const t of ['key', 'pointerMove', 'pointerButton', 'wheel', 'clipboard', 'releaseAll']) assert.ok(both.includes(t), t);
+    const fromVm = await sent({ permission: 'control', clipboard: 'from-vm' });
+    assert.ok(fromVm.includes('key') && !fromVm.includes('clipboard'), fromVm.join());
+    const off = await sent({ permission: 'admin', clipboard: 'off' });
+    assert.ok(off.includes('wheel') && !off.includes('clipboard'), off.join());
+  });
+
+  it('reads the browser clipboard on focus only when it may go to the VM, and sends it only when it changed', async () => {
+    const nav = Object.getOwnPropertyDescriptor(globalThis, 'navigator');
+    const secure = Object.getOwnPropertyDescriptor(globalThis, 'isSecureContext');
+    let reads = 0;
+    let text = 'one';
+    Object.defineProperty(globalThis, 'navigator', {
+      configurable: true,
+      value: { clipboard: { readText: async () => (reads++, text), writeText: async () => {} } },
+    });
+    Object.defineProperty(globalThis, 'isSecureContext', { configurable: true, value: true });
+    try {
+      const focusTwice = async (grant) => {
+        const video = fakeVideo();
+        const input = new VdeskInput(video, { logger: null });
+        input.setGrant(grant);
+        const ch = channel();
+        input.attach(ch, channel());
+        fire(video, 'focus');
+        await tick();
+        await tick();
+        fire(video, 'focus');
+        await tick();
+        await tick();
+        input.detach();
+        return ch.sent.filter((m) => m.type === 'clipboard').map((m) => m.text);
+      };
+      reads = 0;
+      assert.deepEqual(await focusTwice({ permission: 'control', clipboard: 'from-vm' }), []);
+      assert.deepEqual(await focusTwice({ permission: 'view', clipboard: 'both' }), []);
+      assert.equal(reads, 0, 'the clipboard is not even read');
+      assert.deepEqual(await focusTwice({ permission: 'control', clipboard: 'to-vm' }), ['one'], 'sent once, not on every focus');
+      assert.equal(reads, 2);
+    } finally {
+      if (nav) Object.defineProperty(globalThis, 'navigator', nav);
+      else delete globalThis.navigator;
+      if (secure) Object.defineProperty(globalThis, 'isSecureContext', secure);
+      else delete globalThis.isSecureContext;
+    }
+  });
+
+  it('caps the clipboard coming from the VM, and takes none when the link says to-vm only', async () => {
+    const warnings = [];
+    const logger = { warn: (...a) => warnings.push(a.join(' ')), debug() {}, log() {} };
+    const video = fakeVideo();
+    const input = new VdeskInput(video, { logger });
+    input.setGrant({ permission: 'view', clipboard: 'both' });
+    const ch = channel();
+    input.attach(ch, channel());
+    const got = [];
+    input.addEventListener('clipboard', ({ detail }) => got.push(detail.text));
+    const piece = 'x'.repeat(CLIPBOARD_CHUNK_BYTES);
+    for (let i = 0; i < MAX_CLIPBOARD_BYTES / CLIPBOARD_CHUNK_BYTES; i++) {
+      ch.onmessage({ data: JSON.stringify({ type: 'clipboard', text: piece, more: true }) });
+    }
+    ch.onmessage({ data: JSON.stringify({ type: 'clipboard', text: 'one too many' }) });
+    assert.deepEqual(got, []);
+    assert.equal(input.remoteClipboard, null);
+    assert.ok(warnings.some((w) => w.includes('clipboard')), warnings.join());
+    // The next text starts clean.
+    ch.onmessage({ data: JSON.stringify({ type: 'clipboard', text: 'small' }) });
+    assert.deepEqual(got, ['small']);
+    // A to-vm link takes nothing from the VM.
+    input.setGrant({ permission: 'control', clipboard: 'to-vm' });
+    ch.onmessage({ data: JSON.stringify({ type: 'clipboard', text: 'not wanted' }) });
+    assert.deepEqual(got, ['small']);
+    input.detach();
+  });
+});
+
+describe('grant rules', () => {
+  it('control needs control or admin; the clipboard follows the direction', () => {
+    assert.equal(mayControl(null), false);
+    assert.equal(mayControl({ permission: 'view' }), false);
+    assert.equal(mayControl({ permission: 'control' }), true);
+    assert.equal(mayControl({ permission: 'admin' }), true);
+    assert.equal(clipboardToVm({ permission: 'view', clipboard: 'both' }), false);
+    assert.equal(clipboardToVm({ permission: 'control', clipboard: 'to-vm' }), true);
+    assert.equal(clipboardToVm({ permission: 'control', clipboard: 'from-vm' }), false);
+    assert.equal(clipboardFromVm({ permission: 'view', clipboard: 'both' }), true);
+    assert.equal(clipboardFromVm({ permission: 'control', clipboard: 'to-vm' }), false);
+    assert.equal(clipboardFromVm({ permission: 'control', clipboard: 'off' }), false);
+    assert.equal(clipboardFromVm(null), true);
+  });
+  it('the clipboard assembler counts UTF-8 bytes, not characters', () => {
+    const a = new ClipboardAssembler(4);
+    assert.equal(a.push('é', true), null); // 2 bytes
+    assert.deepEqual(a.push('é', false), { text: 'éé' });
+    assert.equal(a.push('é', true), null);
+    assert.deepEqual(a.push('éé', false), { overflow: true }); // 6 bytes
+    assert.deepEqual(a.push('ok', false), { text: 'ok' });
   });
 });

@@ -32,7 +32,10 @@ import {
   retryDelay,
   stageForConnectionState,
   stageForIceConnectionState,
+  addressWithoutToken,
+  takePageToken,
   tokenFromSearch,
+  tokenStorageKey,
   vmIdFromPath,
   withToken,
 } from '../vdesk.js';
@@ -282,6 +285,30 @@ describe('errors', () => {
     assert.equal(withToken('/e', 'a.b'), '/e?token=a.b');
     assert.equal(withToken('/e?x=1', 'a b'), '/e?x=1&token=a%20b');
     assert.equal(withToken('/e', null), '/e');
+  });
+
+  it('takes the token out of the address, keeping the rest', () => {
+    assert.equal(addressWithoutToken('http://h:8080/vm/demo?token=s.e.c'), '/vm/demo');
+    assert.equal(addressWithoutToken('http://h/vm/demo?scale=1%3A1&token=abc&resize=1#x'), '/vm/demo?scale=1%3A1&resize=1#x');
+    assert.equal(addressWithoutToken('http://h/vm/demo?relay=1'), '/vm/demo?relay=1');
+  });
+
+  it('keeps the token for reloads of this tab, and prefers a new one in the address', () => {
+    const store = new Map();
+    const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+    const key = tokenStorageKey('demo');
+    assert.equal(takePageToken('', storage, key), null);
+    assert.equal(takePageToken('?token=first', storage, key), 'first');
+    // The reload: the address has no token any more.
+    assert.equal(takePageToken('?scale=1:1', storage, key), 'first');
+    assert.equal(takePageToken('?token=second', storage, key), 'second');
+    assert.equal(takePageToken('', storage, key), 'second');
+    assert.equal(takePageToken('', storage, tokenStorageKey('other-vm')), null);
+    // Storage that throws (disabled): memory only.
+    const broken = { getItem() { throw new Error('denied'); }, setItem() { throw new Error('denied'); } };
+    assert.equal(takePageToken('?token=t', broken, key), 't');
+    assert.equal(takePageToken('', broken, key), null);
+    assert.equal(takePageToken('?token=t', null, key), 't');
   });
 });
 

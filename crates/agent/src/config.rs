@@ -46,7 +46,8 @@ pub struct Args {
 
     /// This VM's agent secret: print it on the controller host with `vdesk-controller
     /// agent-secret --vm ID` (or the controller's shared --agent-token). It never crosses the
-    /// wire: the hello proves it with an HMAC over the controller's challenge.
+    /// wire: the hello proves it with an HMAC over the controller's challenge. Prefer the
+    /// environment variable: a flag is visible to every local user in `ps`.
     #[arg(
         long,
         env = "VDESK_AGENT_TOKEN",
@@ -351,6 +352,24 @@ fn agent_ws_url(controller: &str) -> Result<Url, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_help_says_where_the_secret_comes_from() {
+        use clap::CommandFactory;
+        let cmd = Args::command();
+        let help = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == "token")
+            .and_then(|a| a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        // The controller's subcommand that prints a VM's secret (issue 11, item 13: the help
+        // used to point at a flag meant for something else).
+        assert!(
+            help.contains("vdesk-controller agent-secret --vm"),
+            "{help}"
+        );
+    }
 
     fn args(extra: &[&str]) -> Args {
         let mut v = vec![

@@ -5,6 +5,8 @@ pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod encoder;
+pub mod expiry;
+pub mod guard;
 pub mod ice;
 pub mod input;
 pub mod metrics;

@@ -300,17 +300,19 @@ fn add_playout_delay_probe(element: &gst::Element, id: u8) {
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
         move |_, info| {
-            match &mut info.data {
-                Some(gst::PadProbeData::Buffer(buf)) => write(buf.make_mut()),
-                Some(gst::PadProbeData::BufferList(list)) => {
-                    list.make_mut().foreach_mut(|mut buf, _| {
-                        write(buf.make_mut());
-                        std::ops::ControlFlow::Continue(Some(buf))
-                    });
+            crate::guard::catch("playout-delay probe", gst::PadProbeReturn::Ok, || {
+                match &mut info.data {
+                    Some(gst::PadProbeData::Buffer(buf)) => write(buf.make_mut()),
+                    Some(gst::PadProbeData::BufferList(list)) => {
+                        list.make_mut().foreach_mut(|mut buf, _| {
+                            write(buf.make_mut());
+                            std::ops::ControlFlow::Continue(Some(buf))
+                        });
+                    }
+                    _ => {}
                 }
-                _ => {}
-            }
-            gst::PadProbeReturn::Ok
+                gst::PadProbeReturn::Ok
+            })
         },
     );
 }

@@ -68,6 +68,8 @@ pub struct Session {
     sdp: Arc<Mutex<Descriptions>>,
     /// Stats and rate control; stopped before the pipeline.
     _stats: Option<StatsTask>,
+    /// Ends the session (`link_expired`) at the grant's `expires_at`, controller or not.
+    _expiry: Option<crate::expiry::ExpiryTimer>,
     // Last field: dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
 }
@@ -170,7 +172,8 @@ impl Session {
         let short = &id.as_str()[..8];
         let (guard, webrtc) = build_pipeline(&format!("session-{short}"), media, &choice)?;
         let capture = pipeline::capture_restarter(guard.pipeline());
-        let input = input.map(|s| SessionInput::start(id.clone(), permission, s, capture));
+        let input =
+            input.map(|s| SessionInput::start(id.clone(), permission, grant.clipboard, s, capture));
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
               profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
 
@@ -237,6 +240,14 @@ impl Session {
             out.clone(),
         );
 
+        let expiry = {
+            let out = out.clone();
+            crate::expiry::ExpiryTimer::start(short, grant.expires_at, move || {
+                info!(session = %out.id, "the viewer's link has expired: ending the session");
+                out.end(ErrorCode::LinkExpired, "the viewer's link has expired");
+            })
+        };
+
         Ok(Session {
             id,
             webrtc,
@@ -246,6 +257,7 @@ impl Session {
             grant,
             sdp,
             _stats: Some(stats),
+            _expiry: expiry,
             _pipeline: guard,
         })
     }
@@ -321,12 +333,20 @@ fn apply_offer(
         let remote = remote.clone();
         let sdp = sdp.clone();
         gst::Promise::with_change_func(move |reply| {
-            if let Err(reason) = check_reply("set-remote-description", reply) {
-                out.end(ErrorCode::AgentError, reason);
-                return;
+            let failed = crate::guard::panicked("set-remote-description reply", || {
+                if let Err(reason) = check_reply("set-remote-description", reply) {
+                    out.end(ErrorCode::AgentError, reason);
+                    return;
+                }
+                flush_pending(&webrtc, &remote);
+                create_answer(&webrtc, &out, &sdp);
+            });
+            if failed {
+                out.end(
+                    ErrorCode::AgentError,
+                    "internal error in the agent (logged): session ended",
+                );
             }
-            flush_pending(&webrtc, &remote);
-            create_answer(&webrtc, &out, &sdp);
         })
     };
     webrtc.emit_by_name::<()>("set-remote-description", &[&offer, &promise]);
@@ -379,39 +399,48 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
         let out = out.clone();
         let descriptions = descriptions.clone();
         gst::Promise::with_change_func(move |reply| {
-            let answer = match reply {
-                Ok(Some(s)) => s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
-                _ => None,
-            };
-            let Some(answer) = answer else {
-                out.end(
-                    ErrorCode::AgentError,
-                    "webrtcbin could not create an answer",
-                );
-                return;
-            };
-            webrtc.emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
-            let sdp = match answer.sdp().as_text() {
-                Ok(sdp) => match &lock(&descriptions).choice {
-                    Some(choice) => codec::complete_answer(&sdp, choice),
-                    None => sdp,
-                },
-                Err(e) => {
+            let failed = crate::guard::panicked("create-answer reply", || {
+                let answer = match reply {
+                    Ok(Some(s)) => s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok(),
+                    _ => None,
+                };
+                let Some(answer) = answer else {
                     out.end(
                         ErrorCode::AgentError,
-                        format!("answer SDP not printable: {e}"),
+                        "webrtcbin could not create an answer",
                     );
                     return;
-                }
-            };
-            info!(session = %out.id, "answer created");
-            debug!(session = %out.id, %sdp, "answer SDP");
-            lock(&descriptions).answer = Some(sdp.clone());
-            watch_dtls(&webrtc, out.clone());
-            out.send(AgentToController::Answer {
-                session_id: out.id.clone(),
-                sdp,
+                };
+                webrtc
+                    .emit_by_name::<()>("set-local-description", &[&answer, &None::<gst::Promise>]);
+                let sdp = match answer.sdp().as_text() {
+                    Ok(sdp) => match &lock(&descriptions).choice {
+                        Some(choice) => codec::complete_answer(&sdp, choice),
+                        None => sdp,
+                    },
+                    Err(e) => {
+                        out.end(
+                            ErrorCode::AgentError,
+                            format!("answer SDP not printable: {e}"),
+                        );
+                        return;
+                    }
+                };
+                info!(session = %out.id, "answer created");
+                debug!(session = %out.id, %sdp, "answer SDP");
+                lock(&descriptions).answer = Some(sdp.clone());
+                watch_dtls(&webrtc, out.clone());
+                out.send(AgentToController::Answer {
+                    session_id: out.id.clone(),
+                    sdp,
+                });
             });
+            if failed {
+                out.end(
+                    ErrorCode::AgentError,
+                    "internal error in the agent (logged): session ended",
+                );
+            }
         })
     };
     webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
@@ -420,66 +449,75 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
 fn connect_signals(webrtc: &gst::Element, out: &Outbox, input: Option<Arc<SessionInput>>) {
     let o = out.clone();
     webrtc.connect("on-ice-candidate", false, move |values| {
-        let mline = values.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
-        if let Some(candidate) = values.get(2).and_then(|v| v.get::<String>().ok()) {
-            debug!(session = %o.id, mline, %candidate, "local candidate");
-            o.send(AgentToController::Candidate {
-                session_id: o.id.clone(),
-                candidate: IceCandidate {
-                    candidate,
-                    sdp_mid: None,
-                    sdp_m_line_index: Some(mline),
-                    username_fragment: None,
-                },
-            });
-        }
-        None
+        crate::guard::catch("on-ice-candidate", None, || {
+            let mline = values.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+            if let Some(candidate) = values.get(2).and_then(|v| v.get::<String>().ok()) {
+                debug!(session = %o.id, mline, %candidate, "local candidate");
+                o.send(AgentToController::Candidate {
+                    session_id: o.id.clone(),
+                    candidate: IceCandidate {
+                        candidate,
+                        sdp_mid: None,
+                        sdp_m_line_index: Some(mline),
+                        username_fragment: None,
+                    },
+                });
+            }
+            None
+        })
     });
 
     let o = out.clone();
     webrtc.connect_notify(Some("ice-gathering-state"), move |w, _| {
-        let state = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
-        debug!(session = %o.id, ?state, "ICE gathering state");
-        if state == gst_webrtc::WebRTCICEGatheringState::Complete {
-            o.send(AgentToController::Candidate {
-                session_id: o.id.clone(),
-                candidate: IceCandidate::end_of_candidates(0),
-            });
-        }
+        crate::guard::catch("notify::ice-gathering-state", (), || {
+            let state = w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state");
+            debug!(session = %o.id, ?state, "ICE gathering state");
+            if state == gst_webrtc::WebRTCICEGatheringState::Complete {
+                o.send(AgentToController::Candidate {
+                    session_id: o.id.clone(),
+                    candidate: IceCandidate::end_of_candidates(0),
+                });
+            }
+        })
     });
 
     let o = out.clone();
     webrtc.connect_notify(Some("ice-connection-state"), move |w, _| {
-        let state = w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state");
-        let name = enum_nick(&state);
-        info!(session = %o.id, "ICE connection state: {name}");
-        o.state(format!("ice:{name}"));
+        crate::guard::catch("notify::ice-connection-state", (), || {
+            let state = w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state");
+            let name = enum_nick(&state);
+            info!(session = %o.id, "ICE connection state: {name}");
+            o.state(format!("ice:{name}"));
+        })
     });
 
     let o = out.clone();
     webrtc.connect_notify(Some("connection-state"), move |w, _| {
-        use gst_webrtc::WebRTCPeerConnectionState as S;
-        let state = w.property::<S>("connection-state");
-        let name = enum_nick(&state);
-        info!(session = %o.id, "peer connection state: {name}");
-        o.state(format!("peer:{name}"));
-        if state == S::Connected {
-            // What was encoded before DTLS completed never left: start with a keyframe.
-            let pipeline = w.parent().and_then(|p| p.downcast::<gst::Pipeline>().ok());
-            if !pipeline.is_some_and(|p| pipeline::request_keyframe(&p)) {
-                debug!(session = %o.id, "could not ask the encoder for a keyframe");
+        crate::guard::catch("notify::connection-state", (), || {
+            use gst_webrtc::WebRTCPeerConnectionState as S;
+            let state = w.property::<S>("connection-state");
+            let name = enum_nick(&state);
+            info!(session = %o.id, "peer connection state: {name}");
+            o.state(format!("peer:{name}"));
+            if state == S::Connected {
+                // What was encoded before DTLS completed never left: start with a keyframe.
+                let pipeline = w.parent().and_then(|p| p.downcast::<gst::Pipeline>().ok());
+                if !pipeline.is_some_and(|p| pipeline::request_keyframe(&p)) {
+                    debug!(session = %o.id, "could not ask the encoder for a keyframe");
+                }
             }
-        }
-        if state == S::Failed {
-            o.end(
-                ErrorCode::AgentError,
-                "peer connection failed (ICE or DTLS could not complete)",
-            );
-        }
+            if state == S::Failed {
+                o.end(
+                    ErrorCode::AgentError,
+                    "peer connection failed (ICE or DTLS could not complete)",
+                );
+            }
+        })
     });
 
     let o = out.clone();
     webrtc.connect("on-data-channel", false, move |values| {
+ crate::guard::catch("on-data-channel", None, || {
         if let Some(ch) = values
             .get(1)
             .and_then(|v| v.get::<gst_webrtc::WebRTCDataChannel>().ok())
@@ -490,7 +528,8 @@ fn connect_signals(webrtc: &gst::Element, out: &Outbox, input: Option<Arc<Sessio
             }
         }
         None
-    });
+    })
+});
 }
 
 /// Logs the DTLS transport's state ("DTLS handshake complete" once it is).
@@ -504,15 +543,17 @@ fn watch_dtls(webrtc: &gst::Element, out: Outbox) {
         return;
     };
     transport.connect_state_notify(move |t| {
-        use gst_webrtc::WebRTCDTLSTransportState as S;
-        let state = t.state();
-        match state {
-            S::Connected => info!(session = %out.id, "DTLS handshake complete"),
-            S::Connecting => info!(session = %out.id, "DTLS handshake initiated"),
-            S::Failed => warn!(session = %out.id, "DTLS handshake failed"),
-            _ => debug!(session = %out.id, ?state, "DTLS state"),
-        }
-        out.state(format!("dtls:{}", enum_nick(&state)));
+        crate::guard::catch("dtls notify::state", (), || {
+            use gst_webrtc::WebRTCDTLSTransportState as S;
+            let state = t.state();
+            match state {
+                S::Connected => info!(session = %out.id, "DTLS handshake complete"),
+                S::Connecting => info!(session = %out.id, "DTLS handshake initiated"),
+                S::Failed => warn!(session = %out.id, "DTLS handshake failed"),
+                _ => debug!(session = %out.id, ?state, "DTLS state"),
+            }
+            out.state(format!("dtls:{}", enum_nick(&state)));
+        })
     });
 }
 
@@ -521,6 +562,7 @@ fn watch_bus(pipeline: &gst::Pipeline, out: &Outbox) {
     let Some(bus) = pipeline.bus() else { return };
     let out = out.clone();
     bus.set_sync_handler(move |_, msg| {
+ crate::guard::catch("bus sync handler", gst::BusSyncReply::Drop, || {
         match msg.view() {
             gst::MessageView::Error(err) => {
                 let src = err
@@ -549,7 +591,8 @@ fn watch_bus(pipeline: &gst::Pipeline, out: &Outbox) {
             _ => {}
         }
         gst::BusSyncReply::Drop
-    });
+    })
+});
 }
 
 fn enum_nick<T: glib::value::ToValue>(v: &T) -> String {

@@ -144,29 +144,35 @@ pub fn watch_encode(capture: &gst::Element, encoder: &gst::Element, times: &'sta
     let encoding: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
     let c = captured.clone();
     from.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-            lock(&c).entered(pts, Instant::now());
-        }
-        gst::PadProbeReturn::Ok
+        crate::guard::catch("capture timing probe", gst::PadProbeReturn::Ok, || {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                lock(&c).entered(pts, Instant::now());
+            }
+            gst::PadProbeReturn::Ok
+        })
     });
     let e = encoding.clone();
     enc_in.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-            if let Some(at) = lock(&captured).left(pts) {
-                let mut fifo = lock(&e);
-                if fifo.len() == IN_FLIGHT_MAX {
-                    fifo.pop_front();
+        crate::guard::catch("encoder-in timing probe", gst::PadProbeReturn::Ok, || {
+            if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                if let Some(at) = lock(&captured).left(pts) {
+                    let mut fifo = lock(&e);
+                    if fifo.len() == IN_FLIGHT_MAX {
+                        fifo.pop_front();
+                    }
+                    fifo.push_back(at);
                 }
-                fifo.push_back(at);
             }
-        }
-        gst::PadProbeReturn::Ok
+            gst::PadProbeReturn::Ok
+        })
     });
     enc_out.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        if let Some(at) = lock(&encoding).pop_front() {
-            times.record(Stage::Encode, at.elapsed());
-        }
-        gst::PadProbeReturn::Ok
+        crate::guard::catch("encoder-out timing probe", gst::PadProbeReturn::Ok, || {
+            if let Some(at) = lock(&encoding).pop_front() {
+                times.record(Stage::Encode, at.elapsed());
+            }
+            gst::PadProbeReturn::Ok
+        })
     });
 }
 

@@ -43,21 +43,25 @@ pub fn watch_encoder(encoder: &gst::Element) -> Arc<EncoderCounters> {
     if let Some(pad) = encoder.static_pad("src") {
         let c = counters.clone();
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            c.frames.fetch_add(1, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
+            crate::guard::catch("frame counter probe", gst::PadProbeReturn::Ok, || {
+                c.frames.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            })
         });
         let c = counters.clone();
         pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                if ev
-                    .structure()
-                    .is_some_and(|s| s.name() == "GstForceKeyUnit")
-                {
-                    c.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-                    debug!("keyframe requested by the viewer");
+            crate::guard::catch("keyframe request probe", gst::PadProbeReturn::Ok, || {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                    if ev
+                        .structure()
+                        .is_some_and(|s| s.name() == "GstForceKeyUnit")
+                    {
+                        c.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+                        debug!("keyframe requested by the viewer");
+                    }
                 }
-            }
-            gst::PadProbeReturn::Ok
+                gst::PadProbeReturn::Ok
+            })
         });
     }
     counters
@@ -169,23 +173,25 @@ fn watch_twcc(webrtc: &gst::Element, queue: &TwccQueue) -> bool {
     let queue = queue.clone();
     let last = std::sync::Mutex::new(None::<(f64, f64)>);
     session.connect_notify(Some("twcc-stats"), move |session, _| {
-        let stats = session.property::<Option<gst::Structure>>("twcc-stats");
-        if let Some(report) = stats.as_deref().and_then(read_twcc) {
-            // When a feedback leaves no complete window (say every recent packet was lost), the
-            // session announces its previous window again: that is no new information, and
-            // counting it kept an old overuse alive after the link had cleared.
-            let rates = Some((report.sent_kbps, report.recv_kbps));
-            if std::mem::replace(&mut *last.lock().unwrap_or_else(|p| p.into_inner()), rates)
-                == rates
-            {
-                return;
+        crate::guard::catch("notify::twcc-stats", (), || {
+            let stats = session.property::<Option<gst::Structure>>("twcc-stats");
+            if let Some(report) = stats.as_deref().and_then(read_twcc) {
+                // When a feedback leaves no complete window (say every recent packet was lost), the
+                // session announces its previous window again: that is no new information, and
+                // counting it kept an old overuse alive after the link had cleared.
+                let rates = Some((report.sent_kbps, report.recv_kbps));
+                if std::mem::replace(&mut *last.lock().unwrap_or_else(|p| p.into_inner()), rates)
+                    == rates
+                {
+                    return;
+                }
+                let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                // The stats thread drains it every `TWCC_TICK`; bound it anyway.
+                if q.len() < 256 {
+                    q.push((Instant::now(), report));
+                }
             }
-            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
-            // The stats thread drains it every `TWCC_TICK`; bound it anyway.
-            if q.len() < 256 {
-                q.push((Instant::now(), report));
-            }
-        }
+        })
     });
     true
 }
@@ -271,7 +277,9 @@ pub fn start(
 fn get_stats(webrtc: &gst::Element) -> Option<gst::Structure> {
     let (tx, rx) = mpsc::channel();
     let promise = gst::Promise::with_change_func(move |reply| {
-        let _ = tx.send(reply.ok().flatten().map(|s| s.to_owned()));
+        crate::guard::catch("get-stats reply", (), || {
+            let _ = tx.send(reply.ok().flatten().map(|s| s.to_owned()));
+        })
     });
     webrtc.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, &promise]);
     rx.recv_timeout(Duration::from_secs(1)).ok().flatten()

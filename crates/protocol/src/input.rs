@@ -194,7 +194,10 @@ impl ViewerToAgent {
                 at.check()
             }
             ViewerToAgent::Wheel { dx, dy, at } => {
-                if dx.abs() > MAX_WHEEL_STEPS || dy.abs() > MAX_WHEEL_STEPS {
+                // `unsigned_abs`: `i32::MIN.abs()` overflows (a panic in debug builds, a huge
+                // step count after wrapping in release).
+                let max = MAX_WHEEL_STEPS.unsigned_abs();
+                if dx.unsigned_abs() > max || dy.unsigned_abs() > max {
                     return Err(InputError::Invalid("too many wheel steps"));
                 }
                 at.check()
@@ -257,7 +260,7 @@ pub struct ClipboardAssembler {
 impl ClipboardAssembler {
     /// Adds a piece; returns the whole text after the last one (`Err` if it was too large).
     pub fn push(&mut self, piece: &str, more: bool) -> Option<Result<String, InputError>> {
-        if !self.overflow && self.buf.len() + piece.len() <= MAX_CLIPBOARD_BYTES {
+        if !self.overflow && self.buf.len().saturating_add(piece.len()) <= MAX_CLIPBOARD_BYTES {
             self.buf.push_str(piece);
         } else {
             self.overflow = true;
@@ -328,6 +331,13 @@ mod tests {
             r#"{"type":"pointerMove","x":1,"y":1,"w":1280}"#,
             r#"{"type":"pointerButton","button":4,"down":true,"x":1,"y":1,"w":2,"h":2}"#,
             r#"{"type":"wheel","dx":0,"dy":1000,"x":1,"y":1,"w":2,"h":2}"#,
+            // The security review's message: `i32::MIN.abs()` overflowed.
+            r#"{"type":"wheel","dx":0,"dy":-2147483648,"x":1,"y":1,"w":2,"h":2}"#,
+            r#"{"type":"wheel","dx":-2147483648,"dy":0,"x":1,"y":1,"w":2,"h":2}"#,
+            r#"{"type":"wheel","dx":0,"dy":-51,"x":1,"y":1,"w":2,"h":2}"#,
+            r#"{"type":"pointerMove","x":1,"y":1,"w":8193,"h":720}"#,
+            r#"{"type":"pointerMove","x":1,"y":1,"w":4294967295,"h":720}"#,
+            r#"{"type":"resize","width":4294967295,"height":600}"#,
             r#"{"type":"key","key":"","down":true}"#,
             r#"{"type":"resize","width":10,"height":10}"#,
         ] {
@@ -339,6 +349,13 @@ mod tests {
         );
         assert!(ViewerToAgent::parse(&huge).is_err());
         assert!(ViewerToAgent::parse(&"x".repeat(MAX_INPUT_MESSAGE_BYTES + 1)).is_err());
+        // The limits themselves are accepted.
+        for ok in [
+            r#"{"type":"wheel","dx":-50,"dy":50,"x":-2147483648,"y":2147483647,"w":2,"h":2}"#,
+            r#"{"type":"resize","width":8192,"height":64}"#,
+        ] {
+            assert!(ViewerToAgent::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 // string and reads it back from the client, clicks and drags at known places (through the
 // letterboxed video), scrolls both axes, copies text each way (xclip on the VM side), types on
 // German and French layouts (setxkbmap), checks the cursor image arrives, that nothing stays
-// pressed after the video loses focus or the channel closes, and that a view-only viewer's input
-// is refused by the agent.
+// pressed after the video loses focus or the channel closes, and that a view-only viewer sends
+// no input at all (nothing on its data channels, nothing in X) and says it is view-only.
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/input.e2e.mjs (binaries from $VDESK_BIN_DIR).
 
@@ -137,6 +137,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
   let browser;
   let page;
   let probe;
+  let firstPair;
   const env = () => ({ ...process.env, DISPLAY: `:${display}` });
   const reports = () => `${consoleLines.join('\n')}\n${procs.report()}`;
 
@@ -158,8 +159,9 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
     return openViewerWith(pair, label, VIEWPORT);
   }
 
-  async function openViewerWith(pair, label, viewport) {
+  async function openViewerWith(pair, label, viewport, initScript = null) {
     const p = await browser.newPage();
+    if (initScript) await p.addInitScript(initScript);
     await p.setViewportSize(viewport);
     recordConsole(p, label, consoleLines);
     await p.goto(pair.pageUrl);
@@ -184,6 +186,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
         return probe.events.some((e) => e.ev === 'ready');
       });
       const pair = await startPair('control', 'control');
+      firstPair = pair;
       base = pair.base;
       browser = await launchChromium();
       await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
@@ -378,27 +381,55 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       await page.keyboard.up('ControlLeft');
     }));
 
-  it("refuses a view-only viewer's input in the agent", () =>
+  it('a view-only viewer sends no input at all, and says it is view-only', () =>
     reportingFailures(reports, async () => {
       const url = await startPair('view-only', 'view');
-      const viewer = await openViewer(url, 'view-only');
-      await viewer.evaluate(() => {
-        window.__notices = [];
-        window.vdeskViewer.input.addEventListener('notice', (e) => window.__notices.push(e.detail));
+      // Every message the page puts on any data channel, from the first.
+      const viewer = await openViewerWith(url, 'view-only', VIEWPORT, () => {
+        window.__dcSent = [];
+        const send = RTCDataChannel.prototype.send;
+        RTCDataChannel.prototype.send = function (data) {
+          window.__dcSent.push(`${this.label}: ${data}`);
+          return send.call(this, data);
+        };
       });
+      assert.equal(await viewer.evaluate(() => window.vdeskViewer.input.viewOnly), true);
+      await waitFor('the view-only badge', () => viewer.evaluate(() => document.getElementById('view-only')?.hidden === false), {
+        timeoutMs: 5000,
+      });
+      await viewer.evaluate(() => navigator.clipboard?.writeText?.('from a view-only page').catch(() => {}));
       const m = probe.mark();
       const at = toClient(640, 360);
+      await viewer.mouse.move(at.x - 20, at.y - 20);
       await viewer.mouse.click(at.x, at.y);
+      await viewer.mouse.wheel(0, 300);
       await viewer.keyboard.type('nope');
-      await waitFor('the agent says view_only', () => viewer.evaluate(() => window.__notices.some((n) => n.code === 'view_only')));
+      await viewer.keyboard.press('Control+V');
       await sleep(1000);
+      assert.deepEqual(await viewer.evaluate(() => window.__dcSent), [], 'nothing sent on the data channels');
       assert.deepEqual(probe.since(m).filter((e) => e.ev === 'key' || e.ev === 'button'), [], 'X saw no input from the view-only viewer');
-      assert.match(procs.report(), /input refused: this session is view-only/);
       // A view-only viewer has no local cursor to draw: the VM's pointer is in its video.
       const last = probe.events.findLast((e) => e.ev === 'motion' || e.ev === 'button');
       await waitFor('the pointer drawn in the view-only stream', async () => (await cursorPixels(viewer, last.rootX, last.rootY)) > 5, {
         timeoutMs: 5000,
       });
+      await viewer.close();
+    }));
+
+  it('takes the token out of the address bar, and a reload of the tab still streams', () =>
+    reportingFailures(reports, async () => {
+      assert.match(firstPair.pageUrl, /[?&]token=/);
+      const viewer = await openViewer(firstPair, 'token');
+      const shown = new URL(viewer.url());
+      assert.equal(shown.searchParams.has('token'), false, `address bar: ${viewer.url()}`);
+      assert.equal(shown.pathname, '/vm/demo');
+      assert.equal(await viewer.evaluate(() => history.length >= 1 && !location.href.includes('token')), true);
+      const first = await viewer.evaluate(() => window.vdeskViewer.sessionId);
+      await viewer.reload();
+      await waitFor('streaming again after the reload', async () => (await viewerState(viewer)).stage === 'streaming', { timeoutMs: 30000 });
+      const second = await viewer.evaluate(() => window.vdeskViewer.sessionId);
+      assert.notEqual(second, first, 'a new session, made with the kept token');
+      assert.equal(new URL(viewer.url()).searchParams.has('token'), false);
       await viewer.close();
     }));
 

@@ -8,7 +8,7 @@ use x11rb::protocol::xfixes::ConnectionExt as _;
 
 /// Premultiplied `0xAARRGGBB` pixels to straight-alpha RGBA bytes.
 pub fn argb_to_rgba(pixels: &[u32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(pixels.len() * 4);
+    let mut out = Vec::with_capacity(pixels.len().saturating_mul(4));
     for &p in pixels {
         let a = (p >> 24) & 0xff;
         let un = |c: u32| -> u8 {
@@ -35,7 +35,10 @@ pub fn cursor_message(
     pixels: &[u32],
 ) -> Option<AgentToViewer> {
     let (w, h) = (u32::from(width), u32::from(height));
-    if w > MAX_CURSOR_EDGE || h > MAX_CURSOR_EDGE || pixels.len() != (w * h) as usize {
+    if w > MAX_CURSOR_EDGE
+        || h > MAX_CURSOR_EDGE
+        || Some(pixels.len()) != usize::try_from(w * h).ok()
+    {
         return None;
     }
     Some(AgentToViewer::Cursor {

@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::{debug, warn};
-use vdesk_protocol::{FramePoint, ViewerToAgent};
+use vdesk_protocol::ViewerToAgent;
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{self, ConnectionExt as _};
 use x11rb::protocol::xtest::ConnectionExt as _;
 use x11rb::rust_connection::RustConnection;
 
 use super::keys::{self, KeyAction, Keymap, Keysym, NO_SYMBOL};
+use super::plan::{self, PointerEvent, MAX_HELD_KEYS};
 
 /// An X request failed (the X server went away, most likely).
 #[derive(Debug, thiserror::Error)]
@@ -53,21 +54,30 @@ impl Injector {
     }
 
     /// Handles one input message; clipboard and resize are not for the injector and are ignored.
+    /// The arithmetic (where on the screen, how many wheel clicks) is `plan`'s, bounded.
     pub fn handle(&mut self, msg: &ViewerToAgent) -> Result<(), XError> {
         match msg {
-            ViewerToAgent::PointerMove { at } => self.move_to(at)?,
-            ViewerToAgent::PointerButton { button, down, at } => {
-                self.move_to(at)?;
-                self.button(*button, *down)?;
-            }
-            ViewerToAgent::Wheel { dx, dy, at } => {
-                self.move_to(at)?;
-                let steps = [(*dy, 5u8, 4u8), (*dx, 7, 6)];
-                for (n, pos, neg) in steps {
-                    let b = if n > 0 { pos } else { neg };
-                    for _ in 0..n.unsigned_abs() {
-                        self.fake(xproto::BUTTON_PRESS_EVENT, b)?;
-                        self.fake(xproto::BUTTON_RELEASE_EVENT, b)?;
+            ViewerToAgent::PointerMove { .. }
+            | ViewerToAgent::PointerButton { .. }
+            | ViewerToAgent::Wheel { .. } => {
+                let (w, h) = self.screen_size()?;
+                let tracked = matches!(msg, ViewerToAgent::PointerButton { .. });
+                for event in plan::pointer_events(msg, w, h) {
+                    match event {
+                        PointerEvent::Motion { x, y } => self.move_to(x, y)?,
+                        // A button: remembered, so that `release_all` lets go of it.
+                        PointerEvent::Button { button, down } if tracked => {
+                            self.button(button, down)?
+                        }
+                        // A wheel click: pressed and released at once, nothing held.
+                        PointerEvent::Button { button, down } => self.fake(
+                            if down {
+                                xproto::BUTTON_PRESS_EVENT
+                            } else {
+                                xproto::BUTTON_RELEASE_EVENT
+                            },
+                            button,
+                        )?,
                     }
                 }
             }
@@ -88,17 +98,15 @@ impl Injector {
         Ok((u32::from(g.width), u32::from(g.height)))
     }
 
-    fn move_to(&mut self, at: &FramePoint) -> Result<(), XError> {
-        let (w, h) = self.screen_size()?;
-        let (x, y) = at.to_screen(w, h);
+    fn move_to(&mut self, x: i16, y: i16) -> Result<(), XError> {
         self.conn
             .xtest_fake_input(
                 xproto::MOTION_NOTIFY_EVENT,
                 0,
                 x11rb::CURRENT_TIME,
                 self.root,
-                x as i16,
-                y as i16,
+                x,
+                y,
                 0,
             )
             .map_err(xerr)?;
@@ -148,9 +156,13 @@ impl Injector {
             }
         };
         if let Some((kc, _)) = self.keys.get(&id) {
-            // Auto-repeat: press the same keycode again.
+            // Auto-repeat: press the same keycode again (one press per message, no count).
             let kc = *kc;
             return self.fake(xproto::KEY_PRESS_EVENT, kc);
+        }
+        if self.keys.len() >= MAX_HELD_KEYS {
+            debug!(key, code, "too many keys held; this one is ignored");
+            return Ok(());
         }
         let shift = self.keys.values().any(|(_, s)| keys::is_shift(*s));
         let level3 = self.keys.values().any(|(_, s)| keys::is_level3(*s));
@@ -175,9 +187,11 @@ impl Injector {
     fn keymap(&self) -> Result<Keymap, XError> {
         let setup = self.conn.setup();
         let (min, max) = (setup.min_keycode, setup.max_keycode);
+        let count = plan::keycode_count(min, max)
+            .ok_or_else(|| XError(format!("the X server's keycodes run from {min} to {max}")))?;
         let reply = self
             .conn
-            .get_keyboard_mapping(min, max - min + 1)
+            .get_keyboard_mapping(min, count)
             .map_err(xerr)?
             .reply()
             .map_err(xerr)?;

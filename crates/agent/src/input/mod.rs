@@ -10,6 +10,7 @@ mod clipboard;
 pub mod cursor;
 mod inject;
 pub mod keys;
+pub mod plan;
 pub mod resize;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +21,8 @@ use std::thread::JoinHandle;
 use gstreamer_webrtc as gst_webrtc;
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
-    clipboard_chunks, AgentToViewer, ClipboardAssembler, Permission, SessionId, ViewerToAgent,
-    INPUT_CHANNEL, POINTER_CHANNEL,
+    clipboard_chunks, AgentToViewer, ClipboardAssembler, ClipboardPolicy, Permission, SessionId,
+    ViewerToAgent, INPUT_CHANNEL, POINTER_CHANNEL,
 };
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{
@@ -54,17 +55,38 @@ struct ViewerOut {
     screen: Option<String>,
 }
 
+/// The one way out to the viewer: the VM's clipboard goes no further than here unless the
+/// session's grant allows VM -> browser.
 #[derive(Debug, Default)]
-struct Out(Mutex<ViewerOut>);
+struct Out {
+    state: Mutex<ViewerOut>,
+    clipboard_from_vm: bool,
+}
 
 impl Out {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ViewerOut> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn new(clipboard: ClipboardPolicy) -> Out {
+        Out {
+            state: Mutex::default(),
+            clipboard_from_vm: clipboard.allows_from_vm(),
+        }
     }
 
-    fn send(&self, msg: &AgentToViewer) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ViewerOut> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the grant lets `msg` reach the viewer.
+    fn allowed(&self, msg: &AgentToViewer) -> bool {
+        !matches!(msg, AgentToViewer::Clipboard { .. }) || self.clipboard_from_vm
+    }
+
+    /// Sends `msg` if the grant allows it (returns whether it did).
+    fn send(&self, msg: &AgentToViewer) -> bool {
+        if !self.allowed(msg) {
+            return false;
+        }
         let Ok(text) = serde_json::to_string(msg) else {
-            return;
+            return false;
         };
         let mut out = self.lock();
         match msg {
@@ -77,6 +99,7 @@ impl Out {
                 debug!("could not send to the viewer: {e}");
             }
         }
+        true
     }
 
     fn attach(&self, ch: gst_webrtc::WebRTCDataChannel) {
@@ -108,9 +131,11 @@ struct XSide {
 pub struct SessionInput {
     id: SessionId,
     permission: Permission,
+    clipboard: ClipboardPolicy,
     out: Arc<Out>,
     x: Option<XSide>,
     told_refused: AtomicBool,
+    told_clipboard: AtomicBool,
     told_bad: AtomicBool,
     clipboard_in: Mutex<ClipboardAssembler>,
 }
@@ -118,13 +143,16 @@ pub struct SessionInput {
 impl SessionInput {
     /// Starts remote control for a session. A view-only session opens nothing. If X cannot be
     /// reached (or lacks XTEST), the session still streams and its input is dropped with a warning.
+    /// `clipboard` is the link's direction: browser -> VM text is dropped unless it allows
+    /// `to-vm`, the VM's CLIPBOARD is neither read nor sent unless it allows `from-vm`.
     pub fn start(
         id: SessionId,
         permission: Permission,
+        clipboard: ClipboardPolicy,
         settings: &InputSettings,
         capture: Option<CaptureHook>,
     ) -> Arc<SessionInput> {
-        let out = Arc::new(Out::default());
+        let out = Arc::new(Out::new(clipboard));
         let x = match permission {
             Permission::View => None,
             Permission::Control | Permission::Admin => {
@@ -140,9 +168,11 @@ impl SessionInput {
         Arc::new(SessionInput {
             id,
             permission,
+            clipboard,
             out,
             x,
             told_refused: AtomicBool::new(false),
+            told_clipboard: AtomicBool::new(false),
             told_bad: AtomicBool::new(false),
             clipboard_in: Mutex::new(ClipboardAssembler::default()),
         })
@@ -157,26 +187,32 @@ impl SessionInput {
         }
         let me = Arc::downgrade(self);
         ch.connect_on_message_string(move |_, text| {
-            if let (Some(me), Some(text)) = (me.upgrade(), text) {
-                me.on_message(text);
-            }
+            crate::guard::catch("input on-message-string", (), || {
+                if let (Some(me), Some(text)) = (me.upgrade(), text) {
+                    me.on_message(text);
+                }
+            })
         });
         let me = Arc::downgrade(self);
         ch.connect_on_message_data(move |_, _| {
-            if let Some(me) = me.upgrade() {
-                me.bad("binary messages are not part of the protocol");
-            }
+            crate::guard::catch("input on-message-data", (), || {
+                if let Some(me) = me.upgrade() {
+                    me.bad("binary messages are not part of the protocol");
+                }
+            })
         });
         if label == INPUT_CHANNEL {
             let me = Arc::downgrade(self);
             ch.connect_on_close(move |_| {
-                if let Some(me) = me.upgrade() {
-                    info!(session = %me.id, "input channel closed: releasing keys and buttons");
-                    me.out.lock().channel = None;
-                    if let Some(x) = &me.x {
-                        let _ = x.tx.send(Cmd::ChannelClosed);
+                crate::guard::catch("input on-close", (), || {
+                    if let Some(me) = me.upgrade() {
+                        info!(session = %me.id, "input channel closed: releasing keys and buttons");
+                        me.out.lock().channel = None;
+                        if let Some(x) = &me.x {
+                            let _ = x.tx.send(Cmd::ChannelClosed);
+                        }
                     }
-                }
+                })
             });
             self.out.attach(ch.clone());
             if self.permission.may_control() && self.x.is_none() {
@@ -200,16 +236,30 @@ impl SessionInput {
             Ok(m) => m,
             Err(e) => return self.bad(&e.to_string()),
         };
-        let Some(x) = &self.x else {
-            if self.permission == Permission::View
-                && !self.told_refused.swap(true, Ordering::Relaxed)
-            {
-                warn!(session = %self.id, "input refused: this session is view-only (logged once)");
-                self.out.send(&AgentToViewer::Notice {
-                    code: "view_only".into(),
-                    message: "this session is view-only: input is ignored".into(),
-                });
+        match admit(self.permission, self.clipboard, &msg) {
+            Ok(()) => {}
+            Err(Refusal::ViewOnly) => {
+                if !self.told_refused.swap(true, Ordering::Relaxed) {
+                    warn!(session = %self.id, "input refused: this session is view-only (logged once)");
+                    self.out.send(&AgentToViewer::Notice {
+                        code: "view_only".into(),
+                        message: "this session is view-only: input is ignored".into(),
+                    });
+                }
+                return;
             }
+            Err(Refusal::ClipboardToVm) => {
+                if !self.told_clipboard.swap(true, Ordering::Relaxed) {
+                    warn!(session = %self.id, "clipboard refused: this link does not allow browser -> VM (logged once)");
+                    self.out.send(&AgentToViewer::Notice {
+                        code: "clipboard_off".into(),
+                        message: "this link does not allow copying into the VM".into(),
+                    });
+                }
+                return;
+            }
+        }
+        let Some(x) = &self.x else {
             return;
         };
         let msg = match msg {
@@ -229,6 +279,31 @@ impl SessionInput {
         };
         let _ = x.tx.send(Cmd::Viewer(msg));
     }
+}
+
+/// Why a well-formed viewer message does not reach X.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The session is view-only: nothing reaches X (keys, pointer, wheel, clipboard, resize).
+    ViewOnly,
+    /// The link's clipboard direction does not include browser -> VM.
+    ClipboardToVm,
+}
+
+/// The grant's rules for one message: view-only sessions send nothing to X, and the browser's
+/// clipboard goes in only when the link allows `to-vm`.
+fn admit(
+    permission: Permission,
+    clipboard: ClipboardPolicy,
+    msg: &ViewerToAgent,
+) -> Result<(), Refusal> {
+    if !permission.may_control() {
+        return Err(Refusal::ViewOnly);
+    }
+    if matches!(msg, ViewerToAgent::Clipboard { .. }) && !clipboard.allows_to_vm() {
+        return Err(Refusal::ClipboardToVm);
+    }
+    Ok(())
 }
 
 impl Drop for SessionInput {
@@ -319,7 +394,9 @@ impl XSide {
             initial_size = pack(u32::from(g.width), u32::from(g.height));
         }
         match cursor::current(&*conn) {
-            Ok(Some(c)) => out.send(&c),
+            Ok(Some(c)) => {
+                out.send(&c);
+            }
             Ok(None) => {}
             Err(e) => debug!("no cursor image yet: {e}"),
         }
@@ -475,7 +552,9 @@ fn event_loop(
         match ev {
             Event::ClientMessage(m) if m.window == win && m.type_ == atoms.vdesk_wake => return,
             Event::XfixesCursorNotify(_) => match cursor::current(conn) {
-                Ok(Some(c)) => out.send(&c),
+                Ok(Some(c)) => {
+                    out.send(&c);
+                }
                 Ok(None) => debug!("cursor image too large; not sent"),
                 Err(e) => debug!("cursor image: {e}"),
             },
@@ -483,7 +562,10 @@ fn event_loop(
                 if e.owner != win {
                     clipboard.lost();
                 }
-                Clipboard::owner_changed(conn, atoms, win, &e);
+                // The VM's clipboard is not even read when the link does not allow sending it.
+                if out.clipboard_from_vm {
+                    Clipboard::owner_changed(conn, atoms, win, &e);
+                }
             }
             Event::SelectionNotify(e) => match Clipboard::read_reply(conn, atoms, win, &e) {
                 Ok(Some(text)) => {
@@ -518,5 +600,93 @@ fn event_loop(
             Event::Error(e) => debug!(session = %id, "X error: {e:?}"),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(text: &str) -> ViewerToAgent {
+        ViewerToAgent::Clipboard {
+            text: text.into(),
+            more: false,
+        }
+    }
+
+    #[test]
+    fn the_grant_decides_what_reaches_x() {
+        use ClipboardPolicy::*;
+        let key = ViewerToAgent::Key {
+            key: "a".into(),
+            code: "KeyA".into(),
+            down: true,
+        };
+        // View-only: nothing at all, whatever the clipboard direction says.
+        for policy in [Both, ToVm, FromVm, Off] {
+            assert_eq!(
+                admit(Permission::View, policy, &key),
+                Err(Refusal::ViewOnly)
+            );
+            assert_eq!(
+                admit(Permission::View, policy, &clip("x")),
+                Err(Refusal::ViewOnly)
+            );
+        }
+        // Control: input yes; the browser's clipboard only towards a to-vm link.
+        for perm in [Permission::Control, Permission::Admin] {
+            assert_eq!(admit(perm, Off, &key), Ok(()));
+            assert_eq!(admit(perm, Both, &clip("x")), Ok(()));
+            assert_eq!(admit(perm, ToVm, &clip("x")), Ok(()));
+            assert_eq!(admit(perm, FromVm, &clip("x")), Err(Refusal::ClipboardToVm));
+            assert_eq!(admit(perm, Off, &clip("x")), Err(Refusal::ClipboardToVm));
+        }
+    }
+
+    #[test]
+    fn the_vm_clipboard_goes_out_only_when_the_grant_allows_it() {
+        let vm_clip = AgentToViewer::Clipboard {
+            text: "secret".into(),
+            more: false,
+        };
+        let size = AgentToViewer::ScreenSize {
+            width: 8,
+            height: 8,
+        };
+        for (policy, sent) in [
+            (ClipboardPolicy::Both, true),
+            (ClipboardPolicy::FromVm, true),
+            (ClipboardPolicy::ToVm, false),
+            (ClipboardPolicy::Off, false),
+        ] {
+            let out = Out::new(policy);
+            assert_eq!(out.send(&vm_clip), sent, "{policy:?}");
+            assert!(out.send(&size), "{policy:?}: other messages still go");
+        }
+    }
+
+    #[test]
+    fn a_view_only_session_takes_any_message_without_panicking() {
+        let settings = InputSettings {
+            display: ":nonexistent".into(),
+            allow_resize: false,
+        };
+        let input = SessionInput::start(
+            SessionId::random(),
+            Permission::View,
+            ClipboardPolicy::Both,
+            &settings,
+            None,
+        );
+        assert!(
+            input.x.is_none(),
+            "a view-only session opens no X connection"
+        );
+        // The review's message used to overflow inside this data-channel handler.
+        input.on_message(r#"{"type":"wheel","dx":0,"dy":-2147483648,"x":1,"y":1,"w":2,"h":2}"#);
+        input.on_message(r#"{"type":"clipboard","text":"into the VM?"}"#);
+        input.on_message("{");
+        assert!(input.told_bad.load(Ordering::Relaxed));
+        assert!(input.told_refused.load(Ordering::Relaxed));
     }
 }

@@ -19,7 +19,9 @@ pub fn mode_info(w: u16, h: u16) -> randr::ModeInfo {
         id: 0,
         width: w,
         height: h,
-        dot_clock: u32::from(htotal) * u32::from(vtotal) * 60,
+        dot_clock: u32::from(htotal)
+            .saturating_mul(u32::from(vtotal))
+            .saturating_mul(60),
         hsync_start: w.saturating_add(48),
         hsync_end: w.saturating_add(80),
         htotal,
@@ -77,7 +79,7 @@ pub fn set_screen_size(
         None => {
             let name = format!("{w}x{h}");
             let mut info = mode_info(w, h);
-            info.name_len = name.len() as u16;
+            info.name_len = u16::try_from(name.len()).map_err(e)?;
             conn.randr_create_mode(root, info, name.as_bytes())
                 .map_err(e)?
                 .reply()
@@ -135,6 +137,8 @@ mod tests {
 
     #[test]
     fn mode_lines_are_consistent() {
+        // The largest sizes X can name: saturates instead of overflowing.
+        assert_eq!(mode_info(u16::MAX, u16::MAX).dot_clock, u32::MAX);
         let m = mode_info(1024, 600);
         assert!(m.hsync_start > m.width && m.hsync_end > m.hsync_start && m.htotal > m.hsync_end);
         assert!(m.vsync_start > m.height && m.vsync_end > m.vsync_start && m.vtotal > m.vsync_end);

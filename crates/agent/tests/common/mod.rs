@@ -124,6 +124,8 @@ pub struct Browser {
     pub webrtc: gst::Element,
     pub last_rgb: Arc<Mutex<Option<[u8; 3]>>>,
     pub frames: Arc<Mutex<u32>>,
+    /// The viewer's `input` data channel.
+    pub input: Option<gst_webrtc::WebRTCDataChannel>,
 }
 
 impl Browser {
@@ -162,7 +164,7 @@ impl Browser {
             "add-transceiver",
             &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
         );
-        webrtc.emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
+        let input = webrtc.emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
             "create-data-channel",
             &[&"input", &None::<gst::Structure>],
         );
@@ -231,6 +233,7 @@ impl Browser {
             webrtc,
             last_rgb,
             frames,
+            input,
         }
     }
 
