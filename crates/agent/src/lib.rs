@@ -7,6 +7,7 @@ pub mod config;
 pub mod encoder;
 pub mod ice;
 pub mod input;
+pub mod media;
 pub mod metrics;
 pub mod pacing;
 pub mod pipeline;

@@ -20,6 +20,7 @@ use vdesk_protocol::{
 };
 
 use crate::config::Config;
+use crate::media::MediaHub;
 use crate::session::Session;
 
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -44,10 +45,11 @@ pub enum FatalError {
 /// states are dropped (session ends never are).
 const MAX_PENDING: usize = 1024;
 
-/// The sessions this agent is streaming, by id.
-#[derive(Debug, Default)]
+/// The sessions this agent is streaming, by id, and the media they share.
+#[derive(Debug)]
 struct Sessions {
     map: HashMap<SessionId, Session>,
+    media: MediaHub,
 }
 
 impl Sessions {
@@ -103,7 +105,12 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), FatalError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentToController>();
-    let mut sessions = Sessions::default();
+    let media = MediaHub::new(config.media.clone());
+    crate::metrics::global().set_media(media.counters());
+    let mut sessions = Sessions {
+        map: HashMap::new(),
+        media,
+    };
     let mut offline = Offline::default();
     let mut backoff = BACKOFF_START;
     tokio::pin!(shutdown);
@@ -402,10 +409,10 @@ fn handle(
             }
             info!(session = %session_id, permission = ?grant.permission, "offer received");
             match Session::start_with_input(
+                &sessions.media,
                 session_id.clone(),
                 &sdp,
                 &ice_servers,
-                &config.media,
                 &config.codecs,
                 tx.clone(),
                 grant,

@@ -1,0 +1,232 @@
+//! Integration tier: many viewers, one encoder. Several in-process `webrtcbin` "browsers" connect
+//! to sessions on one `MediaHub` over real ICE/DTLS/SRTP, capturing one real Xvfb display: all
+//! decode the colour painted on X, the agent runs one capture and one encoder for them (its
+//! counters say so), a viewer that leaves or dies changes nothing for the others, a viewer that
+//! joins a still screen gets a picture at once (a forced keyframe: the encoder's own keyframes
+//! are 600 frames apart), and the encoder stops with its last viewer.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{close, Browser, Xvfb};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use tokio::sync::mpsc;
+use vdesk_agent::codec::Codec;
+use vdesk_agent::media::MediaHub;
+use vdesk_agent::pipeline::CaptureMode;
+use vdesk_agent::session::Session;
+use vdesk_protocol::{AgentToController, IceCandidate, SessionGrant, SessionId};
+
+/// One viewer: its browser and its session on the shared hub.
+struct Peer {
+    name: &'static str,
+    browser: Option<Browser>,
+    session: Option<Session>,
+    rx: mpsc::UnboundedReceiver<AgentToController>,
+    brx: mpsc::UnboundedReceiver<IceCandidate>,
+}
+
+impl Peer {
+    async fn start(name: &'static str, hub: &MediaHub, codecs: &[Codec]) -> Peer {
+        let browser = Browser::new();
+        let brx = browser.candidates();
+        let offer = browser.offer().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let session = Session::start_with_input(
+            hub,
+            SessionId::random(),
+            &offer,
+            &[],
+            codecs,
+            tx,
+            SessionGrant::default(),
+            None,
+        )
+        .unwrap();
+        Peer {
+            name,
+            browser: Some(browser),
+            session: Some(session),
+            rx,
+            brx,
+        }
+    }
+
+    /// Relays what both sides said since the last call.
+    fn pump(&mut self) {
+        let (Some(browser), Some(session)) = (&self.browser, &self.session) else {
+            return;
+        };
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                AgentToController::Answer { sdp, .. } => browser.set_answer(&sdp),
+                AgentToController::Candidate { candidate, .. }
+                    if !candidate.is_end_of_candidates() =>
+                {
+                    browser.webrtc.emit_by_name::<()>(
+                        "add-ice-candidate",
+                        &[&candidate.sdp_m_line_index.unwrap(), &candidate.candidate],
+                    );
+                }
+                AgentToController::SessionEnded { reason, .. } => {
+                    panic!("{}: session ended: {reason}", self.name)
+                }
+                _ => {}
+            }
+        }
+        while let Ok(c) = self.brx.try_recv() {
+            session.add_remote_candidate(c);
+        }
+    }
+
+    fn rgb(&self) -> Option<[u8; 3]> {
+        self.browser
+            .as_ref()
+            .and_then(|b| *b.last_rgb.lock().unwrap())
+    }
+
+    fn frames(&self) -> u32 {
+        self.browser
+            .as_ref()
+            .map_or(0, |b| *b.frames.lock().unwrap())
+    }
+
+    fn sees(&self, rgb: [u8; 3]) -> bool {
+        self.rgb().is_some_and(|c| close(c, rgb))
+    }
+}
+
+/// Relays for every peer until `done` holds, or fails after `secs` saying `what`.
+async fn until(
+    peers: &mut [&mut Peer],
+    secs: u64,
+    what: &str,
+    done: impl Fn(&[&mut Peer]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        for p in peers.iter_mut() {
+            p.pump();
+        }
+        if done(peers) {
+            return;
+        }
+        let state: Vec<String> = peers
+            .iter()
+            .map(|p| format!("{}: {} frames, {:?}", p.name, p.frames(), p.rgb()))
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {secs} s: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const RED: [u8; 3] = [255, 0, 0];
+const GREEN: [u8; 3] = [0, 255, 0];
+const BLUE: [u8; 3] = [0, 0, 255];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_share_one_encoder_and_do_not_hold_each_other_back() {
+    gst::init().unwrap();
+    let x = Xvfb::start();
+    let painter = x.painter();
+    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let counters = hub.counters();
+    let codecs = [Codec::H264];
+
+    let mut a = Peer::start("a", &hub, &codecs).await;
+    let mut b = Peer::start("b", &hub, &codecs).await;
+    assert_eq!(counters.encoders(), 0, "no encoder before a peer connects");
+    until(&mut [&mut a, &mut b], 20, "a and b see red", |p| {
+        p.iter().all(|p| p.sees(RED))
+    })
+    .await;
+    assert_eq!(counters.encoders(), 1, "two viewers, one encoder");
+    assert_eq!(counters.captures(), 1);
+    painter.paint(0x00ff00).unwrap();
+    until(&mut [&mut a, &mut b], 10, "a and b see green", |p| {
+        p.iter().all(|p| p.sees(GREEN))
+    })
+    .await;
+
+    // The screen is still now: the encoder's next keyframe of its own is a minute away. A viewer
+    // that joins gets a forced one at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let forced = counters.keyframes_forced();
+    let mut c = Peer::start("c", &hub, &codecs).await;
+    until(&mut [&mut a, &mut b, &mut c], 20, "c connects", |p| {
+        p[2].session.as_ref().unwrap().stream().is_some()
+    })
+    .await;
+    let joined = Instant::now();
+    until(&mut [&mut a, &mut b, &mut c], 5, "c sees green", |p| {
+        p[2].sees(GREEN)
+    })
+    .await;
+    let first_picture = joined.elapsed();
+    println!(
+        "joining viewer: first picture {} ms after connecting",
+        first_picture.as_millis()
+    );
+    assert!(
+        first_picture < Duration::from_millis(2000),
+        "first picture {first_picture:?} after connecting"
+    );
+    assert!(
+        counters.keyframes_forced() > forced,
+        "the join forced a keyframe"
+    );
+    assert_eq!(counters.encoders(), 1, "three viewers, one encoder");
+
+    // a dies (its browser is gone without a word), b leaves: c goes on.
+    drop(a.browser.take());
+    drop(b.session.take());
+    drop(b.browser.take());
+    let before = c.frames();
+    painter.paint(0x0000ff).unwrap();
+    until(
+        &mut [&mut c],
+        10,
+        "c sees blue after a died and b left",
+        |p| p[0].sees(BLUE),
+    )
+    .await;
+    assert!(c.frames() > before);
+    assert_eq!(counters.encoders(), 1);
+    let sent = c.session.as_ref().unwrap().frames_sent();
+    painter.paint(0xff0000).unwrap();
+    until(&mut [&mut c], 10, "c sees red", |p| p[0].sees(RED)).await;
+    assert!(c.session.as_ref().unwrap().frames_sent() > sent);
+
+    // The last viewers go: the encoder and the capture stop.
+    drop(a.session.take());
+    drop(c.session.take());
+    assert_eq!(counters.encoders(), 0, "no viewer, no encoder");
+    assert_eq!(counters.captures(), 0, "no encoder, no capture");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_of_different_codecs_get_an_encoder_each_and_one_capture() {
+    gst::init().unwrap();
+    let x = Xvfb::start();
+    let _painter = x.painter();
+    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let counters = hub.counters();
+    let mut h264 = Peer::start("h264", &hub, &[Codec::H264]).await;
+    let mut vp8 = Peer::start("vp8", &hub, &[Codec::Vp8]).await;
+    until(&mut [&mut h264, &mut vp8], 20, "both see red", |p| {
+        p.iter().all(|p| p.sees(RED))
+    })
+    .await;
+    assert_eq!(counters.encoders(), 2);
+    assert_eq!(counters.captures(), 1, "one capture feeds both encoders");
+    drop(vp8.session.take());
+    assert_eq!(counters.encoders(), 1);
+    assert_eq!(counters.captures(), 1);
+}
