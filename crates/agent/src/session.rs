@@ -307,7 +307,15 @@ impl Session {
 
     /// The stream this session takes, once its peer is connected (`None` before).
     pub fn stream(&self) -> Option<StreamKey> {
-        lock(&self.media.subscription).as_ref().map(|s| s.key())
+        lock(&self.media.subscription)
+            .as_ref()
+            .and_then(|s| s.key())
+    }
+
+    /// Sets this viewer's bitrate target, as its congestion controller does: its rung of the
+    /// quality ladder and its encoder's bitrate follow.
+    pub fn set_target_kbps(&self, kbps: u32) {
+        self.media.viewer.set_target_kbps(kbps);
     }
 
     /// Frames handed to this viewer's peer so far.

@@ -323,6 +323,10 @@ fn run(
         if !fast_ticks.is_multiple_of(per_tick) {
             continue;
         }
+        // The target again, changed or not: the quality ladder's holds run on its clock.
+        if let Some(enc) = encoder {
+            enc.set_kbps(applied);
+        }
         let Some(reply) = get_stats(webrtc) else {
             continue;
         };

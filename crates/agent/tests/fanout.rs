@@ -16,7 +16,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
-use vdesk_agent::media::MediaHub;
+use vdesk_agent::media::{MediaHub, Rung};
 use vdesk_agent::pipeline::CaptureMode;
 use vdesk_agent::session::Session;
 use vdesk_protocol::{AgentToController, IceCandidate, SessionGrant, SessionId};
@@ -93,6 +93,25 @@ impl Peer {
         self.browser
             .as_ref()
             .map_or(0, |b| *b.frames.lock().unwrap())
+    }
+
+    /// The size of the frames the browser decodes now.
+    fn decoded_size(&self) -> Option<(i32, i32)> {
+        let bin = self
+            .browser
+            .as_ref()?
+            .webrtc
+            .parent()?
+            .downcast::<gst::Bin>()
+            .ok()?;
+        let sink = bin
+            .iterate_recurse()
+            .into_iter()
+            .flatten()
+            .find(|e| e.is::<gstreamer_app::AppSink>())?;
+        let caps = sink.static_pad("sink")?.current_caps()?;
+        let s = caps.structure(0)?;
+        Some((s.get("width").ok()?, s.get("height").ok()?))
     }
 
     fn sees(&self, rgb: [u8; 3]) -> bool {
@@ -229,4 +248,53 @@ async fn viewers_of_different_codecs_get_an_encoder_each_and_one_capture() {
     drop(vp8.session.take());
     assert_eq!(counters.encoders(), 1);
     assert_eq!(counters.captures(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_a_bad_link_moves_to_the_low_rung_alone() {
+    gst::init().unwrap();
+    let x = Xvfb::start();
+    let painter = x.painter();
+    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let counters = hub.counters();
+    let mut good = Peer::start("good", &hub, &[Codec::H264]).await;
+    let mut bad = Peer::start("bad", &hub, &[Codec::H264]).await;
+    until(&mut [&mut good, &mut bad], 20, "both see red", |p| {
+        p.iter().all(|p| p.sees(RED))
+    })
+    .await;
+    assert_eq!(counters.encoders(), 1);
+    // The bad viewer's congestion controller says 200 kbit/s, for longer than the ladder's hold.
+    for _ in 0..8 {
+        bad.session.as_ref().unwrap().set_target_kbps(200);
+        good.pump();
+        bad.pump();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stream = |p: &Peer| p.session.as_ref().unwrap().stream().unwrap();
+    assert_eq!(stream(&bad).rung, Rung::Low);
+    assert_eq!(
+        stream(&good).rung,
+        Rung::Full,
+        "the good viewer stays on the full rung"
+    );
+    assert_eq!(counters.encoders(), 2, "one encoder per rung");
+    // Both keep a picture: the low rung starts at a keyframe.
+    painter.paint(0x00ff00).unwrap();
+    until(
+        &mut [&mut good, &mut bad],
+        10,
+        "both see green at their rung's size",
+        |p| {
+            p.iter().all(|p| p.sees(GREEN))
+                && p[0].decoded_size() == Some((320, 240))
+                && p[1].decoded_size() == Some((160, 120))
+        },
+    )
+    .await;
+    // The good viewer leaves: the full rung's encoder stops, the low one goes on.
+    drop(good.session.take());
+    assert_eq!(counters.encoders(), 1);
+    painter.paint(0x0000ff).unwrap();
+    until(&mut [&mut bad], 10, "bad sees blue", |p| p[0].sees(BLUE)).await;
 }

@@ -35,6 +35,7 @@ use crate::encoder;
 use crate::pipeline::{CaptureMode, MediaSettings, PipelineError, PipelineGuard, MEDIA_QUEUE};
 use crate::stats::EncoderCounters;
 pub use ladder::Rung;
+use ladder::{RungChooser, Thresholds};
 use queue::{KeyframeGate, Pushed, ViewerQueue, KEYFRAME_WINDOW, QUEUE_FRAMES};
 
 /// One shared stream: what an encoder makes.
@@ -177,21 +178,30 @@ impl MediaHub {
         self.0.counters.clone()
     }
 
+    fn thresholds(&self) -> Option<Thresholds> {
+        let s = &self.0.settings;
+        Thresholds::new(s.min_bitrate_kbps, s.bitrate_kbps)
+    }
+
     /// A new viewer, not yet receiving anything (see `subscribe`).
     pub fn viewer(&self, name: &str) -> Arc<Viewer> {
-        Arc::new(Viewer {
+        Arc::new_cyclic(|me| Viewer {
             name: name.to_owned(),
+            me: me.clone(),
+            hub: Arc::downgrade(&self.0),
             counters: Arc::default(),
             target_kbps: AtomicU32::new(self.0.settings.bitrate_kbps),
-            fanout: Mutex::new(Weak::new()),
+            chooser: Mutex::new(RungChooser::new(self.thresholds())),
+            attached: Mutex::new(None),
             on_failure: Mutex::new(None),
         })
     }
 
-    /// Starts sending stream `key` to `viewer` through `sink` (a session's `appsrc`), starting the
-    /// stream's encoder (and the capture) if it is not running. The first frame the viewer gets
-    /// is a keyframe, forced now unless one was forced for this stream within the window.
-    /// Dropping the subscription stops it (and the encoder, if it was the last viewer).
+    /// Starts sending stream `key` (on the rung the viewer's ladder is on) to `viewer` through
+    /// `sink` (a session's `appsrc`), starting the stream's encoder (and the capture) if it is
+    /// not running. The first frame the viewer gets is a keyframe, forced now unless one was
+    /// forced for this stream within the window. Dropping the subscription stops it (and the
+    /// encoder, if it was the last viewer).
     pub fn subscribe(
         &self,
         key: StreamKey,
@@ -199,6 +209,43 @@ impl MediaHub {
         sink: gst_app::AppSrc,
     ) -> Result<Subscription, MediaError> {
         let inbox = Arc::new(Inbox::default());
+        {
+            let mut attached = lock(&viewer.attached);
+            let key = StreamKey {
+                rung: lock(&viewer.chooser).rung(),
+                ..key
+            };
+            let fanout = self.attach(key, viewer, &inbox)?;
+            *attached = Some(Attached {
+                key,
+                inbox: inbox.clone(),
+                fanout: Arc::downgrade(&fanout),
+            });
+        }
+        let drain = {
+            let inbox = inbox.clone();
+            let counters = viewer.counters.clone();
+            std::thread::Builder::new()
+                .name(format!("fanout-{}", viewer.name))
+                .spawn(move || drain(&inbox, &sink, &counters))
+                .map_err(|_| MediaError::Start("fan-out thread"))?
+        };
+        Ok(Subscription {
+            hub: self.clone(),
+            viewer: viewer.clone(),
+            inbox,
+            drain: Some(drain),
+        })
+    }
+
+    /// Puts `inbox` on stream `key` (starting its encoder if needed) and asks for a keyframe.
+    /// Lock order: the viewer's `attached`, then the hub's state, then a fan-out's viewers.
+    fn attach(
+        &self,
+        key: StreamKey,
+        viewer: &Arc<Viewer>,
+        inbox: &Arc<Inbox>,
+    ) -> Result<Arc<Fanout>, MediaError> {
         let fanout = {
             let mut state = lock(&self.0.state);
             let fanout = match state.encoders.get(&key) {
@@ -212,25 +259,10 @@ impl MediaHub {
             lock(&fanout.viewers).push((viewer.clone(), inbox.clone()));
             fanout
         };
-        *lock(&viewer.fanout) = Arc::downgrade(&fanout);
         info!(viewer = %viewer.name, codec = %key.codec, rung = ?key.rung, "viewer joins the stream");
         fanout.retarget();
         fanout.request_keyframe();
-        let drain = {
-            let inbox = inbox.clone();
-            let counters = viewer.counters.clone();
-            std::thread::Builder::new()
-                .name(format!("fanout-{}", viewer.name))
-                .spawn(move || drain(&inbox, &sink, &counters))
-                .map_err(|_| MediaError::Start("fan-out thread"))?
-        };
-        Ok(Subscription {
-            hub: self.clone(),
-            key,
-            viewer: viewer.clone(),
-            inbox,
-            drain: Some(drain),
-        })
+        Ok(fanout)
     }
 
     /// Builds and starts the encoder of `key`, and the capture if needed. The hub's lock is
@@ -250,9 +282,14 @@ impl MediaHub {
             epoch: self.0.epoch,
             counters: self.0.counters.clone(),
             applied_kbps: AtomicU32::new(kbps),
-            limits: match key.rung {
-                Rung::Full => (settings.min_bitrate_kbps, settings.bitrate_kbps),
-                Rung::Low => (settings.min_bitrate_kbps.min(kbps), kbps),
+            limits: match (key.rung, self.thresholds()) {
+                // A viewer under the down threshold is about to leave the full rung: it does not
+                // pull the others' encoder below it meanwhile.
+                (Rung::Full, Some(t)) => {
+                    (settings.min_bitrate_kbps.max(t.down_kbps).min(kbps), kbps)
+                }
+                (Rung::Full, None) => (settings.min_bitrate_kbps.min(kbps), kbps),
+                (Rung::Low, _) => (settings.min_bitrate_kbps.min(kbps), kbps),
             },
             pipeline: Mutex::new(Some(parts.guard)),
         });
@@ -367,7 +404,7 @@ impl MediaHub {
 
     /// Takes `inbox` off stream `key`; stops the encoder if it has no viewer left, and the
     /// capture if it has no encoder left. Pipelines stop outside the hub's lock.
-    fn unsubscribe(&self, key: StreamKey, inbox: &Arc<Inbox>) {
+    fn detach(&self, key: StreamKey, inbox: &Arc<Inbox>) {
         let mut stopped_encoder = None;
         let mut stopped_capture = None;
         let remaining = {
@@ -471,15 +508,26 @@ fn build_encoder_with_fallback(
     )?)
 }
 
-/// One viewer across its subscriptions: its counters, its bitrate target, how to tell its
-/// session that the media failed.
+/// One viewer across its subscriptions: its counters, its bitrate target and rung, the stream
+/// it is on, how to tell its session that the media failed.
 pub struct Viewer {
     name: String,
+    me: Weak<Viewer>,
+    hub: Weak<Hub>,
     pub counters: Arc<EncoderCounters>,
     target_kbps: AtomicU32,
-    fanout: Mutex<Weak<Fanout>>,
+    chooser: Mutex<RungChooser>,
+    attached: Mutex<Option<Attached>>,
     #[allow(clippy::type_complexity)]
     on_failure: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
+}
+
+/// The stream a subscribed viewer is on.
+#[derive(Debug)]
+struct Attached {
+    key: StreamKey,
+    inbox: Arc<Inbox>,
+    fanout: Weak<Fanout>,
 }
 
 impl std::fmt::Debug for Viewer {
@@ -494,21 +542,71 @@ impl Viewer {
         *lock(&self.on_failure) = Some(Box::new(f));
     }
 
+    fn fanout(&self) -> Option<Arc<Fanout>> {
+        lock(&self.attached)
+            .as_ref()
+            .and_then(|a| a.fanout.upgrade())
+    }
+
+    /// The stream the viewer is on (`None` before it subscribed).
+    pub fn stream(&self) -> Option<StreamKey> {
+        lock(&self.attached).as_ref().map(|a| a.key)
+    }
+
     /// The viewer asked for a keyframe (PLI/FIR).
     pub fn request_keyframe(&self) {
         self.counters
             .keyframes_forced
             .fetch_add(1, Ordering::Relaxed);
-        if let Some(f) = lock(&self.fanout).upgrade() {
+        if let Some(f) = self.fanout() {
             f.request_keyframe();
         }
     }
 
-    /// The viewer's own bitrate target (its congestion controller's).
+    /// The viewer's own bitrate target (its congestion controller's): the viewer's rung follows
+    /// it (`ladder.rs`), and so does its encoder's bitrate.
     pub fn set_target_kbps(&self, kbps: u32) {
         self.target_kbps.store(kbps, Ordering::Relaxed);
-        if let Some(f) = lock(&self.fanout).upgrade() {
-            f.retarget();
+        let Some(hub) = self.hub.upgrade() else {
+            return;
+        };
+        let moved = lock(&self.chooser).on_target(kbps, hub.epoch.elapsed());
+        match moved {
+            Some(rung) => self.move_to(&MediaHub(hub), rung),
+            None => {
+                if let Some(f) = self.fanout() {
+                    f.retarget();
+                }
+            }
+        }
+    }
+
+    /// Moves a subscribed viewer to `rung` of its stream: off the old encoder, its queue emptied
+    /// and waiting for a keyframe, onto the new one (started if needed; it forces a keyframe).
+    fn move_to(&self, hub: &MediaHub, rung: Rung) {
+        let Some(me) = self.me.upgrade() else { return };
+        let mut attached = lock(&self.attached);
+        let Some(current) = attached.as_mut() else {
+            return; // Not subscribed yet: it will subscribe on the rung chosen.
+        };
+        if current.key.rung == rung {
+            return;
+        }
+        let key = StreamKey {
+            rung,
+            ..current.key
+        };
+        info!(viewer = %self.name, from = ?current.key.rung, to = ?rung, kbps = self.target_kbps(), "viewer changes rung");
+        hub.detach(current.key, &current.inbox);
+        current.inbox.restart();
+        current.key = key;
+        match hub.attach(key, &me, &current.inbox) {
+            Ok(f) => current.fanout = Arc::downgrade(&f),
+            Err(e) => {
+                current.fanout = Weak::new();
+                drop(attached);
+                self.fail(&format!("the media could not change rung: {e}"));
+            }
         }
     }
 
@@ -559,6 +657,14 @@ impl Inbox {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.ready.notify_all();
+    }
+
+    /// Empties the queue; the next frame taken is a keyframe (the viewer changed streams).
+    fn restart(&self) {
+        let mut queue = lock(&self.queue);
+        let dropped = queue.dropped();
+        *queue = ViewerQueue::new(QUEUE_FRAMES);
+        queue.add_dropped(dropped);
     }
 }
 
@@ -611,15 +717,15 @@ fn drain(inbox: &Inbox, sink: &gst_app::AppSrc, counters: &EncoderCounters) {
 #[derive(Debug)]
 pub struct Subscription {
     hub: MediaHub,
-    key: StreamKey,
     viewer: Arc<Viewer>,
     inbox: Arc<Inbox>,
     drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Subscription {
-    pub fn key(&self) -> StreamKey {
-        self.key
+    /// The stream the viewer is on now.
+    pub fn key(&self) -> Option<StreamKey> {
+        self.viewer.stream()
     }
 }
 
@@ -629,19 +735,16 @@ impl Drop for Subscription {
         if let Some(t) = self.drain.take() {
             let _ = t.join();
         }
-        {
-            let mut current = lock(&self.viewer.fanout);
-            if current.upgrade().is_some_and(|f| f.key == self.key) {
-                *current = Weak::new();
-            }
-        }
+        let attached = lock(&self.viewer.attached).take();
         let dropped = lock(&self.inbox.queue).dropped();
         self.hub
             .0
             .counters
             .frames_dropped
             .fetch_add(dropped, Ordering::Relaxed);
-        self.hub.unsubscribe(self.key, &self.inbox);
+        if let Some(a) = attached {
+            self.hub.detach(a.key, &a.inbox);
+        }
         debug!(viewer = %self.viewer.name, dropped, "viewer left the stream");
     }
 }

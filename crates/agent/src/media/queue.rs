@@ -86,6 +86,11 @@ impl<T> ViewerQueue<T> {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// Counts frames dropped elsewhere (a queue replaced by a new one).
+    pub fn add_dropped(&mut self, n: u64) {
+        self.dropped += n;
+    }
 }
 
 /// At most one forced keyframe per encoder per `window`, whoever asks and however often. A
