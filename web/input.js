@@ -110,6 +110,11 @@ export function parseAgentMessage(text) {
       return Number.isInteger(m.width) && Number.isInteger(m.height) ? m : null;
     case 'notice':
       return typeof m.code === 'string' && typeof m.message === 'string' ? m : null;
+    case 'control': {
+      const viewer = (v) => v && typeof v === 'object' && typeof v.id === 'string' && typeof v.name === 'string' && typeof v.permission === 'string';
+      const ok = (m.holder === null || typeof m.holder === 'string') && typeof m.you === 'string' && Array.isArray(m.viewers) && m.viewers.every(viewer);
+      return ok ? m : null;
+    }
     default:
       return null;
   }
@@ -122,7 +127,8 @@ const COPY_KEYS = (ev) => (ev.ctrlKey || ev.metaKey) && ['c', 'C', 'x', 'X'].inc
  * Remote control of one <video>. vdesk.js makes one per VdeskViewer (option `input`: false
  * turns it off, or an object with `scaling: 'fit' | '1:1'`, `resize: boolean`,
  * `clipboard: boolean`) and calls attach()/detach() with each attempt's channels.
- * Events: 'cursor', 'clipboard' {text}, 'screensize' {width, height}, 'notice' {code, message}.
+ * Events: 'cursor', 'clipboard' {text}, 'screensize' {width, height}, 'notice' {code, message},
+ * 'control' (who holds control and who watches: the agent's `control` message).
  */
 export class VdeskInput extends EventTarget {
   #video;
@@ -140,6 +146,8 @@ export class VdeskInput extends EventTarget {
   #observer = null;
   remoteClipboard = null;
   screenSize = null;
+  /** The agent's last `control` message (who holds control, who watches), or null. */
+  control = null;
 
   constructor(video, { scaling = 'fit', resize = false, clipboard = true, logger = globalThis.console } = {}) {
     super();
@@ -227,6 +235,33 @@ export class VdeskInput extends EventTarget {
       this.#log('debug', '[vdesk] input not sent:', e?.message ?? e);
       return false;
     }
+  }
+
+  /** Whether this viewer holds control (its input reaches the VM). */
+  get inControl() {
+    return !!this.control && this.control.holder !== null && this.control.holder === this.control.you;
+  }
+
+  /** Asks for control. */
+  requestControl() {
+    return this.#send({ type: 'requestControl' });
+  }
+
+  /** Gives up control (or withdraws a request). */
+  releaseControl() {
+    this.releaseAll();
+    return this.#send({ type: 'releaseControl' });
+  }
+
+  /** Hands control to viewer `id` (the holder only). */
+  giveControl(id) {
+    this.releaseAll();
+    return this.#send({ type: 'giveControl', to: String(id) });
+  }
+
+  /** Takes control (an admin link only). */
+  takeControl() {
+    return this.#send({ type: 'takeControl' });
   }
 
   /** Keys go out in order, after any clipboard sync started before them. */
@@ -424,6 +459,10 @@ export class VdeskInput extends EventTarget {
       case 'notice':
         this.#log('warn', `[vdesk] agent: ${m.message} (${m.code})`);
         this.#emit('notice', { code: m.code, message: m.message });
+        break;
+      case 'control':
+        this.control = m;
+        this.#emit('control', m);
         break;
     }
   }

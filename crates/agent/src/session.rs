@@ -22,6 +22,7 @@ use vdesk_protocol::{
 };
 
 use crate::codec::{self, Codec, CodecChoice};
+use crate::control::Room;
 use crate::ice;
 use crate::input::{InputSettings, SessionInput};
 use crate::media::{self, MediaHub, Rung, StreamKey, Subscription, Viewer};
@@ -172,7 +173,7 @@ impl Session {
     }
 
     /// `start` on the agent's shared media `hub`, plus remote control through the viewer's data
-    /// channels when `input` is given: with `Permission::Control` the viewer's input goes into X
+    /// channels when `input` is given (with the agent's room: one viewer in control at a time): with `Permission::Control` the viewer's input goes into X
     /// and the viewer draws the cursor (so its stream leaves it out); view-only input is dropped
     /// and the viewer gets the stream with the cursor drawn in. The permission is remembered
     /// (reported again on `resume`).
@@ -185,7 +186,7 @@ impl Session {
         codecs: &[Codec],
         tx: UnboundedSender<AgentToController>,
         grant: SessionGrant,
-        input: Option<&InputSettings>,
+        input: Option<(&InputSettings, &Room)>,
     ) -> Result<Session, SessionError> {
         let permission = grant.permission;
         let settings = hub.settings();
@@ -196,8 +197,16 @@ impl Session {
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
         let (guard, webrtc, src) = pipeline::build(&format!("session-{short}"), &choice)?;
-        let input =
-            input.map(|s| SessionInput::start(id.clone(), permission, s, hub.capture_restarter()));
+        let input = input.map(|(s, room)| {
+            SessionInput::start(
+                id.clone(),
+                permission,
+                s,
+                hub.capture_restarter(),
+                room,
+                grant.name.as_deref(),
+            )
+        });
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
               profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
 
@@ -312,10 +321,11 @@ impl Session {
             .and_then(|s| s.key())
     }
 
-    /// Sets this viewer's bitrate target, as its congestion controller does: its rung of the
-    /// quality ladder and its encoder's bitrate follow.
-    pub fn set_target_kbps(&self, kbps: u32) {
-        self.media.viewer.set_target_kbps(kbps);
+    /// Keeps this viewer's bitrate target at or under `kbps`, as a link that carries no more
+    /// would make its congestion controller do: its rung of the quality ladder and its
+    /// encoder's bitrate follow.
+    pub fn cap_target_kbps(&self, kbps: u32) {
+        self.media.viewer.set_ceiling_kbps(kbps);
     }
 
     /// Frames handed to this viewer's peer so far.

@@ -20,6 +20,7 @@ use vdesk_protocol::{
 };
 
 use crate::config::Config;
+use crate::control::Room;
 use crate::media::MediaHub;
 use crate::session::Session;
 
@@ -45,11 +46,13 @@ pub enum FatalError {
 /// states are dropped (session ends never are).
 const MAX_PENDING: usize = 1024;
 
-/// The sessions this agent is streaming, by id, and the media they share.
+/// The sessions this agent is streaming, by id, and the media and the control they share.
 #[derive(Debug)]
 struct Sessions {
     map: HashMap<SessionId, Session>,
     media: MediaHub,
+    /// Who holds control among the viewers.
+    room: Room,
 }
 
 impl Sessions {
@@ -110,6 +113,7 @@ pub async fn run(
     let mut sessions = Sessions {
         map: HashMap::new(),
         media,
+        room: Room::default(),
     };
     let mut offline = Offline::default();
     let mut backoff = BACKOFF_START;
@@ -416,7 +420,7 @@ fn handle(
                 &config.codecs,
                 tx.clone(),
                 grant,
-                Some(&config.input),
+                Some((&config.input, &sessions.room)),
             ) {
                 Ok(session) => {
                     sessions.map.insert(session_id, session);

@@ -52,7 +52,8 @@ impl Injector {
         }
     }
 
-    /// Handles one input message; clipboard and resize are not for the injector and are ignored.
+    /// Handles one input message; clipboard, resize and control are not for the injector and are
+    /// ignored.
     pub fn handle(&mut self, msg: &ViewerToAgent) -> Result<(), XError> {
         match msg {
             ViewerToAgent::PointerMove { at } => self.move_to(at)?,
@@ -73,7 +74,12 @@ impl Injector {
             }
             ViewerToAgent::Key { key, code, down } => self.key(key, code, *down)?,
             ViewerToAgent::ReleaseAll => self.release_all()?,
-            ViewerToAgent::Clipboard { .. } | ViewerToAgent::Resize { .. } => {}
+            ViewerToAgent::Clipboard { .. }
+            | ViewerToAgent::Resize { .. }
+            | ViewerToAgent::RequestControl
+            | ViewerToAgent::ReleaseControl
+            | ViewerToAgent::GiveControl { .. }
+            | ViewerToAgent::TakeControl => {}
         }
         self.conn.flush().map_err(xerr)
     }

@@ -4,6 +4,8 @@
 //! viewer the cursor image, the CLIPBOARD and the screen size when they change. A view-only
 //! session gets neither: its input is dropped (logged and told to the viewer once).
 //! Dropping `SessionInput` releases every key and button the viewer held and stops both threads.
+//! Every session is a seat in the agent's `control::Room` once its `input` channel opens: only
+//! the viewer that holds control has its input put into X; control messages go to the room.
 
 mod atoms;
 mod clipboard;
@@ -30,6 +32,7 @@ use x11rb::protocol::xproto::{
 use x11rb::protocol::{randr, xfixes, Event};
 use x11rb::rust_connection::RustConnection;
 
+use crate::control::{Command, Outcome, Room, Seat, ViewerId};
 use atoms::Atoms;
 use clipboard::Clipboard;
 use inject::Injector;
@@ -112,7 +115,37 @@ pub struct SessionInput {
     x: Option<XSide>,
     told_refused: AtomicBool,
     told_bad: AtomicBool,
+    /// Told "not in control" since it last lost control.
+    told_not_holder: Arc<AtomicBool>,
     clipboard_in: Mutex<ClipboardAssembler>,
+    room: Room,
+    name: Option<String>,
+    /// Its seat in the room, once the `input` channel has opened.
+    seat: Mutex<Option<ViewerId>>,
+}
+
+/// How the room reaches this session.
+struct InputSeat {
+    out: Arc<Out>,
+    x: Option<mpsc::Sender<Cmd>>,
+    told_not_holder: Arc<AtomicBool>,
+}
+
+impl Seat for InputSeat {
+    fn send(&self, msg: &AgentToViewer) {
+        if let AgentToViewer::Control { holder, you, .. } = msg {
+            if holder.as_ref() == Some(you) {
+                self.told_not_holder.store(false, Ordering::Relaxed);
+            }
+        }
+        self.out.send(msg);
+    }
+
+    fn release_all(&self) {
+        if let Some(tx) = &self.x {
+            let _ = tx.send(Cmd::Viewer(ViewerToAgent::ReleaseAll));
+        }
+    }
 }
 
 impl SessionInput {
@@ -123,6 +156,8 @@ impl SessionInput {
         permission: Permission,
         settings: &InputSettings,
         capture: Option<CaptureHook>,
+        room: &Room,
+        name: Option<&str>,
     ) -> Arc<SessionInput> {
         let out = Arc::new(Out::default());
         let x = match permission {
@@ -144,8 +179,33 @@ impl SessionInput {
             x,
             told_refused: AtomicBool::new(false),
             told_bad: AtomicBool::new(false),
+            told_not_holder: Arc::default(),
             clipboard_in: Mutex::new(ClipboardAssembler::default()),
+            room: room.clone(),
+            name: name.map(str::to_owned),
+            seat: Mutex::new(None),
         })
+    }
+
+    /// Takes a seat in the room (once): everyone, this viewer included, is told who is here.
+    fn take_seat(&self) {
+        let mut seat = self.seat.lock().unwrap_or_else(|p| p.into_inner());
+        if seat.is_some() {
+            return;
+        }
+        let s = InputSeat {
+            out: self.out.clone(),
+            x: self.x.as_ref().map(|x| x.tx.clone()),
+            told_not_holder: self.told_not_holder.clone(),
+        };
+        *seat = Some(
+            self.room
+                .join(self.name.as_deref(), self.permission, Arc::new(s)),
+        );
+    }
+
+    fn seat(&self) -> Option<ViewerId> {
+        *self.seat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wires a data channel the viewer opened.
@@ -179,6 +239,7 @@ impl SessionInput {
                 }
             });
             self.out.attach(ch.clone());
+            self.take_seat();
             if self.permission.may_control() && self.x.is_none() {
                 self.out.send(&AgentToViewer::Notice {
                     code: "input_unavailable".into(),
@@ -200,6 +261,25 @@ impl SessionInput {
             Ok(m) => m,
             Err(e) => return self.bad(&e.to_string()),
         };
+        let command = match &msg {
+            ViewerToAgent::RequestControl => Some(Command::Request),
+            ViewerToAgent::ReleaseControl => Some(Command::Release),
+            ViewerToAgent::GiveControl { to } => Some(Command::Give { to: to.clone() }),
+            ViewerToAgent::TakeControl => Some(Command::Take),
+            _ => None,
+        };
+        if let Some(command) = command {
+            let Some(seat) = self.seat() else {
+                return self.bad("control message before the input channel opened");
+            };
+            if let Outcome::Refused(why) = self.room.command(seat, &command) {
+                self.out.send(&AgentToViewer::Notice {
+                    code: "control_refused".into(),
+                    message: why.into(),
+                });
+            }
+            return;
+        }
         let Some(x) = &self.x else {
             if self.permission == Permission::View
                 && !self.told_refused.swap(true, Ordering::Relaxed)
@@ -212,6 +292,19 @@ impl SessionInput {
             }
             return;
         };
+        if !self.seat().is_some_and(|seat| self.room.is_holder(seat)) {
+            // A viewer without control holds nothing: its release-all is no news.
+            if msg != ViewerToAgent::ReleaseAll
+                && !self.told_not_holder.swap(true, Ordering::Relaxed)
+            {
+                debug!(session = %self.id, "input refused: another viewer holds control");
+                self.out.send(&AgentToViewer::Notice {
+                    code: "not_in_control".into(),
+                    message: "another viewer holds control: ask for it (requestControl)".into(),
+                });
+            }
+            return;
+        }
         let msg = match msg {
             ViewerToAgent::Clipboard { text, more } => {
                 let whole = self
@@ -233,6 +326,9 @@ impl SessionInput {
 
 impl Drop for SessionInput {
     fn drop(&mut self) {
+        if let Some(seat) = self.seat() {
+            self.room.leave(seat);
+        }
         self.out.lock().channel = None;
         if let Some(x) = self.x.take() {
             x.stop();

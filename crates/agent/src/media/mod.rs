@@ -191,6 +191,7 @@ impl MediaHub {
             hub: Arc::downgrade(&self.0),
             counters: Arc::default(),
             target_kbps: AtomicU32::new(self.0.settings.bitrate_kbps),
+            ceiling_kbps: AtomicU32::new(u32::MAX),
             chooser: Mutex::new(RungChooser::new(self.thresholds())),
             attached: Mutex::new(None),
             on_failure: Mutex::new(None),
@@ -516,6 +517,8 @@ pub struct Viewer {
     hub: Weak<Hub>,
     pub counters: Arc<EncoderCounters>,
     target_kbps: AtomicU32,
+    /// A ceiling on the target (`u32::MAX`: none), e.g. set by a test as a bad link would.
+    ceiling_kbps: AtomicU32,
     chooser: Mutex<RungChooser>,
     attached: Mutex<Option<Attached>>,
     #[allow(clippy::type_complexity)]
@@ -566,6 +569,7 @@ impl Viewer {
     /// The viewer's own bitrate target (its congestion controller's): the viewer's rung follows
     /// it (`ladder.rs`), and so does its encoder's bitrate.
     pub fn set_target_kbps(&self, kbps: u32) {
+        let kbps = kbps.min(self.ceiling_kbps.load(Ordering::Relaxed));
         self.target_kbps.store(kbps, Ordering::Relaxed);
         let Some(hub) = self.hub.upgrade() else {
             return;
@@ -612,6 +616,13 @@ impl Viewer {
 
     pub fn target_kbps(&self) -> u32 {
         self.target_kbps.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the viewer's target at or under `kbps` from now on, whatever its congestion
+    /// controller says (`u32::MAX`: no ceiling).
+    pub fn set_ceiling_kbps(&self, kbps: u32) {
+        self.ceiling_kbps.store(kbps, Ordering::Relaxed);
+        self.set_target_kbps(self.target_kbps().min(kbps));
     }
 
     fn fail(&self, reason: &str) {
