@@ -215,6 +215,9 @@ impl SessionInput {
             debug!(session = %self.id, label, "data channel ignored");
             return;
         }
+        // The viewer is here: whichever of its channels opens first seats it.
+        let seated = self.seat().is_some();
+        self.take_seat();
         let me = Arc::downgrade(self);
         ch.connect_on_message_string(move |_, text| {
             if let (Some(me), Some(text)) = (me.upgrade(), text) {
@@ -239,7 +242,10 @@ impl SessionInput {
                 }
             });
             self.out.attach(ch.clone());
-            self.take_seat();
+            if let (true, Some(seat)) = (seated, self.seat()) {
+                // Seated when its pointer channel opened: what it was told then had nowhere to go.
+                self.out.send(&self.room.message(seat));
+            }
             if self.permission.may_control() && self.x.is_none() {
                 self.out.send(&AgentToViewer::Notice {
                     code: "input_unavailable".into(),
