@@ -216,7 +216,6 @@ impl SessionInput {
             return;
         }
         // The viewer is here: whichever of its channels opens first seats it.
-        let seated = self.seat().is_some();
         self.take_seat();
         let me = Arc::downgrade(self);
         ch.connect_on_message_string(move |_, text| {
@@ -242,8 +241,8 @@ impl SessionInput {
                 }
             });
             self.out.attach(ch.clone());
-            if let (true, Some(seat)) = (seated, self.seat()) {
-                // Seated when its pointer channel opened: what it was told then had nowhere to go.
+            if let Some(seat) = self.seat() {
+                // What the room said when it seated the viewer had no channel to go out on.
                 self.out.send(&self.room.message(seat));
             }
             if self.permission.may_control() && self.x.is_none() {
