@@ -120,6 +120,40 @@ export function parseAgentMessage(text) {
   }
 }
 
+/**
+ * What the viewer page's control bar shows for a `control` message: a status line, the viewers
+ * (you first), the actions this viewer may take now (each {kind, label, to?}), and `quiet` when
+ * there is nothing worth showing (alone, in control).
+ */
+export function controlView(msg) {
+  if (!msg) return null;
+  const me = msg.viewers.find((v) => v.id === msg.you);
+  const holder = msg.viewers.find((v) => v.id === msg.holder);
+  const mine = msg.holder !== null && msg.holder === msg.you;
+  const status = mine ? 'You have control' : holder ? `${holder.name} has control` : 'Nobody has control';
+  const actions = [];
+  const permission = me?.permission ?? 'view';
+  if (mine) {
+    actions.push({ kind: 'release', label: 'Release control' });
+    for (const v of msg.viewers) {
+      if (v.id !== msg.you && v.requested) actions.push({ kind: 'give', label: `Give to ${v.name}`, to: v.id });
+    }
+  } else if (permission === 'control' || permission === 'admin') {
+    if (me?.requested) actions.push({ kind: 'release', label: 'Cancel request' });
+    else actions.push({ kind: 'request', label: 'Request control' });
+    if (permission === 'admin' && msg.holder !== null) actions.push({ kind: 'take', label: 'Take control' });
+  }
+  const viewers = [...msg.viewers]
+    .sort((a, b) => (a.id === msg.you ? -1 : b.id === msg.you ? 1 : 0))
+    .map((v) => ({
+      id: v.id,
+      text: `${v.name}${v.id === msg.you ? ' (you)' : ''}${v.id === msg.holder ? ' · in control' : ''}${v.requested ? ' · asks for control' : ''}${v.permission === 'view' ? ' · view only' : ''}`,
+    }));
+  // Alone and in control: nothing to say.
+  const quiet = mine && msg.viewers.length === 1;
+  return { status, mine, quiet, actions, viewers };
+}
+
 const PASTE_KEYS = (ev) => ((ev.ctrlKey || ev.metaKey) && (ev.key === 'v' || ev.key === 'V')) || (ev.shiftKey && ev.key === 'Insert');
 const COPY_KEYS = (ev) => (ev.ctrlKey || ev.metaKey) && ['c', 'C', 'x', 'X'].includes(ev.key);
 
