@@ -7,8 +7,9 @@
 //! may ask (`requestControl`): granted at once when nobody holds it, otherwise noted for the
 //! holder to see. The holder may give it to a viewer that may control (`giveControl`) or release
 //! it (`releaseControl`), in which case it passes to the viewer that asked first, if any. An
-//! `admin` viewer may take it (`takeControl`). When the holder leaves, control passes as on a
-//! release. A `view` viewer never holds control. The agent drops input from anyone but the holder.
+//! `admin` viewer may take it (`takeControl`). When the holder leaves (its session ends or its
+//! `input` channel closes), control passes as on a release; a viewer that arrives with the
+//! holder's own link takes its control over (a reloaded page). A `view` viewer never holds control. The agent drops input from anyone but the holder.
 
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,8 @@ struct Member {
     id: ViewerId,
     name: String,
     permission: Permission,
+    /// The link it came with (`SessionGrant.owner`), if known.
+    owner: Option<String>,
     /// When it asked for control (a sequence number), if it waits for it.
     requested: Option<u64>,
 }
@@ -61,9 +64,15 @@ pub struct Control {
 }
 
 impl Control {
-    /// A viewer arrives; it holds control if it may and nobody does. Returns its id and the
-    /// handover, if it got control.
-    pub fn join(&mut self, name: Option<&str>, permission: Permission) -> (ViewerId, Outcome) {
+    /// A viewer arrives; it holds control if it may and nobody does, or if the holder came
+    /// with the same link (`owner`: the same person back after a reload, whose old session has
+    /// not gone yet). Returns its id and the handover, if it got control.
+    pub fn join(
+        &mut self,
+        name: Option<&str>,
+        permission: Permission,
+        owner: Option<&str>,
+    ) -> (ViewerId, Outcome) {
         self.next_id += 1;
         let id = self.next_id;
         let name = name
@@ -75,9 +84,15 @@ impl Control {
             id,
             name,
             permission,
+            owner: owner.map(str::to_owned),
             requested: None,
         });
-        let outcome = if permission.may_control() && self.holder.is_none() {
+        let holders_link = self
+            .holder
+            .and_then(|h| self.member(h))
+            .and_then(|m| m.owner.as_deref());
+        let same_link = owner.is_some() && holders_link == owner;
+        let outcome = if permission.may_control() && (self.holder.is_none() || same_link) {
             self.hand_to(Some(id))
         } else {
             Outcome::Noted
@@ -259,16 +274,17 @@ impl Room {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A viewer arrives; everyone is told.
+    /// A viewer arrives (with the name and the owner tag of its link); everyone is told.
     pub fn join(
         &self,
         name: Option<&str>,
         permission: Permission,
+        owner: Option<&str>,
         seat: Arc<dyn Seat>,
     ) -> ViewerId {
         let (id, outcome, effects) = {
             let mut s = self.lock();
-            let (id, outcome) = s.control.join(name, permission);
+            let (id, outcome) = s.control.join(name, permission, owner);
             s.seats.push((id, seat));
             let effects = Effects::of(&s, &outcome);
             (id, outcome, effects)
@@ -363,15 +379,45 @@ mod tests {
         Outcome::Handover { from, to }
     }
 
+    impl Control {
+        fn join_(&mut self, name: Option<&str>, permission: Permission) -> (ViewerId, Outcome) {
+            self.join(name, permission, None)
+        }
+    }
+
+    #[test]
+    fn a_viewer_back_on_the_holders_link_takes_over_its_control() {
+        let mut c = Control::default();
+        let (alice, _) = c.join(Some("alice"), Permission::Control, Some("link-a"));
+        let (bob, o) = c.join(Some("bob"), Permission::Control, Some("link-b"));
+        assert_eq!(o, Outcome::Noted, "another link waits its turn");
+        let (alice2, o) = c.join(Some("alice"), Permission::Control, Some("link-a"));
+        assert_eq!(
+            o,
+            handover(Some(alice), Some(alice2)),
+            "alice reloaded her page"
+        );
+        assert_eq!(
+            c.leave(alice),
+            Outcome::Noted,
+            "her old session going changes nothing"
+        );
+        assert!(c.is_holder(alice2) && !c.is_holder(bob));
+        let (_, o) = c.join(None, Permission::View, Some("link-a"));
+        assert_eq!(o, Outcome::Noted, "a view link never takes control");
+        let (_, o) = c.join(None, Permission::Control, None);
+        assert_eq!(o, Outcome::Noted, "no link known: no takeover");
+    }
+
     #[test]
     fn the_first_viewer_that_may_control_holds_control() {
         let mut c = Control::default();
-        let (watcher, o) = c.join(Some("wendy"), Permission::View);
+        let (watcher, o) = c.join_(Some("wendy"), Permission::View);
         assert_eq!(o, Outcome::Noted);
         assert_eq!(c.holder(), None, "a view link never holds control");
-        let (alice, o) = c.join(Some("alice"), Permission::Control);
+        let (alice, o) = c.join_(Some("alice"), Permission::Control);
         assert_eq!(o, handover(None, Some(alice)));
-        let (bob, o) = c.join(Some("bob"), Permission::Control);
+        let (bob, o) = c.join_(Some("bob"), Permission::Control);
         assert_eq!(o, Outcome::Noted);
         assert!(c.is_holder(alice) && !c.is_holder(bob) && !c.is_holder(watcher));
     }
@@ -379,8 +425,8 @@ mod tests {
     #[test]
     fn request_then_give() {
         let mut c = Control::default();
-        let (alice, _) = c.join(Some("alice"), Permission::Control);
-        let (bob, _) = c.join(Some("bob"), Permission::Control);
+        let (alice, _) = c.join_(Some("alice"), Permission::Control);
+        let (bob, _) = c.join_(Some("bob"), Permission::Control);
         assert_eq!(c.command(bob, &Command::Request), Outcome::Noted);
         assert_eq!(c.command(bob, &Command::Request), Outcome::Unchanged);
         let AgentToViewer::Control {
@@ -426,9 +472,9 @@ mod tests {
     #[test]
     fn release_passes_control_to_the_first_that_asked_or_to_nobody() {
         let mut c = Control::default();
-        let (alice, _) = c.join(None, Permission::Control);
-        let (bob, _) = c.join(None, Permission::Control);
-        let (carol, _) = c.join(None, Permission::Control);
+        let (alice, _) = c.join_(None, Permission::Control);
+        let (bob, _) = c.join_(None, Permission::Control);
+        let (carol, _) = c.join_(None, Permission::Control);
         c.command(carol, &Command::Request);
         c.command(bob, &Command::Request);
         assert_eq!(
@@ -458,15 +504,15 @@ mod tests {
     #[test]
     fn only_admin_takes_and_view_never_controls() {
         let mut c = Control::default();
-        let (alice, _) = c.join(None, Permission::Control);
-        let (bob, _) = c.join(None, Permission::Control);
-        let (root, o) = c.join(Some("root"), Permission::Admin);
+        let (alice, _) = c.join_(None, Permission::Control);
+        let (bob, _) = c.join_(None, Permission::Control);
+        let (root, o) = c.join_(Some("root"), Permission::Admin);
         assert_eq!(
             o,
             Outcome::Noted,
             "an admin joining does not take by itself"
         );
-        let (watcher, _) = c.join(None, Permission::View);
+        let (watcher, _) = c.join_(None, Permission::View);
         assert_eq!(
             c.command(bob, &Command::Take),
             Outcome::Refused("only an admin link can take control")
@@ -502,15 +548,15 @@ mod tests {
     #[test]
     fn the_holder_leaving_passes_control_on() {
         let mut c = Control::default();
-        let (alice, _) = c.join(None, Permission::Control);
-        let (bob, _) = c.join(None, Permission::Control);
+        let (alice, _) = c.join_(None, Permission::Control);
+        let (bob, _) = c.join_(None, Permission::Control);
         assert_eq!(c.leave(bob), Outcome::Noted);
-        let (carol, _) = c.join(None, Permission::Control);
+        let (carol, _) = c.join_(None, Permission::Control);
         c.command(carol, &Command::Request);
         assert_eq!(c.leave(alice), handover(Some(alice), Some(carol)));
         assert_eq!(c.leave(carol), handover(Some(carol), None));
         assert_eq!(c.leave(carol), Outcome::Unchanged);
-        let (dave, o) = c.join(None, Permission::Control);
+        let (dave, o) = c.join_(None, Permission::Control);
         assert_eq!(
             o,
             handover(None, Some(dave)),
@@ -521,9 +567,9 @@ mod tests {
     #[test]
     fn names_default_and_are_bounded() {
         let mut c = Control::default();
-        let (a, _) = c.join(None, Permission::View);
-        let (_, _) = c.join(Some("  "), Permission::View);
-        let (_, _) = c.join(Some(&"x".repeat(500)), Permission::View);
+        let (a, _) = c.join_(None, Permission::View);
+        let (_, _) = c.join_(Some("  "), Permission::View);
+        let (_, _) = c.join_(Some(&"x".repeat(500)), Permission::View);
         let AgentToViewer::Control { viewers, .. } = c.message(a) else {
             panic!()
         };
@@ -552,8 +598,8 @@ mod tests {
         let room = Room::default();
         let a = Arc::new(Recorder::default());
         let b = Arc::new(Recorder::default());
-        let ia = room.join(Some("a"), Permission::Control, a.clone());
-        let ib = room.join(Some("b"), Permission::Admin, b.clone());
+        let ia = room.join(Some("a"), Permission::Control, None, a.clone());
+        let ib = room.join(Some("b"), Permission::Admin, None, b.clone());
         assert_eq!(
             a.sent.lock().unwrap().len(),
             2,

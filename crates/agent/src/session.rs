@@ -205,6 +205,7 @@ impl Session {
                 hub.capture_restarter(),
                 room,
                 grant.name.as_deref(),
+                grant.owner.as_deref(),
             )
         });
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,

@@ -2,7 +2,8 @@
 //! browsers connect to sessions with remote control on one Xvfb (two `control` links and one
 //! `admin` link, sharing the agent's room); each sends pointer moves on its `input` data
 //! channel, and the X server's pointer position says whose input landed: the first to connect
-//! holds control, the others' input is refused; request + give hands it over; the admin takes it.
+//! holds control, the others' input is refused; request + give hands it over; the admin takes it;
+//! the holder leaving (its session ending, or its input channel closing) passes it on.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -248,6 +249,33 @@ async fn only_the_viewer_in_control_moves_the_pointer() {
         5,
         "alice in control again",
         |p| holder_seen_by(p[1]).as_deref() == Some(a.as_str()),
+    )
+    .await;
+
+    // Bob asks; Alice's page goes away (her input channel closes, her session stays a while):
+    // control passes to Bob at once.
+    send(&bob, r#"{"type":"requestControl"}"#);
+    until(
+        &mut [&mut alice, &mut bob],
+        5,
+        "alice sees the request",
+        |p| {
+            last_control(p[0]).is_some_and(|c| {
+                c["viewers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["id"] == b.as_str() && v["requested"] == true)
+            })
+        },
+    )
+    .await;
+    alice.browser.as_ref().unwrap().channel.close();
+    until(
+        &mut [&mut alice, &mut bob],
+        10,
+        "bob in control after alice's channel closed",
+        |p| holder_seen_by(p[1]).as_deref() == Some(b.as_str()),
     )
     .await;
 }

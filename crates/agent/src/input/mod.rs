@@ -120,6 +120,7 @@ pub struct SessionInput {
     clipboard_in: Mutex<ClipboardAssembler>,
     room: Room,
     name: Option<String>,
+    owner: Option<String>,
     /// Its seat in the room, once the `input` channel has opened.
     seat: Mutex<Option<ViewerId>>,
 }
@@ -158,6 +159,7 @@ impl SessionInput {
         capture: Option<CaptureHook>,
         room: &Room,
         name: Option<&str>,
+        owner: Option<&str>,
     ) -> Arc<SessionInput> {
         let out = Arc::new(Out::default());
         let x = match permission {
@@ -183,6 +185,7 @@ impl SessionInput {
             clipboard_in: Mutex::new(ClipboardAssembler::default()),
             room: room.clone(),
             name: name.map(str::to_owned),
+            owner: owner.map(str::to_owned),
             seat: Mutex::new(None),
         })
     }
@@ -198,10 +201,12 @@ impl SessionInput {
             x: self.x.as_ref().map(|x| x.tx.clone()),
             told_not_holder: self.told_not_holder.clone(),
         };
-        *seat = Some(
-            self.room
-                .join(self.name.as_deref(), self.permission, Arc::new(s)),
-        );
+        *seat = Some(self.room.join(
+            self.name.as_deref(),
+            self.permission,
+            self.owner.as_deref(),
+            Arc::new(s),
+        ));
     }
 
     fn seat(&self) -> Option<ViewerId> {
@@ -233,8 +238,13 @@ impl SessionInput {
             let me = Arc::downgrade(self);
             ch.connect_on_close(move |_| {
                 if let Some(me) = me.upgrade() {
-                    info!(session = %me.id, "input channel closed: releasing keys and buttons");
+                    info!(session = %me.id, "input channel closed: releasing keys and buttons, leaving the room");
                     me.out.lock().channel = None;
+                    // Gone as far as control goes (a page that went away); a new channel seats it again.
+                    let seat = me.seat.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(seat) = seat {
+                        me.room.leave(seat);
+                    }
                     if let Some(x) = &me.x {
                         let _ = x.tx.send(Cmd::ChannelClosed);
                     }
