@@ -100,20 +100,48 @@ impl Offline {
     }
 }
 
-/// Runs until `shutdown` resolves or the controller refuses the agent for good. On `shutdown`
-/// every session is ended with `shutting_down` (the controller tells the viewers) and every
-/// pipeline is stopped before this returns.
+/// What the agent's sessions share, built once by `main`: the media (captures, encoders, the
+/// fan-out) and the room (who holds control).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub media: MediaHub,
+    pub room: Room,
+}
+
+impl Shared {
+    /// The media for `config`, its counters reported at the agent's `/metrics`, and an empty room.
+    pub fn new(config: &Config) -> Self {
+        let media = MediaHub::new(config.media.clone());
+        crate::metrics::global().set_media(media.counters());
+        Shared {
+            media,
+            room: Room::default(),
+        }
+    }
+}
+
+/// `run_with` on what `Shared::new` builds.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), FatalError> {
+    let shared = Shared::new(&config);
+    run_with(config, shared, shutdown).await
+}
+
+/// Runs until `shutdown` resolves or the controller refuses the agent for good. On `shutdown`
+/// every session is ended with `shutting_down` (the controller tells the viewers) and every
+/// pipeline is stopped before this returns.
+pub async fn run_with(
+    config: Config,
+    shared: Shared,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), FatalError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentToController>();
-    let media = MediaHub::new(config.media.clone());
-    crate::metrics::global().set_media(media.counters());
     let mut sessions = Sessions {
         map: HashMap::new(),
-        media,
-        room: Room::default(),
+        media: shared.media,
+        room: shared.room,
     };
     let mut offline = Offline::default();
     let mut backoff = BACKOFF_START;
