@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::peers::{until, Peer};
 use common::Xvfb;
 use gstreamer as gst;
+use gstreamer::prelude::*;
 use vdesk_agent::codec::Codec;
 use vdesk_agent::media::{MediaHub, Rung};
 use vdesk_agent::pipeline::CaptureMode;
@@ -171,4 +172,59 @@ async fn a_viewer_on_a_bad_link_moves_to_the_low_rung_alone() {
     assert_eq!(counters.encoders(), 1);
     painter.paint(0x0000ff).unwrap();
     until(&mut [&mut bad], 10, "bad sees blue", |p| p[0].sees(BLUE)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_viewer_holds_nobody_back_and_its_backlog_stays_bounded() {
+    gst::init().unwrap();
+    let x = Xvfb::start();
+    let painter = x.painter();
+    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let counters = hub.counters();
+    let mut good = Peer::start("good", &hub, &[Codec::Vp8]).await;
+    until(&mut [&mut good], 20, "good sees red", |p| p[0].sees(RED)).await;
+    // A viewer whose pipeline never plays: nothing it is sent ever leaves its queue.
+    let stuck_pipeline = gst::Pipeline::new();
+    let stuck_src = gstreamer_app::AppSrc::builder().build();
+    let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+    stuck_pipeline
+        .add_many([stuck_src.upcast_ref::<gst::Element>(), &sink])
+        .unwrap();
+    stuck_src.link(&sink).unwrap();
+    let stuck = hub.viewer("stuck");
+    let key = good.session.as_ref().unwrap().stream().unwrap();
+    let subscription = hub.subscribe(key, &stuck, stuck_src).unwrap();
+    assert_eq!(
+        counters.encoders(),
+        1,
+        "the stuck viewer shares the encoder"
+    );
+    // The screen keeps changing: the good viewer follows every change.
+    for (fill, rgb) in [
+        (0x00ff00, GREEN),
+        (0x0000ff, BLUE),
+        (0xff0000, RED),
+        (0x00ff00, GREEN),
+    ] {
+        painter.paint(fill).unwrap();
+        until(&mut [&mut good], 10, "good follows the screen", |p| {
+            p[0].sees(rgb)
+        })
+        .await;
+    }
+    drop(subscription);
+    assert!(
+        counters
+            .frames_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the stuck viewer's frames were dropped, not kept"
+    );
+    assert_eq!(
+        stuck
+            .counters
+            .frames
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
