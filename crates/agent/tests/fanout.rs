@@ -212,6 +212,12 @@ async fn a_stuck_viewer_holds_nobody_back_and_its_backlog_stays_bounded() {
         })
         .await;
     }
+    // More frames than a queue holds (the still screen is repeated 10 times a second).
+    let seen = good.frames();
+    until(&mut [&mut good], 10, "20 more frames", |p| {
+        p[0].frames() >= seen + 20
+    })
+    .await;
     drop(subscription);
     assert!(
         counters
