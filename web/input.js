@@ -110,6 +110,11 @@ export function parseAgentMessage(text) {
       return Number.isInteger(m.width) && Number.isInteger(m.height) ? m : null;
     case 'notice':
       return typeof m.code === 'string' && typeof m.message === 'string' ? m : null;
+    case 'control': {
+      const viewer = (v) => v && typeof v === 'object' && typeof v.id === 'string' && typeof v.name === 'string' && typeof v.permission === 'string';
+      const ok = (m.holder === null || typeof m.holder === 'string') && typeof m.you === 'string' && Array.isArray(m.viewers) && m.viewers.every(viewer);
+      return ok ? m : null;
+    }
     default:
       return null;
   }
@@ -167,6 +172,40 @@ export class ClipboardAssembler {
   }
 }
 
+/**
+ * What the viewer page's control bar shows for a `control` message: a status line, the viewers
+ * (you first), the actions this viewer may take now (each {kind, label, to?}), and `quiet` when
+ * there is nothing worth showing (alone, in control).
+ */
+export function controlView(msg) {
+  if (!msg) return null;
+  const me = msg.viewers.find((v) => v.id === msg.you);
+  const holder = msg.viewers.find((v) => v.id === msg.holder);
+  const mine = msg.holder !== null && msg.holder === msg.you;
+  const status = mine ? 'You have control' : holder ? `${holder.name} has control` : 'Nobody has control';
+  const actions = [];
+  const permission = me?.permission ?? 'view';
+  if (mine) {
+    actions.push({ kind: 'release', label: 'Release control' });
+    for (const v of msg.viewers) {
+      if (v.id !== msg.you && v.requested) actions.push({ kind: 'give', label: `Give to ${v.name}`, to: v.id });
+    }
+  } else if (permission === 'control' || permission === 'admin') {
+    if (me?.requested) actions.push({ kind: 'release', label: 'Cancel request' });
+    else actions.push({ kind: 'request', label: 'Request control' });
+    if (permission === 'admin' && msg.holder !== null) actions.push({ kind: 'take', label: 'Take control' });
+  }
+  const viewers = [...msg.viewers]
+    .sort((a, b) => (a.id === msg.you ? -1 : b.id === msg.you ? 1 : 0))
+    .map((v) => ({
+      id: v.id,
+      text: `${v.name}${v.id === msg.you ? ' (you)' : ''}${v.id === msg.holder ? ' · in control' : ''}${v.requested ? ' · asks for control' : ''}${v.permission === 'view' ? ' · view only' : ''}`,
+    }));
+  // Alone and in control: nothing to say.
+  const quiet = mine && msg.viewers.length === 1;
+  return { status, mine, quiet, actions, viewers };
+}
+
 const PASTE_KEYS = (ev) => ((ev.ctrlKey || ev.metaKey) && (ev.key === 'v' || ev.key === 'V')) || (ev.shiftKey && ev.key === 'Insert');
 const COPY_KEYS = (ev) => (ev.ctrlKey || ev.metaKey) && ['c', 'C', 'x', 'X'].includes(ev.key);
 
@@ -177,7 +216,8 @@ const COPY_KEYS = (ev) => (ev.ctrlKey || ev.metaKey) && ['c', 'C', 'x', 'X'].inc
  * setGrant() with the session's grant. Until a grant that allows control arrives, nothing is
  * sent (view only): no keys, pointer, wheel, clipboard or resize, and page keys keep their
  * browser meaning. Events: 'cursor', 'clipboard' {text}, 'screensize' {width, height},
- * 'notice' {code, message}.
+ * 'notice' {code, message}, 'control' (who holds control and who watches: the agent's
+ * `control` message).
  */
 export class VdeskInput extends EventTarget {
   #video;
@@ -196,6 +236,8 @@ export class VdeskInput extends EventTarget {
   #observer = null;
   remoteClipboard = null;
   screenSize = null;
+  /** The agent's last `control` message (who holds control, who watches), or null. */
+  control = null;
 
   constructor(video, { scaling = 'fit', resize = false, clipboard = true, logger = globalThis.console } = {}) {
     super();
@@ -298,6 +340,33 @@ export class VdeskInput extends EventTarget {
       this.#log('debug', '[vdesk] input not sent:', e?.message ?? e);
       return false;
     }
+  }
+
+  /** Whether this viewer holds control (its input reaches the VM). */
+  get inControl() {
+    return !!this.control && this.control.holder !== null && this.control.holder === this.control.you;
+  }
+
+  /** Asks for control. */
+  requestControl() {
+    return this.#send({ type: 'requestControl' });
+  }
+
+  /** Gives up control (or withdraws a request). */
+  releaseControl() {
+    this.releaseAll();
+    return this.#send({ type: 'releaseControl' });
+  }
+
+  /** Hands control to viewer `id` (the holder only). */
+  giveControl(id) {
+    this.releaseAll();
+    return this.#send({ type: 'giveControl', to: String(id) });
+  }
+
+  /** Takes control (an admin link only). */
+  takeControl() {
+    return this.#send({ type: 'takeControl' });
   }
 
   /** Keys go out in order, after any clipboard sync started before them. */
@@ -508,6 +577,10 @@ export class VdeskInput extends EventTarget {
       case 'notice':
         this.#log('warn', `[vdesk] agent: ${m.message} (${m.code})`);
         this.#emit('notice', { code: m.code, message: m.message });
+        break;
+      case 'control':
+        this.control = m;
+        this.#emit('control', m);
         break;
     }
   }

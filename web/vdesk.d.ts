@@ -218,6 +218,27 @@ export interface ResizeMessage {
   height: number;
 }
 
+/** Ask for control (granted at once when nobody holds it; otherwise the holder sees the request). */
+export interface RequestControlMessage {
+  type: 'requestControl';
+}
+
+/** Give up control (it passes to the viewer that asked first), or withdraw a request. */
+export interface ReleaseControlMessage {
+  type: 'releaseControl';
+}
+
+/** Hand control to viewer `to` (an id from `control`); the holder only. */
+export interface GiveControlMessage {
+  type: 'giveControl';
+  to: string;
+}
+
+/** Take control from whoever holds it; an admin link only. */
+export interface TakeControlMessage {
+  type: 'takeControl';
+}
+
 /** Viewer -> agent (Rust: ViewerToAgent). */
 export type ViewerToAgent =
   | PointerMoveMessage
@@ -226,7 +247,11 @@ export type ViewerToAgent =
   | KeyMessage
   | ReleaseAllMessage
   | ClipboardMessage
-  | ResizeMessage;
+  | ResizeMessage
+  | RequestControlMessage
+  | ReleaseControlMessage
+  | GiveControlMessage
+  | TakeControlMessage;
 
 /** The VM's cursor: straight-alpha RGBA, base64; 0×0 = hidden. */
 export interface CursorMessage {
@@ -251,8 +276,26 @@ export interface NoticeMessage {
   message: string;
 }
 
+/** One viewer of the VM, as every viewer sees it. */
+export interface ControlViewer {
+  /** The agent's id for the viewer (not its session id). */
+  id: string;
+  name: string;
+  permission: Permission;
+  /** Asked for control and waits for it. */
+  requested?: boolean;
+}
+
+/** Who holds control (null: nobody), who watches, and which one is you; on every change. */
+export interface ControlMessage {
+  type: 'control';
+  holder: string | null;
+  you: string;
+  viewers: ControlViewer[];
+}
+
 /** Agent -> viewer (Rust: AgentToViewer). */
-export type AgentToViewer = CursorMessage | ClipboardMessage | ScreenSizeMessage | NoticeMessage;
+export type AgentToViewer = CursorMessage | ClipboardMessage | ScreenSizeMessage | NoticeMessage | ControlMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Stages and errors
@@ -402,6 +445,8 @@ export interface VdeskInputEventMap {
   clipboard: CustomEvent<{ text: string }>;
   screensize: CustomEvent<{ width: number; height: number }>;
   notice: CustomEvent<{ code: string; message: string }>;
+  /** Who holds control and who watches (also in `control`). */
+  control: CustomEvent<ControlMessage>;
 }
 
 /** Remote control of one viewer (`viewer.input`). */
@@ -436,6 +481,18 @@ export class VdeskInput extends EventTarget {
   sendClipboard(text: string): boolean;
   /** Releases every key and button held (done on blur, hidden page, channel close). */
   releaseAll(): void;
+  /** The agent's last word on who holds control, or null before it spoke. */
+  readonly control: ControlMessage | null;
+  /** Whether this viewer holds control (its input reaches the VM). */
+  readonly inControl: boolean;
+  /** Asks for control; false if the channel is not open. */
+  requestControl(): boolean;
+  /** Gives up control (or withdraws a request). */
+  releaseControl(): boolean;
+  /** Hands control to viewer `id` (the holder only). */
+  giveControl(id: string): boolean;
+  /** Takes control (an admin link only). */
+  takeControl(): boolean;
   addEventListener<K extends keyof VdeskInputEventMap>(
     type: K,
     listener: (this: VdeskInput, ev: VdeskInputEventMap[K]) => unknown,

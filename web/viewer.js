@@ -1,6 +1,7 @@
 // viewer.js: the script of the /vm/{vmId} page. It takes the VM id from the address, runs a
-// VdeskViewer on <video id="screen">, and turns its events into the loading overlay and the error
-// panel. All WebRTC and signalling lives in vdesk.js; nothing here talks to the network.
+// VdeskViewer on <video id="screen">, and turns its events into the loading overlay, the error
+// panel and the control bar (who holds control, who watches: `controlView` in input.js). All
+// WebRTC and signalling lives in vdesk.js; nothing here talks to the network.
 
 import {
   VdeskViewer,
@@ -15,6 +16,7 @@ import {
   vmIdFromPath,
 } from './vdesk.js';
 import { StatsOverlay, isToggleKey } from './stats.js';
+import { controlView } from './input.js';
 
 const $ = (id) => document.getElementById(id);
 const video = $('screen');
@@ -27,6 +29,57 @@ const retryButton = $('retry-now');
 const vmId = vmIdFromPath(location.pathname);
 document.title = vmId ? `vdesk — ${vmId}` : 'vdesk';
 for (const el of document.querySelectorAll('.vm-id')) el.textContent = vmId ?? '';
+
+/** Renders `controlView` into `root` (a status line, the viewers, the buttons), hidden when quiet. */
+class ControlBar {
+  #root;
+  #input;
+
+  constructor(root, input) {
+    this.#root = root;
+    this.#input = input;
+    input.addEventListener('control', (ev) => this.render(ev.detail));
+  }
+
+  render(msg) {
+    const view = controlView(msg);
+    const root = this.#root;
+    if (!view || view.quiet) {
+      root.hidden = true;
+      return;
+    }
+    root.hidden = false;
+    root.classList.toggle('mine', view.mine);
+    const doc = root.ownerDocument;
+    root.replaceChildren();
+    const status = doc.createElement('p');
+    status.className = 'control-status';
+    status.textContent = view.status;
+    const list = doc.createElement('ul');
+    list.className = 'control-viewers';
+    for (const v of view.viewers) {
+      const li = doc.createElement('li');
+      li.textContent = v.text;
+      list.append(li);
+    }
+    const buttons = doc.createElement('div');
+    buttons.className = 'control-actions';
+    for (const a of view.actions) {
+      const b = doc.createElement('button');
+      b.type = 'button';
+      b.textContent = a.label;
+      b.dataset.action = a.kind;
+      b.addEventListener('click', () => {
+        if (a.kind === 'request') this.#input.requestControl();
+        else if (a.kind === 'release') this.#input.releaseControl();
+        else if (a.kind === 'give') this.#input.giveControl(a.to);
+        else if (a.kind === 'take') this.#input.takeControl();
+      });
+      buttons.append(b);
+    }
+    root.append(status, list, buttons);
+  }
+}
 
 let countdownTimer = null;
 
@@ -114,6 +167,8 @@ if (!isValidVmId(vmId)) {
     iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
   });
   window.vdeskViewer = viewer;
+  // Who holds control, who watches, and the request / release / give / take buttons.
+  if (viewer.input) new ControlBar($('control-bar'), viewer.input);
 
   viewer.addEventListener('stage', ({ detail: { stage } }) => {
     if (stage === 'streaming') {

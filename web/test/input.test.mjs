@@ -279,6 +279,36 @@ describe('VdeskInput', () => {
     assert.deepEqual(got, ['small']);
     input.detach();
   });
+  it('follows who holds control and asks for it', () => {
+    const video = new EventTarget();
+    const input = new VdeskInput(video, { logger: null, clipboard: false });
+    input.setGrant({ permission: 'admin', clipboard: 'both' });
+    const ch = channel();
+    input.attach(ch, channel());
+    const seen = [];
+    input.addEventListener('control', (ev) => seen.push(ev.detail.holder));
+    assert.equal(input.control, null);
+    assert.equal(input.inControl, false);
+    const msg = fixtures.messages.find((m) => m.name === 'agentControl').json;
+    ch.onmessage({ data: JSON.stringify(msg) });
+    assert.equal(input.inControl, false, 'alice holds it, this is bob');
+    assert.deepEqual(seen, ['1']);
+    ch.onmessage({ data: JSON.stringify({ ...msg, holder: '2' }) });
+    assert.equal(input.inControl, true);
+    assert.equal(input.requestControl(), true);
+    assert.equal(input.giveControl(3), true);
+    assert.equal(input.releaseControl(), true);
+    assert.equal(input.takeControl(), true);
+    assert.deepEqual(
+      ch.sent.map((m) => m.type),
+      ['requestControl', 'giveControl', 'releaseControl', 'takeControl'],
+      'nothing held: no releaseAll before a handover',
+    );
+    assert.deepEqual(ch.sent[1], { type: 'giveControl', to: '3' });
+    ch.onmessage({ data: JSON.stringify({ type: 'control', holder: 5, you: '2', viewers: [] }) });
+    assert.equal(input.inControl, true, 'an unreadable control message changes nothing');
+    input.detach();
+  });
 });
 
 describe('grant rules', () => {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A video codec the agent can encode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     H264,
     Vp8,

@@ -4,11 +4,13 @@
 pub mod capture;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod encoder;
 pub mod expiry;
 pub mod guard;
 pub mod ice;
 pub mod input;
+pub mod media;
 pub mod metrics;
 pub mod pacing;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! `vdesk-agent`: the composition root. Parse and check the configuration, check the GStreamer
-//! plugins, then hand over to the signalling loop until Ctrl-C or SIGTERM.
+//! plugins, build what the sessions share (the media, the control room), then hand over to the
+//! signalling loop until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 
@@ -63,7 +64,9 @@ async fn main() -> ExitCode {
         },
         None => None,
     };
-    match signalling::run(config, shutdown_signal()).await {
+    // What every session shares: the media (one capture and encoder per stream) and the room.
+    let shared = signalling::Shared::new(&config);
+    match signalling::run_with(config, shared, shutdown_signal()).await {
         Ok(()) => {
             info!("stopped");
             ExitCode::SUCCESS

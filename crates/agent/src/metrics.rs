@@ -4,6 +4,7 @@
 //! reads); [`serve`] is a deliberately tiny HTTP/1.1 responder for `GET /metrics`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -15,9 +16,14 @@ use vdesk_protocol::metrics::{
 };
 use vdesk_protocol::{SessionId, SessionStats};
 
-/// The last stats of every live session, by session id.
+use crate::media::MediaCounters;
+
+/// The last stats of every live session, by session id, and the shared media's counters.
 #[derive(Debug, Clone, Default)]
-pub struct Registry(Arc<Mutex<BTreeMap<SessionId, SessionStats>>>);
+pub struct Registry(
+    Arc<Mutex<BTreeMap<SessionId, SessionStats>>>,
+    Arc<Mutex<Option<Arc<MediaCounters>>>>,
+);
 
 /// The process's registry: sessions write to it whether or not the endpoint is served (one
 /// map of a few entries; cheaper than threading a handle through every session constructor).
@@ -39,10 +45,18 @@ impl Registry {
         self.lock().remove(id);
     }
 
+    /// The agent's shared media, whose encoders and captures are reported.
+    pub fn set_media(&self, counters: Arc<MediaCounters>) {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(counters);
+    }
+
     /// The metrics text for this agent (`vm` label on every session).
     pub fn render(&self, vm: &str) -> String {
         let map = self.lock();
         let mut out = render(vm, &map);
+        if let Some(media) = &*self.1.lock().unwrap_or_else(|p| p.into_inner()) {
+            render_media(&mut out, media);
+        }
         crate::stage_timing::global().render(&mut out);
         out
     }
@@ -71,6 +85,45 @@ pub fn render(vm: &str, sessions: &BTreeMap<SessionId, SessionStats>) -> String 
         .collect();
     write_session_metrics(&mut out, &samples);
     out
+}
+
+/// The shared media's gauges and counters.
+pub fn render_media(out: &mut String, media: &MediaCounters) {
+    let get = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed) as f64;
+    for (name, kind, help, value) in [
+        (
+            "vdesk_agent_encoders",
+            "gauge",
+            "Encoders running now (one per codec and quality rung, shared by their viewers).",
+            get(&media.encoders),
+        ),
+        (
+            "vdesk_agent_captures",
+            "gauge",
+            "Screen captures running now.",
+            get(&media.captures),
+        ),
+        (
+            "vdesk_agent_encoders_started_total",
+            "counter",
+            "Encoders started so far.",
+            get(&media.encoders_started),
+        ),
+        (
+            "vdesk_agent_keyframes_forced_total",
+            "counter",
+            "Keyframes forced (viewers joining, PLI/FIR, viewers behind), after the per-encoder limit.",
+            get(&media.keyframes_forced),
+        ),
+        (
+            "vdesk_agent_frames_dropped_total",
+            "counter",
+            "Encoded frames viewers did not get (behind, or waiting for a keyframe).",
+            get(&media.frames_dropped),
+        ),
+    ] {
+        write_family(out, name, kind, help, &[(String::new(), value)]);
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. Anything else gets a 404;
@@ -177,6 +230,11 @@ mod tests {
         }
         r.remove(&id('a'));
         assert!(r.render("demo").contains("vdesk_agent_sessions 1\n"));
+        assert!(!r.render("demo").contains("vdesk_agent_encoders"));
+        let media = Arc::new(MediaCounters::default());
+        media.encoders.store(2, Ordering::Relaxed);
+        r.set_media(media);
+        assert!(r.render("demo").contains("vdesk_agent_encoders 2\n"));
     }
 
     #[test]

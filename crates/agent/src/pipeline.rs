@@ -1,14 +1,14 @@
-//! The media pipeline of one session, `ximagesrc -> videoconvert -> encoder -> payloader ->
+//! The pipeline of one session, `appsrc (encoded frames from the media part) -> payloader ->
 //! webrtcbin`, built element by element (no `parse::launch`, so no string from the network or
-//! the command line is ever parsed as pipeline syntax), and `PipelineGuard`, whose `Drop` sets
-//! the pipeline to `Null` so a dropped session can never leak an encoder or a socket.
+//! the command line is ever parsed as pipeline syntax); the settings every pipeline shares; and
+//! `PipelineGuard`, whose `Drop` sets a pipeline to `Null` so a dropped session or encoder can
+//! never leak an element, a thread or a socket.
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::capture::{self, CaptureSettings};
+use crate::capture;
 use crate::codec::{Codec, CodecChoice, PLAYOUT_DELAY_URI, TWCC_URI};
-use crate::encoder;
 
 /// How the screen is captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,14 @@ pub struct PipelineGuard {
 }
 
 impl PipelineGuard {
+    /// Takes ownership of `pipeline` (and of the capture thread that feeds it, if any).
+    pub fn new(pipeline: gst::Pipeline, capture: Option<capture::Capture>) -> Self {
+        Self {
+            pipeline,
+            _capture: capture,
+        }
+    }
+
     pub fn pipeline(&self) -> &gst::Pipeline {
         &self.pipeline
     }
@@ -69,33 +77,6 @@ impl Drop for PipelineGuard {
             tracing::warn!(pipeline = %self.pipeline.name(), "could not stop pipeline: {err}");
         }
     }
-}
-
-/// Stops (`false`) and restarts (`true`) the capture element of a running pipeline: after a
-/// screen size change, `ximagesrc` has to reopen the display to capture the new size, and
-/// restarting it alone renegotiates the caps downstream (the encoder reconfigures) without
-/// touching the WebRTC connection.
-pub fn capture_restarter(
-    pipeline: &gst::Pipeline,
-) -> Option<std::sync::Arc<dyn Fn(bool) + Send + Sync>> {
-    let src = pipeline.by_name("capture")?;
-    if src.is::<gstreamer_app::AppSrc>() {
-        // Damage-driven capture follows size changes by itself (see `capture.rs`).
-        return None;
-    }
-    Some(std::sync::Arc::new(move |run: bool| {
-        let r = if run {
-            src.sync_state_with_parent().map_err(|e| e.to_string())
-        } else {
-            src.set_state(gst::State::Null)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = r {
-            let what = if run { "restart" } else { "stop" };
-            tracing::warn!("could not {what} the capture: {e}");
-        }
-    }))
 }
 
 /// Why a pipeline could not be built.
@@ -111,7 +92,10 @@ pub enum PipelineError {
     Capture(#[from] capture::CaptureError),
 }
 
-fn make(factory: &'static str, name: Option<&str>) -> Result<gst::Element, PipelineError> {
+pub(crate) fn make(
+    factory: &'static str,
+    name: Option<&str>,
+) -> Result<gst::Element, PipelineError> {
     let mut builder = gst::ElementFactory::make(factory);
     if let Some(name) = name {
         builder = builder.name(name);
@@ -121,67 +105,20 @@ fn make(factory: &'static str, name: Option<&str>) -> Result<gst::Element, Pipel
         .map_err(|_| PipelineError::MissingElement(factory))
 }
 
-/// Builds the sending pipeline for `choice`. The returned `webrtcbin` is named `webrtc`; its
-/// `sink_0` pad is linked to the payloader, so it has one video transceiver before the offer is
-/// applied (webrtcbin matches it to the offer's video m-line).
+/// Builds a session's sending pipeline for `choice`: an `appsrc` named "media" that takes the
+/// encoded frames of the shared encoder (`media::MediaHub`), the payloader, and `webrtcbin`
+/// (named "webrtc"), whose `sink_0` pad is linked to the payloader, so it has one video
+/// transceiver before the offer is applied (webrtcbin matches it to the offer's video m-line).
 pub fn build(
     name: &str,
-    media: &MediaSettings,
     choice: &CodecChoice,
-) -> Result<(PipelineGuard, gst::Element), PipelineError> {
+) -> Result<(PipelineGuard, gst::Element, gstreamer_app::AppSrc), PipelineError> {
     let pipeline = gst::Pipeline::with_name(name);
-
-    let (mut chain, capture) = match media.capture {
-        CaptureMode::Ximagesrc => {
-            let src = make("ximagesrc", Some("capture"))?;
-            src.set_property("display-name", &media.display);
-            src.set_property("use-damage", false);
-            src.set_property("show-pointer", media.show_pointer);
-            let rate = make("capsfilter", None)?;
-            rate.set_property(
-                "caps",
-                gst::Caps::builder("video/x-raw")
-                    .field("framerate", gst::Fraction::new(media.framerate as i32, 1))
-                    .build(),
-            );
-            (vec![src, rate], None)
-        }
-        CaptureMode::Damage => {
-            let src = gstreamer_app::AppSrc::builder().name("capture").build();
-            let capture = capture::start(
-                &media.display,
-                &src,
-                CaptureSettings {
-                    max_fps: media.framerate,
-                    idle: std::time::Duration::from_secs_f64(
-                        1.0 / f64::from(media.still_fps.max(1)),
-                    ),
-                },
-            )?;
-            (vec![src.upcast()], Some(capture))
-        }
-    };
-    let guard = PipelineGuard {
-        pipeline: pipeline.clone(),
-        _capture: capture,
-    };
-    let convert = make("videoconvert", None)?;
-    let i420 = make("capsfilter", None)?;
-    i420.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .build(),
-    );
-    // Never queue stale frames in front of the encoder: keep only the newest.
-    let queue = make("queue", None)?;
-    queue.set_property("max-size-buffers", 1u32);
-    queue.set_property("max-size-bytes", 0u32);
-    queue.set_property("max-size-time", 0u64);
-    queue.set_property_from_str("leaky", "downstream");
-
-    chain.extend([convert, i420, queue]);
-    chain.extend(encoder_chain(media, choice)?);
+    let guard = PipelineGuard::new(pipeline.clone(), None);
+    // Never blocks the thread that feeds it (media/mod.rs looks at its level before pushing).
+    let src = crate::media::source::live_appsrc("media", MEDIA_QUEUE);
+    src.set_caps(Some(&crate::media::source::encoded_caps(choice.codec)));
+    let mut chain: Vec<gst::Element> = vec![src.clone().upcast(), payloader(choice)?];
 
     let rtp_caps = make("capsfilter", None)?;
     // The SSRC is fixed here, so that webrtcbin knows it when it writes the answer and can
@@ -235,8 +172,11 @@ pub fn build(
         .ok_or_else(|| PipelineError::Link("empty chain".into()))?;
     last.link_pads(None, &webrtc, Some("sink_0"))
         .map_err(|e| PipelineError::Link(format!("payloader -> webrtcbin: {e}")))?;
-    Ok((guard, webrtc))
+    Ok((guard, webrtc, src))
 }
+
+/// Encoded frames a session's `appsrc` holds before the media part keeps the next ones back.
+pub const MEDIA_QUEUE: u64 = 2;
 
 /// A random SSRC (RFC 3550 wants it random), without a random-number crate: std's hasher is
 /// seeded randomly per process, and the time and a counter make each call differ.
@@ -317,16 +257,8 @@ fn add_playout_delay_probe(element: &gst::Element, id: u8) {
     );
 }
 
-/// Encoder and payloader, tuned for latency: no lookahead, no B-frames, realtime speed. The
-/// encoder element is the one `encoder::for_codec` says (software unless a hardware one was
-/// chosen at start-up); its settings are in `encoder.rs`.
-fn encoder_chain(
-    media: &MediaSettings,
-    choice: &CodecChoice,
-) -> Result<Vec<gst::Element>, PipelineError> {
-    let pt = u32::from(choice.payload_type);
-    let kind = encoder::for_codec(choice.codec);
-    let mut chain = encoder::make(kind, media.bitrate_kbps).map_err(PipelineError::Encoder)?;
+/// The payloader of `choice`, tuned for latency, with the offer's payload type.
+fn payloader(choice: &CodecChoice) -> Result<gst::Element, PipelineError> {
     let pay = match choice.codec {
         Codec::Vp8 => {
             let pay = make("rtpvp8pay", None)?;
@@ -345,10 +277,9 @@ fn encoder_chain(
             pay
         }
     };
-    pay.set_property("pt", pt);
+    pay.set_property("pt", u32::from(choice.payload_type));
     pay.set_property("mtu", 1200u32);
-    chain.push(pay);
-    Ok(chain)
+    Ok(pay)
 }
 
 /// Initializes GStreamer and checks that every element a session needs is installed, naming the
@@ -376,7 +307,9 @@ fn needed_elements(codecs: &[Codec]) -> Vec<(&'static str, &'static str)> {
     let mut needed = vec![
         ("ximagesrc", "gstreamer1.0-x"),
         ("appsrc", "gstreamer1.0-plugins-base"),
+        ("appsink", "gstreamer1.0-plugins-base"),
         ("videoconvert", "gstreamer1.0-plugins-base"),
+        ("videoscale", "gstreamer1.0-plugins-base"),
         ("queue", "libgstreamer1.0-0"),
         ("webrtcbin", "gstreamer1.0-plugins-bad"),
         ("nicesrc", "gstreamer1.0-nice"),
@@ -418,22 +351,6 @@ pub fn warm_up(codecs: &[Codec]) -> std::time::Duration {
         let _ = gst::ElementFactory::make(name).build();
     }
     start.elapsed()
-}
-
-/// Asks the session's encoder for a keyframe now (as a PLI from the browser would). Called when
-/// the peer connection comes up: frames encoded before DTLS completed were dropped, and the
-/// browser must not wait for its own keyframe request to make a round trip.
-pub fn request_keyframe(pipeline: &gst::Pipeline) -> bool {
-    let Some(pad) = pipeline
-        .by_name("encoder")
-        .and_then(|e| e.static_pad("src"))
-    else {
-        return false;
-    };
-    let event = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
-        .all_headers(true)
-        .build();
-    pad.send_event(event)
 }
 
 #[cfg(test)]

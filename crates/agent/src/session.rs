@@ -1,8 +1,11 @@
 //! One session = one real WebRTC peer (`webrtcbin`) answering one viewer's offer: applies the
 //! offer, sends back webrtcbin's own answer, trickles candidates both ways (holding the viewer's
-//! until the offer is applied), and reports ICE / DTLS / peer-connection states. It never talks
-//! to the network itself: everything it has to say goes out as `AgentToController` messages on
-//! a channel, and dropping the `Session` frees its pipeline.
+//! until the offer is applied), and reports ICE / DTLS / peer-connection states. Its pipeline
+//! starts at an `appsrc` that the shared media part (`media::MediaHub`) fills with the encoded
+//! frames of the stream its codec chose, from the moment the peer connection is up (no encoder
+//! works for a viewer that has not connected). It never talks to the network itself: everything
+//! it has to say goes out as `AgentToController` messages on a channel, and dropping the
+//! `Session` frees its pipeline and takes it off the shared stream.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,9 +22,10 @@ use vdesk_protocol::{
 };
 
 use crate::codec::{self, Codec, CodecChoice};
-use crate::encoder;
+use crate::control::Room;
 use crate::ice;
 use crate::input::{InputSettings, SessionInput};
+use crate::media::{self, MediaHub, Rung, StreamKey, Subscription, Viewer};
 use crate::pipeline::{self, MediaSettings, PipelineGuard};
 use crate::rate::RateLimits;
 use crate::stats::{self, StatsSink, StatsTask};
@@ -37,6 +41,8 @@ pub enum SessionError {
     BadOffer,
     #[error("could not start the pipeline: {0}")]
     Start(String),
+    #[error("{0}")]
+    Media(#[from] media::MediaError),
 }
 
 /// Where the viewer's candidates go: held until the offer has been applied, then added.
@@ -70,8 +76,35 @@ pub struct Session {
     _stats: Option<StatsTask>,
     /// Ends the session (`link_expired`) at the grant's `expires_at`, controller or not.
     _expiry: Option<crate::expiry::ExpiryTimer>,
-    // Last field: dropped after the signal handlers' owners above.
+    // Dropped after the signal handlers' owners above.
     _pipeline: PipelineGuard,
+    // Last field: off the shared stream once the pipeline has stopped.
+    media: Arc<SessionMedia>,
+}
+
+/// The session's place in the shared media: its viewer, the stream it takes, and the
+/// subscription once the peer is connected.
+#[derive(Debug)]
+struct SessionMedia {
+    hub: MediaHub,
+    key: StreamKey,
+    viewer: Arc<Viewer>,
+    src: gstreamer_app::AppSrc,
+    subscription: Mutex<Option<Subscription>>,
+}
+
+impl SessionMedia {
+    /// Starts the media (once): called when the peer connection is up.
+    fn start(&self) -> Result<(), media::MediaError> {
+        let mut sub = lock(&self.subscription);
+        if sub.is_none() {
+            *sub = Some(
+                self.hub
+                    .subscribe(self.key, &self.viewer, self.src.clone())?,
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Sends a message for this session, ignoring a closed channel (the agent is shutting down).
@@ -119,7 +152,8 @@ impl StatsSink for Outbox {
 
 impl Session {
     /// Builds the pipeline, applies `offer_sdp` and starts answering. The answer and the local
-    /// candidates arrive on `tx` as they are made. No remote control (see `start_with_input`).
+    /// candidates arrive on `tx` as they are made. No remote control, and media of its own (a
+    /// `MediaHub` for this session alone; see `start_with_input` to share one).
     pub fn start(
         id: SessionId,
         offer_sdp: &str,
@@ -129,10 +163,10 @@ impl Session {
         tx: UnboundedSender<AgentToController>,
     ) -> Result<Session, SessionError> {
         Self::start_with_input(
+            &MediaHub::new(media.clone()),
             id,
             offer_sdp,
             ice_servers,
-            media,
             codecs,
             tx,
             SessionGrant::default(),
@@ -140,40 +174,34 @@ impl Session {
         )
     }
 
-    /// `start`, plus remote control through the viewer's data channels when `input` is given:
-    /// with `Permission::Control` the viewer's input goes into X and the viewer draws the cursor
-    /// (so the stream leaves it out); view-only input is dropped and the cursor stays in the
-    /// stream. The permission is remembered (reported again on `resume`).
+    /// `start` on the agent's shared media `hub`, plus remote control through the viewer's data
+    /// channels when `input` is given (with the agent's room: one viewer in control at a time): with `Permission::Control` the viewer's input goes into X
+    /// and the viewer draws the cursor (so its stream leaves it out); view-only input is dropped
+    /// and the viewer gets the stream with the cursor drawn in. The permission is remembered
+    /// (reported again on `resume`).
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_input(
+        hub: &MediaHub,
         id: SessionId,
         offer_sdp: &str,
         ice_servers: &[IceServer],
-        media: &MediaSettings,
         codecs: &[Codec],
         tx: UnboundedSender<AgentToController>,
         grant: SessionGrant,
-        input: Option<&InputSettings>,
+        input: Option<(&InputSettings, &Room)>,
     ) -> Result<Session, SessionError> {
         let permission = grant.permission;
-        let mut media = media.clone();
-        if input.is_some() && permission == Permission::View {
-            // A view-only viewer gets no cursor messages: the cursor goes into the picture.
-            media.show_pointer = true;
-        }
-        if media.show_pointer {
-            // Only ximagesrc draws the pointer (damage capture copies the screen without it).
-            media.capture = pipeline::CaptureMode::Ximagesrc;
-        }
-        let media = &media;
+        let settings = hub.settings();
+        // A view-only viewer gets no cursor messages: the cursor goes into the picture.
+        let pointer = settings.show_pointer || (input.is_some() && permission == Permission::View);
         let choice = codec::choose(offer_sdp, codecs)?;
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
-        let (guard, webrtc) = build_pipeline(&format!("session-{short}"), media, &choice)?;
-        let capture = pipeline::capture_restarter(guard.pipeline());
-        let input =
-            input.map(|s| SessionInput::start(id.clone(), permission, grant.clipboard, s, capture));
+        let (guard, webrtc, src) = pipeline::build(&format!("session-{short}"), &choice)?;
+        let input = input.map(|(s, room)| {
+            SessionInput::start(id.clone(), &grant, s, hub.capture_restarter(), room)
+        });
         info!(session = %id, codec = %choice.codec, pt = choice.payload_type,
               profile = choice.profile_level_id.as_deref().unwrap_or("-"), "codec chosen");
 
@@ -191,13 +219,30 @@ impl Session {
         }
 
         let out = Outbox { id: id.clone(), tx };
+        let viewer = hub.viewer(short);
+        {
+            let out = out.clone();
+            viewer.on_failure(move |reason| out.end(ErrorCode::AgentError, reason));
+        }
+        watch_keyframe_requests(&src, &viewer);
+        let media = Arc::new(SessionMedia {
+            hub: hub.clone(),
+            key: StreamKey {
+                codec: choice.codec,
+                rung: Rung::Full,
+                pointer,
+            },
+            viewer: viewer.clone(),
+            src,
+            subscription: Mutex::new(None),
+        });
         let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
         let sdp = Arc::new(Mutex::new(Descriptions {
             offer: offer_sdp.to_owned(),
             answer: None,
             choice: Some(choice.clone()),
         }));
-        connect_signals(&webrtc, &out, input.clone());
+        connect_signals(&webrtc, &out, input.clone(), Arc::downgrade(&media));
         watch_bus(guard.pipeline(), &out);
 
         // The payloader's transceiver only sends; the viewer's offer is recvonly. NACK on:
@@ -209,15 +254,6 @@ impl Session {
             t.set_direction(gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly);
             t.set_property("do-nack", true);
         }
-        let encoder = guard.pipeline().by_name("encoder");
-        let counters = match &encoder {
-            Some(e) => stats::watch_encoder(e),
-            None => Arc::default(),
-        };
-        if let (Some(capture), Some(encoder)) = (guard.pipeline().by_name("capture"), &encoder) {
-            crate::stage_timing::watch_encode(&capture, encoder, crate::stage_timing::global());
-        }
-
         guard
             .pipeline()
             .set_state(gst::State::Playing)
@@ -228,14 +264,14 @@ impl Session {
         let stats = stats::start(
             short.to_owned(),
             webrtc.clone(),
-            encoder.map(|encoder| stats::EncoderControl {
-                encoder,
+            Some(stats::EncoderControl {
+                target: viewer.clone(),
                 codec: choice.codec,
             }),
-            counters,
+            viewer.counters.clone(),
             RateLimits {
-                min_kbps: media.min_bitrate_kbps,
-                max_kbps: media.bitrate_kbps,
+                min_kbps: settings.min_bitrate_kbps,
+                max_kbps: settings.bitrate_kbps,
             },
             out.clone(),
         );
@@ -259,6 +295,7 @@ impl Session {
             _stats: Some(stats),
             _expiry: expiry,
             _pipeline: guard,
+            media,
         })
     }
 
@@ -281,6 +318,29 @@ impl Session {
         self.choice.codec
     }
 
+    /// The stream this session takes, once its peer is connected (`None` before).
+    pub fn stream(&self) -> Option<StreamKey> {
+        lock(&self.media.subscription)
+            .as_ref()
+            .and_then(|s| s.key())
+    }
+
+    /// Keeps this viewer's bitrate target at or under `kbps`, as a link that carries no more
+    /// would make its congestion controller do: its rung of the quality ladder and its
+    /// encoder's bitrate follow.
+    pub fn cap_target_kbps(&self, kbps: u32) {
+        self.media.viewer.set_ceiling_kbps(kbps);
+    }
+
+    /// Frames handed to this viewer's peer so far.
+    pub fn frames_sent(&self) -> u64 {
+        self.media
+            .viewer
+            .counters
+            .frames
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Adds one of the viewer's candidates, or holds it until the offer has been applied.
     pub fn add_remote_candidate(&self, candidate: IceCandidate) {
         let mut remote = lock(&self.remote);
@@ -291,31 +351,30 @@ impl Session {
     }
 }
 
-/// Builds the session's pipeline. When its hardware encoder cannot be made, linked or opened, the
-/// codec switches to software for this and every later session, and the pipeline is built again.
-fn build_pipeline(
-    name: &str,
-    media: &MediaSettings,
-    choice: &CodecChoice,
-) -> Result<(PipelineGuard, gst::Element), SessionError> {
-    let kind = encoder::for_codec(choice.codec);
-    let failure = match pipeline::build(name, media, choice) {
-        Ok((guard, webrtc)) => {
-            let opened = match guard.pipeline().by_name("encoder") {
-                Some(enc) => encoder::open(&enc),
-                None => Err("no encoder in the pipeline".into()),
-            };
-            match opened {
-                Ok(()) => return Ok((guard, webrtc)),
-                Err(reason) => reason,
-            }
-        }
-        Err(e) if kind.is_hardware() => e.to_string(),
-        Err(e) => return Err(e.into()),
+/// The viewer's keyframe requests (PLI/FIR, turned into force-key-unit events by the RTP
+/// session) reach the session's `appsrc`: they go to the shared encoder through its gate.
+fn watch_keyframe_requests(src: &gstreamer_app::AppSrc, viewer: &Arc<Viewer>) {
+    let Some(pad) = src.static_pad("src") else {
+        return;
     };
-    // Only a hardware encoder gets here (`encoder::open` passes software ones).
-    encoder::mark_failed(kind, &failure);
-    Ok(pipeline::build(name, media, choice)?)
+    let viewer = Arc::downgrade(viewer);
+    pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+        crate::guard::catch("keyframe request probe", gst::PadProbeReturn::Ok, || {
+            let is_key_request = match &info.data {
+                Some(gst::PadProbeData::Event(ev)) => ev
+                    .structure()
+                    .is_some_and(|s| s.name() == "GstForceKeyUnit"),
+                _ => false,
+            };
+            if is_key_request {
+                debug!("keyframe requested by the viewer");
+                if let Some(v) = viewer.upgrade() {
+                    v.request_keyframe();
+                }
+            }
+            gst::PadProbeReturn::Ok
+        })
+    });
 }
 
 /// Sets `offer` as the remote description, then answers it.
@@ -446,7 +505,12 @@ fn create_answer(webrtc: &gst::Element, out: &Outbox, descriptions: &Arc<Mutex<D
     webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, &promise]);
 }
 
-fn connect_signals(webrtc: &gst::Element, out: &Outbox, input: Option<Arc<SessionInput>>) {
+fn connect_signals(
+    webrtc: &gst::Element,
+    out: &Outbox,
+    input: Option<Arc<SessionInput>>,
+    media: std::sync::Weak<SessionMedia>,
+) {
     let o = out.clone();
     webrtc.connect("on-ice-candidate", false, move |values| {
         crate::guard::catch("on-ice-candidate", None, || {
@@ -500,10 +564,14 @@ fn connect_signals(webrtc: &gst::Element, out: &Outbox, input: Option<Arc<Sessio
             info!(session = %o.id, "peer connection state: {name}");
             o.state(format!("peer:{name}"));
             if state == S::Connected {
-                // What was encoded before DTLS completed never left: start with a keyframe.
-                let pipeline = w.parent().and_then(|p| p.downcast::<gst::Pipeline>().ok());
-                if !pipeline.is_some_and(|p| pipeline::request_keyframe(&p)) {
-                    debug!(session = %o.id, "could not ask the encoder for a keyframe");
+                // Media starts now, with a keyframe (the shared stream forces one for a joiner).
+                if let Some(media) = media.upgrade() {
+                    if let Err(e) = media.start() {
+                        o.end(
+                            ErrorCode::AgentError,
+                            format!("the media could not start: {e}"),
+                        );
+                    }
                 }
             }
             if state == S::Failed {
@@ -570,16 +638,6 @@ fn watch_bus(pipeline: &gst::Pipeline, out: &Outbox) {
                     .map(|s| s.path_string().to_string())
                     .unwrap_or_default();
                 warn!(session = %out.id, "pipeline error from {src}: {} ({:?})", err.error(), err.debug());
-                // A hardware encoder that fails while running: later sessions use software.
-                let from_encoder = err.src().is_some_and(|s| s.name() == "encoder");
-                let kind = err
-                    .src()
-                    .and_then(|s| s.downcast_ref::<gst::Element>())
-                    .and_then(|e| e.factory())
-                    .and_then(|f| encoder::Kind::from_factory(f.name().as_str()));
-                if let (true, Some(kind)) = (from_encoder, kind) {
-                    encoder::mark_failed(kind, &err.error().to_string());
-                }
                 out.end(
                     ErrorCode::AgentError,
                     format!("media pipeline failed: {}", err.error()),

@@ -21,6 +21,8 @@ use vdesk_protocol::{
 };
 
 use crate::config::Config;
+use crate::control::Room;
+use crate::media::MediaHub;
 use crate::session::Session;
 
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -45,10 +47,13 @@ pub enum FatalError {
 /// states are dropped (session ends never are).
 const MAX_PENDING: usize = 1024;
 
-/// The sessions this agent is streaming, by id.
-#[derive(Debug, Default)]
+/// The sessions this agent is streaming, by id, and the media and the control they share.
+#[derive(Debug)]
 struct Sessions {
     map: HashMap<SessionId, Session>,
+    media: MediaHub,
+    /// Who holds control among the viewers.
+    room: Room,
 }
 
 impl Sessions {
@@ -96,15 +101,49 @@ impl Offline {
     }
 }
 
-/// Runs until `shutdown` resolves or the controller refuses the agent for good. On `shutdown`
-/// every session is ended with `shutting_down` (the controller tells the viewers) and every
-/// pipeline is stopped before this returns.
+/// What the agent's sessions share, built once by `main`: the media (captures, encoders, the
+/// fan-out) and the room (who holds control).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub media: MediaHub,
+    pub room: Room,
+}
+
+impl Shared {
+    /// The media for `config`, its counters reported at the agent's `/metrics`, and an empty room.
+    pub fn new(config: &Config) -> Self {
+        let media = MediaHub::new(config.media.clone());
+        crate::metrics::global().set_media(media.counters());
+        Shared {
+            media,
+            room: Room::default(),
+        }
+    }
+}
+
+/// `run_with` on what `Shared::new` builds.
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), FatalError> {
+    let shared = Shared::new(&config);
+    run_with(config, shared, shutdown).await
+}
+
+/// Runs until `shutdown` resolves or the controller refuses the agent for good. On `shutdown`
+/// every session is ended with `shutting_down` (the controller tells the viewers) and every
+/// pipeline is stopped before this returns.
+pub async fn run_with(
+    config: Config,
+    shared: Shared,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), FatalError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentToController>();
-    let mut sessions = Sessions::default();
+    let mut sessions = Sessions {
+        map: HashMap::new(),
+        media: shared.media,
+        room: shared.room,
+    };
     let mut offline = Offline::default();
     let mut backoff = BACKOFF_START;
     tokio::pin!(shutdown);
@@ -430,14 +469,14 @@ fn handle(
             }
             info!(session = %session_id, permission = ?grant.permission, "offer received");
             match Session::start_with_input(
+                &sessions.media,
                 session_id.clone(),
                 &sdp,
                 &ice_servers,
-                &config.media,
                 &config.codecs,
                 tx.clone(),
                 grant,
-                Some(&config.input),
+                Some((&config.input, &sessions.room)),
             ) {
                 Ok(session) => {
                     sessions.map.insert(session_id, session);

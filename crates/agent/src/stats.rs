@@ -1,7 +1,7 @@
 //! A session's stats loop: every `TICK` it asks `webrtcbin` for its stats (`get-stats`), reads
 //! the video stream's send counters and the viewer's RTCP receiver report (loss, round-trip time,
-//! jitter, NACK/PLI/FIR counts), feeds new reports to the `RateController` and sets the encoder's
-//! bitrate, and hands a `SessionStats` to a callback (the session sends it to the controller
+//! jitter, NACK/PLI/FIR counts), feeds new reports to the `RateController` and hands the viewer's
+//! bitrate target to the shared media (which sets the encoder's bitrate from its viewers' targets), and hands a `SessionStats` to a callback (the session sends it to the controller
 //! and the agent's metrics registry). Every `TWCC_TICK` it also feeds the controller the
 //! transport-wide congestion control windows that arrived meanwhile: the RTP session (webrtcbin's
 //! `rtpbin`, session 0 with max-bundle) computes one per transport-cc feedback from the browser
@@ -29,42 +29,11 @@ pub const TWCC_TICK: Duration = Duration::from_millis(100);
 /// Every how many ticks the callback gets a `SessionStats`.
 pub const REPORT_EVERY: u32 = 4;
 
-/// Counters kept by pad probes on the encoder: frames out, keyframe requests in.
+/// A viewer's counters: frames handed to its peer, keyframes it asked for (PLI/FIR).
 #[derive(Debug, Default)]
 pub struct EncoderCounters {
     pub frames: AtomicU64,
     pub keyframes_forced: AtomicU64,
-}
-
-/// Counts the encoder's output frames and the force-key-unit events (the viewer's PLI/FIR, turned
-/// into events by the RTP session) that reach it from downstream.
-pub fn watch_encoder(encoder: &gst::Element) -> Arc<EncoderCounters> {
-    let counters = Arc::new(EncoderCounters::default());
-    if let Some(pad) = encoder.static_pad("src") {
-        let c = counters.clone();
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            crate::guard::catch("frame counter probe", gst::PadProbeReturn::Ok, || {
-                c.frames.fetch_add(1, Ordering::Relaxed);
-                gst::PadProbeReturn::Ok
-            })
-        });
-        let c = counters.clone();
-        pad.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-            crate::guard::catch("keyframe request probe", gst::PadProbeReturn::Ok, || {
-                if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                    if ev
-                        .structure()
-                        .is_some_and(|s| s.name() == "GstForceKeyUnit")
-                    {
-                        c.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-                        debug!("keyframe requested by the viewer");
-                    }
-                }
-                gst::PadProbeReturn::Ok
-            })
-        });
-    }
-    counters
 }
 
 /// The numbers read from one `get-stats` reply.
@@ -196,18 +165,29 @@ fn watch_twcc(webrtc: &gst::Element, queue: &TwccQueue) -> bool {
     true
 }
 
-/// Where the encoder's bitrate is set.
-#[derive(Debug, Clone)]
+/// Where a viewer's bitrate target goes (the shared media: `media::Viewer`).
+pub trait RateTarget: Send + Sync + 'static {
+    fn set_target_kbps(&self, kbps: u32);
+}
+
+/// Where the viewer's bitrate target is set, and its codec (for the stats).
+#[derive(Clone)]
 pub struct EncoderControl {
-    pub encoder: gst::Element,
+    pub target: Arc<dyn RateTarget>,
     pub codec: Codec,
+}
+
+impl std::fmt::Debug for EncoderControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncoderControl")
+            .field("codec", &self.codec)
+            .finish()
+    }
 }
 
 impl EncoderControl {
     fn set_kbps(&self, kbps: u32) {
-        // The property and unit depend on the element (x264enc and the hardware encoders:
-        // kbit/s; vp8enc/vp9enc: bit/s); `encoder.rs` knows each.
-        crate::encoder::set_bitrate_kbps(&self.encoder, kbps);
+        self.target.set_target_kbps(kbps);
     }
 }
 
@@ -346,6 +326,10 @@ fn run(
         fast_ticks += 1;
         if !fast_ticks.is_multiple_of(per_tick) {
             continue;
+        }
+        // The target again, changed or not: the quality ladder's holds run on its clock.
+        if let Some(enc) = encoder {
+            enc.set_kbps(applied);
         }
         let Some(reply) = get_stats(webrtc) else {
             continue;

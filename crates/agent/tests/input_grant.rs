@@ -12,8 +12,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Browser, Xvfb};
+use vdesk_agent::control::Room;
 use vdesk_agent::input::{InputSettings, SessionInput};
-use vdesk_protocol::{ClipboardPolicy, Permission, SessionId};
+use vdesk_protocol::{ClipboardPolicy, Permission, SessionGrant, SessionId};
 use x11rb::protocol::xproto::{AtomEnum, ConnectionExt as _};
 
 /// Whether someone owns the X CLIPBOARD within `wait`.
@@ -52,7 +53,16 @@ fn session(
         display: display.to_owned(),
         allow_resize: false,
     };
-    SessionInput::start(SessionId::random(), permission, clipboard, &settings, None)
+    // Each session in a room of its own, seated: the first viewer holds control (if it may).
+    let room = Room::default();
+    let grant = SessionGrant {
+        permission,
+        clipboard,
+        ..SessionGrant::default()
+    };
+    let input = SessionInput::start(SessionId::random(), &grant, &settings, None, &room);
+    input.take_seat();
+    input
 }
 
 const PASTE: &str = r#"{"type":"clipboard","text":"from the browser"}"#;
@@ -109,18 +119,21 @@ async fn hostile_input_over_a_real_data_channel_does_not_take_the_agent_down() {
         permission: Permission::Control,
         ..SessionGrant::default()
     };
+    let hub =
+        vdesk_agent::media::MediaHub::new(common::media(&x.display, CaptureMode::Damage, 500));
+    let room = Room::default();
     let session = Session::start_with_input(
+        &hub,
         SessionId::random(),
         &offer,
         &[],
-        &common::media(&x.display, CaptureMode::Damage, 500),
         &[Codec::Vp8],
         tx,
         grant,
-        Some(&settings),
+        Some((&settings, &room)),
     )
     .unwrap();
-    let channel = browser.input.clone().expect("the browser's input channel");
+    let channel = browser.channel.clone();
     let open = || channel.ready_state() == gst_webrtc::WebRTCDataChannelState::Open;
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut sent = false;

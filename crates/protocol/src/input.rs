@@ -96,6 +96,32 @@ pub enum ViewerToAgent {
     },
     /// Set the VM's screen to `width`×`height` (when the agent allows resizing).
     Resize { width: u32, height: u32 },
+    /// Ask for control (one viewer holds it at a time; a `control` or `admin` link may ask).
+    /// Granted at once when nobody holds it; otherwise the holder sees the request.
+    RequestControl,
+    /// Give up control (it passes to the first viewer that asked for it, if any).
+    ReleaseControl,
+    /// Hand control to viewer `to` (an id from the `control` message); the holder only.
+    GiveControl { to: String },
+    /// Take control from whoever holds it; an `admin` link only.
+    TakeControl,
+}
+
+/// Longest viewer id in a `giveControl`.
+pub const MAX_VIEWER_ID_LEN: usize = 32;
+
+/// One viewer of the VM, as every viewer sees it in `control`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlViewer {
+    /// The agent's id for this viewer (not the session id).
+    pub id: String,
+    /// From the viewer's link (`mint-link --name`), or `viewer <id>`.
+    pub name: String,
+    pub permission: crate::Permission,
+    /// Asked for control and waits for it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub requested: bool,
 }
 
 /// What the agent sends a viewer (on the `input` channel).
@@ -125,6 +151,13 @@ pub enum AgentToViewer {
     ScreenSize { width: u32, height: u32 },
     /// Something the viewer asked for was not done (sent once per kind), e.g. `view_only`.
     Notice { code: String, message: String },
+    /// Who holds control (`null`: nobody) and who watches, in the order they came; `you` is the
+    /// receiving viewer's own id. Sent to every viewer when the channel opens and on each change.
+    Control {
+        holder: Option<String>,
+        you: String,
+        viewers: Vec<ControlViewer>,
+    },
 }
 
 /// Why a viewer message was refused before it reached X.
@@ -215,6 +248,15 @@ impl ViewerToAgent {
                 }
                 Ok(())
             }
+            ViewerToAgent::GiveControl { to } => {
+                if to.is_empty() || to.len() > MAX_VIEWER_ID_LEN {
+                    return Err(InputError::Invalid("viewer id length"));
+                }
+                Ok(())
+            }
+            ViewerToAgent::RequestControl
+            | ViewerToAgent::ReleaseControl
+            | ViewerToAgent::TakeControl => Ok(()),
             ViewerToAgent::Resize { width, height } => {
                 if !(64..=MAX_SCREEN_EDGE).contains(width)
                     || !(64..=MAX_SCREEN_EDGE).contains(height)

@@ -53,8 +53,8 @@ impl Injector {
         }
     }
 
-    /// Handles one input message; clipboard and resize are not for the injector and are ignored.
-    /// The arithmetic (where on the screen, how many wheel clicks) is `plan`'s, bounded.
+    /// Handles one input message; clipboard, resize and control are not for the injector and are
+    /// ignored. The arithmetic (where on the screen, how many wheel clicks) is `plan`'s, bounded.
     pub fn handle(&mut self, msg: &ViewerToAgent) -> Result<(), XError> {
         match msg {
             ViewerToAgent::PointerMove { .. }
@@ -83,7 +83,12 @@ impl Injector {
             }
             ViewerToAgent::Key { key, code, down } => self.key(key, code, *down)?,
             ViewerToAgent::ReleaseAll => self.release_all()?,
-            ViewerToAgent::Clipboard { .. } | ViewerToAgent::Resize { .. } => {}
+            ViewerToAgent::Clipboard { .. }
+            | ViewerToAgent::Resize { .. }
+            | ViewerToAgent::RequestControl
+            | ViewerToAgent::ReleaseControl
+            | ViewerToAgent::GiveControl { .. }
+            | ViewerToAgent::TakeControl => {}
         }
         self.conn.flush().map_err(xerr)
     }

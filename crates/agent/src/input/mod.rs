@@ -4,6 +4,8 @@
 //! viewer the cursor image, the CLIPBOARD and the screen size when they change. A view-only
 //! session gets neither: its input is dropped (logged and told to the viewer once).
 //! Dropping `SessionInput` releases every key and button the viewer held and stops both threads.
+//! Every session is a seat in the agent's `control::Room` once its `input` channel opens: only
+//! the viewer that holds control has its input put into X; control messages go to the room.
 
 mod atoms;
 mod clipboard;
@@ -21,8 +23,8 @@ use std::thread::JoinHandle;
 use gstreamer_webrtc as gst_webrtc;
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
-    clipboard_chunks, AgentToViewer, ClipboardAssembler, ClipboardPolicy, Permission, SessionId,
-    ViewerToAgent, INPUT_CHANNEL, POINTER_CHANNEL,
+    clipboard_chunks, AgentToViewer, ClipboardAssembler, ClipboardPolicy, Permission, SessionGrant,
+    SessionId, ViewerToAgent, INPUT_CHANNEL, POINTER_CHANNEL,
 };
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xproto::{
@@ -31,6 +33,7 @@ use x11rb::protocol::xproto::{
 use x11rb::protocol::{randr, xfixes, Event};
 use x11rb::rust_connection::RustConnection;
 
+use crate::control::{Command, Outcome, Room, Seat, ViewerId};
 use atoms::Atoms;
 use clipboard::Clipboard;
 use inject::Injector;
@@ -137,21 +140,54 @@ pub struct SessionInput {
     told_refused: AtomicBool,
     told_clipboard: AtomicBool,
     told_bad: AtomicBool,
+    /// Told "not in control" since it last lost control.
+    told_not_holder: Arc<AtomicBool>,
     clipboard_in: Mutex<ClipboardAssembler>,
+    room: Room,
+    name: Option<String>,
+    owner: Option<String>,
+    /// Its seat in the room, once the `input` channel has opened.
+    seat: Mutex<Option<ViewerId>>,
+}
+
+/// How the room reaches this session.
+struct InputSeat {
+    out: Arc<Out>,
+    x: Option<mpsc::Sender<Cmd>>,
+    told_not_holder: Arc<AtomicBool>,
+}
+
+impl Seat for InputSeat {
+    fn send(&self, msg: &AgentToViewer) {
+        if let AgentToViewer::Control { holder, you, .. } = msg {
+            if holder.as_ref() == Some(you) {
+                self.told_not_holder.store(false, Ordering::Relaxed);
+            }
+        }
+        self.out.send(msg);
+    }
+
+    fn release_all(&self) {
+        if let Some(tx) = &self.x {
+            let _ = tx.send(Cmd::Viewer(ViewerToAgent::ReleaseAll));
+        }
+    }
 }
 
 impl SessionInput {
     /// Starts remote control for a session. A view-only session opens nothing. If X cannot be
     /// reached (or lacks XTEST), the session still streams and its input is dropped with a warning.
-    /// `clipboard` is the link's direction: browser -> VM text is dropped unless it allows
-    /// `to-vm`, the VM's CLIPBOARD is neither read nor sent unless it allows `from-vm`.
+    /// The grant's `clipboard` is the link's direction: browser -> VM text is dropped unless it
+    /// allows `to-vm`, the VM's CLIPBOARD is neither read nor sent unless it allows `from-vm`.
+    /// Its `name` and `owner` seat the viewer in `room` (who holds control).
     pub fn start(
         id: SessionId,
-        permission: Permission,
-        clipboard: ClipboardPolicy,
+        grant: &SessionGrant,
         settings: &InputSettings,
         capture: Option<CaptureHook>,
+        room: &Room,
     ) -> Arc<SessionInput> {
+        let (permission, clipboard) = (grant.permission, grant.clipboard);
         let out = Arc::new(Out::new(clipboard));
         let x = match permission {
             Permission::View => None,
@@ -174,8 +210,38 @@ impl SessionInput {
             told_refused: AtomicBool::new(false),
             told_clipboard: AtomicBool::new(false),
             told_bad: AtomicBool::new(false),
+            told_not_holder: Arc::default(),
             clipboard_in: Mutex::new(ClipboardAssembler::default()),
+            room: room.clone(),
+            name: grant.name.clone(),
+            owner: grant.owner.clone(),
+            seat: Mutex::new(None),
         })
+    }
+
+    /// Takes a seat in the room (once): everyone, this viewer included, is told who is here.
+    /// `attach` does it when the viewer's first data channel opens; public for tests that feed
+    /// `on_message` without a channel.
+    pub fn take_seat(&self) {
+        let mut seat = self.seat.lock().unwrap_or_else(|p| p.into_inner());
+        if seat.is_some() {
+            return;
+        }
+        let s = InputSeat {
+            out: self.out.clone(),
+            x: self.x.as_ref().map(|x| x.tx.clone()),
+            told_not_holder: self.told_not_holder.clone(),
+        };
+        *seat = Some(self.room.join(
+            self.name.as_deref(),
+            self.permission,
+            self.owner.as_deref(),
+            Arc::new(s),
+        ));
+    }
+
+    fn seat(&self) -> Option<ViewerId> {
+        *self.seat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wires a data channel the viewer opened.
@@ -185,6 +251,8 @@ impl SessionInput {
             debug!(session = %self.id, label, "data channel ignored");
             return;
         }
+        // The viewer is here: whichever of its channels opens first seats it.
+        self.take_seat();
         let me = Arc::downgrade(self);
         ch.connect_on_message_string(move |_, text| {
             crate::guard::catch("input on-message-string", (), || {
@@ -206,8 +274,13 @@ impl SessionInput {
             ch.connect_on_close(move |_| {
                 crate::guard::catch("input on-close", (), || {
                     if let Some(me) = me.upgrade() {
-                        info!(session = %me.id, "input channel closed: releasing keys and buttons");
+                        info!(session = %me.id, "input channel closed: releasing keys and buttons, leaving the room");
                         me.out.lock().channel = None;
+                        // Gone as far as control goes (a page that went away); a new channel seats it again.
+                        let seat = me.seat.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        if let Some(seat) = seat {
+                            me.room.leave(seat);
+                        }
                         if let Some(x) = &me.x {
                             let _ = x.tx.send(Cmd::ChannelClosed);
                         }
@@ -215,6 +288,10 @@ impl SessionInput {
                 })
             });
             self.out.attach(ch.clone());
+            if let Some(seat) = self.seat() {
+                // What the room said when it seated the viewer had no channel to go out on.
+                self.out.send(&self.room.message(seat));
+            }
             if self.permission.may_control() && self.x.is_none() {
                 self.out.send(&AgentToViewer::Notice {
                     code: "input_unavailable".into(),
@@ -236,6 +313,25 @@ impl SessionInput {
             Ok(m) => m,
             Err(e) => return self.bad(&e.to_string()),
         };
+        let command = match &msg {
+            ViewerToAgent::RequestControl => Some(Command::Request),
+            ViewerToAgent::ReleaseControl => Some(Command::Release),
+            ViewerToAgent::GiveControl { to } => Some(Command::Give { to: to.clone() }),
+            ViewerToAgent::TakeControl => Some(Command::Take),
+            _ => None,
+        };
+        if let Some(command) = command {
+            let Some(seat) = self.seat() else {
+                return self.bad("control message before the input channel opened");
+            };
+            if let Outcome::Refused(why) = self.room.command(seat, &command) {
+                self.out.send(&AgentToViewer::Notice {
+                    code: "control_refused".into(),
+                    message: why.into(),
+                });
+            }
+            return;
+        }
         match admit(self.permission, self.clipboard, &msg) {
             Ok(()) => {}
             Err(Refusal::ViewOnly) => {
@@ -262,6 +358,19 @@ impl SessionInput {
         let Some(x) = &self.x else {
             return;
         };
+        if !self.seat().is_some_and(|seat| self.room.is_holder(seat)) {
+            // A viewer without control holds nothing: its release-all is no news.
+            if msg != ViewerToAgent::ReleaseAll
+                && !self.told_not_holder.swap(true, Ordering::Relaxed)
+            {
+                debug!(session = %self.id, "input refused: another viewer holds control");
+                self.out.send(&AgentToViewer::Notice {
+                    code: "not_in_control".into(),
+                    message: "another viewer holds control: ask for it (requestControl)".into(),
+                });
+            }
+            return;
+        }
         let msg = match msg {
             ViewerToAgent::Clipboard { text, more } => {
                 let whole = self
@@ -308,6 +417,9 @@ fn admit(
 
 impl Drop for SessionInput {
     fn drop(&mut self) {
+        if let Some(seat) = self.seat() {
+            self.room.leave(seat);
+        }
         self.out.lock().channel = None;
         if let Some(x) = self.x.take() {
             x.stop();
@@ -671,12 +783,13 @@ mod tests {
             display: ":nonexistent".into(),
             allow_resize: false,
         };
+        let room = crate::control::Room::default();
         let input = SessionInput::start(
             SessionId::random(),
-            Permission::View,
-            ClipboardPolicy::Both,
+            &SessionGrant::default(),
             &settings,
             None,
+            &room,
         );
         assert!(
             input.x.is_none(),

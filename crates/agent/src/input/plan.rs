@@ -37,7 +37,7 @@ pub fn wheel_clicks(dx: i32, dy: i32) -> [(u8, u32); 2] {
 }
 
 /// The pointer events of a pointer, button or wheel message (empty for the other kinds: keys,
-/// clipboard and resize are not pointer input). The button state (what is held) is the
+/// clipboard, resize and control are not pointer input). The button state (what is held) is the
 /// injector's: a `Button { down: false }` here is sent only if it holds that button.
 pub fn pointer_events(msg: &ViewerToAgent, screen_w: u32, screen_h: u32) -> Vec<PointerEvent> {
     let motion = |at: &FramePoint| {
@@ -71,7 +71,11 @@ pub fn pointer_events(msg: &ViewerToAgent, screen_w: u32, screen_h: u32) -> Vec<
         ViewerToAgent::Key { .. }
         | ViewerToAgent::ReleaseAll
         | ViewerToAgent::Clipboard { .. }
-        | ViewerToAgent::Resize { .. } => Vec::new(),
+        | ViewerToAgent::Resize { .. }
+        | ViewerToAgent::RequestControl
+        | ViewerToAgent::ReleaseControl
+        | ViewerToAgent::GiveControl { .. }
+        | ViewerToAgent::TakeControl => Vec::new(),
     }
 }
 

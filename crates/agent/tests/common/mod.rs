@@ -3,6 +3,8 @@
 //! it receives. No test lives here.
 #![allow(clippy::unwrap_used, dead_code)] // test code; each test file uses a part of it
 
+pub mod peers;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -124,8 +126,9 @@ pub struct Browser {
     pub webrtc: gst::Element,
     pub last_rgb: Arc<Mutex<Option<[u8; 3]>>>,
     pub frames: Arc<Mutex<u32>>,
-    /// The viewer's `input` data channel.
-    pub input: Option<gst_webrtc::WebRTCDataChannel>,
+    /// The `input` data channel, and the text messages the agent sent on it.
+    pub channel: gst_webrtc::WebRTCDataChannel,
+    pub received: Arc<Mutex<Vec<String>>>,
 }
 
 impl Browser {
@@ -164,10 +167,19 @@ impl Browser {
             "add-transceiver",
             &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
         );
-        let input = webrtc.emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
-            "create-data-channel",
-            &[&"input", &None::<gst::Structure>],
-        );
+        let channel = webrtc
+            .emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
+                "create-data-channel",
+                &[&"input", &None::<gst::Structure>],
+            )
+            .unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let r = received.clone();
+        channel.connect_on_message_string(move |_, text| {
+            if let Some(text) = text {
+                r.lock().unwrap().push(text.to_owned());
+            }
+        });
         let last_rgb = Arc::new(Mutex::new(None));
         let frames = Arc::new(Mutex::new(0));
         // Weak: the closure lives inside the pipeline, a strong reference would keep it alive.
@@ -233,7 +245,8 @@ impl Browser {
             webrtc,
             last_rgb,
             frames,
-            input,
+            channel,
+            received,
         }
     }
 
