@@ -14,6 +14,8 @@ fn controller(args: &[&str], env: &[(&str, &str)]) -> Output {
             cmd.env_remove(k);
         }
     }
+    // Not the machine's /etc/vdesk/controller.toml, if a package installed one: an empty file.
+    cmd.env("VDESK_CONFIG", "/dev/null");
     cmd.args(args).envs(env.iter().copied());
     cmd.output().expect("vdesk-controller runs")
 }
