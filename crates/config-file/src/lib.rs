@@ -86,8 +86,11 @@ pub fn try_parse<T: CommandFactory + FromArgMatches>(
 ) -> Result<Loaded<T>, ParseError> {
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
     // First pass, errors ignored (required flags may come from the file): where is the file?
+    // (`--help` and `--version` off here, or they would end this pass before `--config`.)
     let pre = T::command()
         .ignore_errors(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
         .try_get_matches_from(&argv)
         .ok();
     let chosen = pre.and_then(|m| m.get_one::<PathBuf>("config").cloned());
@@ -214,8 +217,12 @@ fn values_for(
 fn with_default(command: Command, id: &str, values: &[String]) -> Command {
     let values: Vec<clap::builder::OsStr> = values.iter().map(|v| v.clone().into()).collect();
     command.mut_arg(id, |a| {
+        // `--help` shows the file's values as defaults: never a secret's.
+        let secret = a.is_hide_env_values_set();
         // A required flag given in the file is no longer required on the command line.
-        a.required(false).default_values(values)
+        a.required(false)
+            .default_values(values)
+            .hide_default_value(secret)
     })
 }
 
@@ -427,5 +434,29 @@ mod tests {
         assert_eq!(l2.args.listen, "[::]:9");
         assert_eq!(l2.args.max_sessions, 3);
         assert!(l2.args.secret.is_none());
+    }
+
+    #[test]
+    fn help_shows_the_files_values_but_never_a_secret() {
+        let path = file(
+            "help.toml",
+            "secret = \"file-secret-0123456789\"\nvm-id = \"desk\"\n",
+        );
+        let Err(ParseError::Clap(help)) = load(&["--config", path.to_str().unwrap(), "--help"])
+        else {
+            panic!("--help is a clap 'error'")
+        };
+        let help = help.to_string();
+        assert!(help.contains("[default: desk]"), "{help}");
+        assert!(!help.contains("file-secret"), "{help}");
+        // The same with the file in its default place.
+        let Err(ParseError::Clap(help)) =
+            try_parse::<Args>(["bin", "--help"], &path).map(|l| l.args)
+        else {
+            panic!("--help is a clap 'error'")
+        };
+        let help = help.to_string();
+        assert!(help.contains("[default: desk]"), "{help}");
+        assert!(!help.contains("file-secret"), "{help}");
     }
 }
