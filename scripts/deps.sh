@@ -13,6 +13,8 @@ packages=(
   xvfb x11-utils x11-xserver-utils x11-xkb-utils xclip openbox xterm x11-apps
   chromium imagemagick openssl curl
   coturn iproute2
+  # the package tier (scripts/package-test.sh): dpkg-shlibdeps for cargo-deb, systemd-analyze
+  dpkg-dev systemd adduser
   # network e2e: namespaces (iproute2) and the user-space link emulator (python3)
   python3
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier of vdesk (the list is docs/testing.md): quality gates, unit and
 # integration tests (Rust, real webrtcbin under Xvfb), the viewer's unit tests, and the end-to-end
-# tests in headless Chromium. Installs what is missing first. Exits non-zero on any failure, on
+# tests in headless Chromium, and the Debian packages (build, install, start, purge). Installs what is missing first. Exits non-zero on any failure, on
 # an unknown tier name, and under CI=true on any skipped test (docs/testing.md, "No skips in CI").
 #
 #   ./scripts/test.sh            # everything
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-known_tiers="gates unit e2e"
+known_tiers="gates unit e2e package"
 tiers=${VDESK_TIERS:-$known_tiers}
 read -r -a requested <<<"$tiers"
 if [ ${#requested[@]} -eq 0 ]; then
@@ -98,6 +98,22 @@ if want e2e; then
   cargo build --release --quiet -p vdesk-controller -p vdesk-agent -p vdesk-xpaint
   VDESK_BIN_DIR="$PWD/target/debug" VDESK_LATENCY_BIN_DIR="$PWD/target/release" \
     node_test "end to end" e2e --test-concurrency=1 web/test/e2e/*.e2e.mjs
+fi
+
+if want package; then
+  step "package: build the .debs with cargo-deb, install, verify the units, start the controller, purge (scripts/package-test.sh)"
+  if ! cargo deb --version >/dev/null 2>&1; then
+    # Once per machine; about 3 minutes on 2 busy cores (docs/testing.md).
+    echo "==> installing cargo-deb (cargo install --locked cargo-deb)"
+    cargo install --locked --quiet cargo-deb
+  fi
+  rc=0
+  ./scripts/package-test.sh || rc=$?
+  if [ "$rc" -eq 77 ]; then
+    skips+=("package test: skipped (see its SKIP line above)")
+  elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+  fi
 fi
 
 echo

@@ -18,6 +18,17 @@ use crate::pipeline::{CaptureMode, MediaSettings};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "vdesk-agent", version, about, long_about)]
 pub struct Args {
+    /// Config file (TOML; keys are these long flags without `--`, e.g. `vm-id = "desk1"`).
+    /// Flags and environment variables override it. Without this flag /etc/vdesk/agent.toml is
+    /// read if it exists; a file named here must exist.
+    #[arg(long, env = "VDESK_CONFIG", value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Print the effective settings (TOML, secrets as "***", each with where it came from) and
+    /// exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// Base URL of the controller, e.g. http://192.168.100.1:8080 or https://vdesk.example.org
     /// (the agent connects out to it; the VM needs no open port). https:// (or wss://) encrypts
     /// the link; without --ca-cert or --cert-sha256 the system's CA store decides whom to trust.

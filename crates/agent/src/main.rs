@@ -1,17 +1,34 @@
-//! `vdesk-agent`: the composition root. Parse and check the configuration, check the GStreamer
+//! `vdesk-agent`: the composition root. Parse the flags over the config file (or print them
+//! with `--print-config`), check the configuration, check the GStreamer
 //! plugins, build what the sessions share (the media, the control room), then hand over to the
 //! signalling loop until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing::{error, info};
 use vdesk_agent::config::{Args, Config};
 use vdesk_agent::{encoder, metrics, pipeline, signalling};
 
+/// Read when no --config (or VDESK_CONFIG) names another file, if it exists.
+const DEFAULT_CONFIG: &str = "/etc/vdesk/agent.toml";
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let loaded = match vdesk_config_file::parse::<Args>(
+        std::env::args_os(),
+        std::path::Path::new(DEFAULT_CONFIG),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vdesk-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.args.print_config {
+        print!("{}", loaded.render());
+        return ExitCode::SUCCESS;
+    }
+    let args = loaded.args;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log)

@@ -30,6 +30,17 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
 
+    /// Config file (TOML; keys are these long flags without `--`, e.g. `listen = "[::]:8080"`).
+    /// Flags and environment variables override it. Without this flag /etc/vdesk/controller.toml
+    /// is read if it exists; a file named here must exist.
+    #[arg(long, env = "VDESK_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective settings (TOML, secrets as "***", each with where it came from) and
+    /// exit.
+    #[arg(long)]
+    pub print_config: bool,
+
     /// The controller's secret (at least 16 characters; make one with `openssl rand -hex 32`).
     /// Viewer links are signed with it, and each VM's agent secret is derived from it: print the
     /// one for VM ID with `vdesk-controller agent-secret --vm ID` and give it to that VM's

@@ -1,4 +1,5 @@
-//! `vdesk-controller`: parse and check the configuration, start logging, serve until SIGINT or
+//! `vdesk-controller`: parse the flags over the config file (or print them with
+//! `--print-config`), check the configuration, start logging, serve until SIGINT or
 //! SIGTERM, then let sessions end cleanly (at most [`GRACE`]); or run an operator subcommand
 //! (`agent-secret`, `mint-link`) and print its result. The composition root only; all behaviour
 //! lives in the library.
@@ -7,16 +8,32 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use tracing::{info, warn};
 use vdesk_controller::{cli, serve, viewer_token, AppState, Args, Config};
+
+/// Read when no --config (or VDESK_CONFIG) names another file, if it exists.
+const DEFAULT_CONFIG: &str = "/etc/vdesk/controller.toml";
 
 /// How long open connections may take to close after the shutdown signal.
 const GRACE: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let loaded = match vdesk_config_file::parse::<Args>(
+        std::env::args_os(),
+        std::path::Path::new(DEFAULT_CONFIG),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vdesk-controller: {e}");
+            std::process::exit(2);
+        }
+    };
+    if loaded.args.print_config {
+        print!("{}", loaded.render());
+        return Ok(());
+    }
+    let args = loaded.args;
     if let Some(cmd) = &args.command {
         match cli::run(cmd, viewer_token::unix_now()) {
             Ok(out) => {
