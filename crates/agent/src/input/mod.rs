@@ -57,6 +57,7 @@ pub struct InputSettings {
 struct ViewerOut {
     channel: Option<gst_webrtc::WebRTCDataChannel>,
     cursor: Option<String>,
+    cursor_at: Option<String>,
     screen: Option<String>,
 }
 
@@ -96,6 +97,7 @@ impl Out {
         let mut out = self.lock();
         match msg {
             AgentToViewer::Cursor { .. } => out.cursor = Some(text.clone()),
+            AgentToViewer::CursorAt { .. } => out.cursor_at = Some(text.clone()),
             AgentToViewer::ScreenSize { .. } => out.screen = Some(text.clone()),
             _ => {}
         }
@@ -109,7 +111,10 @@ impl Out {
 
     fn attach(&self, ch: gst_webrtc::WebRTCDataChannel) {
         let mut out = self.lock();
-        for text in [&out.screen, &out.cursor].into_iter().flatten() {
+        for text in [&out.screen, &out.cursor, &out.cursor_at]
+            .into_iter()
+            .flatten()
+        {
             let _ = ch.send_string_full(Some(text));
         }
         out.channel = Some(ch);
