@@ -5,8 +5,8 @@
 // joining a still screen shows a picture at once; control moves by request + give and by request
 // + release, and only the holder's clicks reach X (checked on the X side); a viewer leaving
 // changes nothing for the others; a view-only viewer shares the same encoder (the cursor comes
-// as messages and its page draws it where the VM's pointer is) and reaches nothing. (An admin's
-// take is in crates/agent/tests/control.rs: the controller cannot mint admin links yet.)
+// as messages and its page draws it where the VM's pointer is) and reaches nothing; an admin
+// link takes control from the holder, and only the admin's clicks reach X after that.
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/multi.e2e.mjs (binaries from $VDESK_BIN_DIR).
 
@@ -249,6 +249,25 @@ describe('many viewers, one encoder, one user in control (3 Chromium pages on on
       // The element's corner is the pointer less the image's hotspot (a few pixels).
       assert.ok(Math.abs(drawn.left - at.x) < 40 && Math.abs(drawn.top - at.y) < 40, `cursor drawn at ${JSON.stringify(drawn)}, pointer at ${JSON.stringify(at)}`);
       assert.deepEqual(await clickRefused(dave), [], "dave's click does not reach X");
+      assert.equal(await metric('vdesk_agent_encoders'), 1);
+    }));
+
+  it('an admin link takes control: its clicks land in X, the old holder\'s do not', () =>
+    reportingFailures(reports, async () => {
+      const { alice } = pages;
+      assert.equal(await alice.evaluate(() => window.vdeskViewer.input.inControl), true, 'alice holds control (previous test)');
+      const erin = await open('erin', 'admin');
+      const ids = { alice: (await control(alice)).you, erin: (await control(erin)).you };
+      assert.equal((await control(erin)).holder, ids.alice, 'joining as admin does not take control by itself');
+      assert.deepEqual(await clickRefused(erin), [], "erin's click does not reach X before she takes control");
+      await erin.evaluate(() => window.vdeskViewer.input.takeControl());
+      await waitFor('erin in control on every page', async () => {
+        for (const p of Object.values(pages)) if (!p.isClosed() && (await control(p)).holder !== ids.erin) return false;
+        return true;
+      });
+      assert.equal(await alice.evaluate(() => window.vdeskViewer.input.inControl), false);
+      await clickLands(erin, 'erin');
+      assert.deepEqual(await clickRefused(alice), [], "alice's click does not reach X after the take");
       assert.equal(await metric('vdesk_agent_encoders'), 1);
     }));
 });
