@@ -4,12 +4,15 @@
 // /proc/PID/stat over a quiet window, each viewer's frames/s, and each viewer's glass-to-glass
 // p50/p95 (xpaint repaints a block and stamps the time after XSync; every page's
 // requestVideoFrameCallback probe finds the first displayed frame showing the new colour, as in
-// latency.mjs). Raw samples go to bench/results/multi.json, the table to bench/results/multi.md.
+// latency.mjs). With --slow-at N, one more run with N viewers, the last in a second Chromium in
+// a network namespace behind linkemu.py capped at --slow-kbps (1000). Raw samples go to
+// bench/results/multi.json, the table to bench/results/multi.md.
 // Run it through bench/run.sh --viewers 1,2,5,10 (own network namespace, release build).
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -29,6 +32,10 @@ const { values: opt } = parseArgs({
     'bin-dir': { type: 'string', default: path.join(root, 'target', 'release') },
     out: { type: 'string', default: path.join(here, 'results') },
     window: { type: 'string', default: '5' }, // seconds of the CPU / frame-rate window
+    // One more run with this many viewers, the last behind a --slow-kbps link (linkemu.py in a
+    // network namespace of its own, as in web/test/e2e/badnet.e2e.mjs).
+    'slow-at': { type: 'string', default: '' },
+    'slow-kbps': { type: 'string', default: '1000' },
   },
 });
 const COUNTS = opt.viewers.split(',').map(Number).filter((n) => n > 0);
@@ -46,6 +53,33 @@ const CHROMIUM_ARGS = [
   '--disable-background-timer-throttling', '--disable-backgrounding-occluded-windows',
 ];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const run = promisify(execFile);
+const LINKEMU = path.join(root, 'web', 'test', 'e2e', 'linkemu.py');
+const NS = `vdesk-multi-${process.pid % 100000}`;
+const HOST_IP = '10.232.0.1';
+const NS_IP = '10.232.0.2';
+
+/** A network namespace for the slow viewer's Chromium, joined to this one by linkemu.py capped
+ *  at `kbps` both ways (150 ms queue). Returns {wrapper, link, stop()}. */
+async function slowLink(procs, kbps) {
+  await run('ip', ['netns', 'del', NS]).catch(() => {});
+  await run('ip', ['netns', 'add', NS]);
+  const [a, b] = [`vmh${process.pid % 100000}`, `vmn${process.pid % 100000}`];
+  const link = procs.spawn('linkemu', 'python3', [LINKEMU, a, b]);
+  await waitFor('linkemu.py ready', () => link.log.join('').includes('ready'));
+  const inNs = (...args) => run('ip', ['netns', 'exec', NS, ...args]);
+  await run('ip', ['link', 'set', b, 'netns', NS]);
+  await run('ip', ['addr', 'add', `${HOST_IP}/30`, 'dev', a]);
+  await run('ip', ['link', 'set', a, 'up']);
+  await inNs('ip', 'addr', 'add', `${NS_IP}/30`, 'dev', b);
+  await inNs('ip', 'link', 'set', b, 'up');
+  await inNs('ip', 'link', 'set', 'lo', 'up');
+  link.stdin.write(`${JSON.stringify({ delay_ms: 0, loss: 0, rate_kbps: kbps, queue_ms: 150 })}\n`);
+  const wrapper = path.join(os.tmpdir(), `vdesk-chromium-${NS}.sh`);
+  await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${NS} /usr/bin/chromium "$@"\n`);
+  await chmod(wrapper, 0o755);
+  return { wrapper, stop: async () => { await run('ip', ['netns', 'del', NS]).catch(() => {}); await rm(wrapper, { force: true }); } };
+}
 
 class Procs {
   list = [];
@@ -157,18 +191,22 @@ async function mint(env, permission) {
   });
 }
 
-async function runOne(n) {
+async function runOne(n, slowKbps = 0) {
   const procs = new Procs();
   let browser;
+  let slowBrowser;
+  let slow;
   try {
+    slow = slowKbps ? await slowLink(procs, slowKbps) : null;
+    const host = slow ? HOST_IP : '127.0.0.1';
     const display = freeDisplay();
     procs.spawn('Xvfb', 'Xvfb', [`:${display}`, '-screen', '0', `${W}x${H}x24`, '-nolisten', 'tcp', '-noreset']);
     await waitFor('Xvfb', () => existsSync(`/tmp/.X11-unix/X${display}`));
     const stim = await startStimulus(procs, display);
     const p = port();
     const env = { VDESK_SECRET: 'bench-secret-0123456789abcdef0123456789', VDESK_ADMIN_TOKEN: 'bench-admin-0123456789abcdef0123' };
-    const base = `http://127.0.0.1:${p}`;
-    procs.spawn('controller', path.join(BIN, 'vdesk-controller'), ['--listen', `127.0.0.1:${p}`, '--vm', 'bench', '--max-sessions-per-token', '20'], { ...env, RUST_LOG: 'warn' });
+    const base = `http://${host}:${p}`;
+    procs.spawn('controller', path.join(BIN, 'vdesk-controller'), ['--listen', `${host}:${p}`, '--vm', 'bench', '--max-sessions-per-token', '20', '--max-sessions-per-vm', '20'], { ...env, RUST_LOG: 'warn' });
     await waitFor('controller', async () => (await fetch(`${base}/healthz`)).ok);
     const metrics = port();
     const agentSecret = await new Promise((resolve, reject) => {
@@ -186,7 +224,13 @@ async function runOne(n) {
     const pages = [];
     for (let i = 0; i < n; i++) {
       // A context (a window) per viewer: a background tab's frames would be throttled.
-      const page = await (await browser.newContext({ viewport: { width: 640, height: 400 } })).newPage();
+      let b = browser;
+      if (slow && i === n - 1) {
+        // The last viewer: its own Chromium, in the namespace behind the capped link.
+        slowBrowser = await chromium.launch({ executablePath: slow.wrapper, args: CHROMIUM_ARGS, headless: true });
+        b = slowBrowser;
+      }
+      const page = await (await b.newContext({ viewport: { width: 640, height: 400 } })).newPage();
       // The first viewer holds control; the others watch (view-only links share the encoder too).
       await page.goto(`${base}/vm/bench?token=${await mint(env, i === 0 ? 'control' : 'view')}`);
       pages.push(page);
@@ -233,12 +277,14 @@ async function runOne(n) {
       }));
     }
     const viewers = samples.map((lat, i) => ({ viewer: i, ...stats(lat), misses: misses[i], fps: fps[i], samples: lat }));
-    return { viewers: n, codec: opt.codec, encoders, agentCpu, windowS: secs, loadBefore: load0, loadAfter: loadAvg(), perViewer: viewers };
+    return { viewers: n, slowKbps, codec: opt.codec, encoders, agentCpu, windowS: secs, loadBefore: load0, loadAfter: loadAvg(), perViewer: viewers };
   } catch (e) {
     return { viewers: n, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
   } finally {
     await browser?.close().catch(() => {});
+    await slowBrowser?.close().catch(() => {});
     await procs.stopAll();
+    await slow?.stop();
   }
 }
 
@@ -250,17 +296,26 @@ for (const n of COUNTS) {
   results.push(r);
   process.stderr.write(r.error ? `error: ${r.error.split('\n')[0]}\n` : `agent CPU ${f(r.agentCpu)}%, encoders ${r.encoders}\n`);
 }
+if (opt['slow-at']) {
+  const n = Number(opt['slow-at']);
+  process.stderr.write(`bench multi: ${n} viewer(s), the last behind ${opt['slow-kbps']} kbit/s ... `);
+  const r = await runOne(n, Number(opt['slow-kbps']));
+  results.push(r);
+  process.stderr.write(r.error ? `error: ${r.error.split('\n')[0]}\n` : `agent CPU ${f(r.agentCpu)}%, encoders ${r.encoders}\n`);
+}
 const one = results.find((r) => r.viewers === 1 && !r.error);
 const rows = ['| viewers | encoders | agent CPU % (× one viewer) | p50 ms per viewer: median (min–max) | p50 − one viewer\'s, worst ms | p95 ms per viewer: median (max) | frames/s per viewer: min–max | misses | load average (1, 5, 15 min) |',
   '| --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
-for (const r of results) {
+for (let r of results) {
   if (r.error) { rows.push(`| ${r.viewers} | error: ${r.error.split('\n')[0]} |`); continue; }
   const p50s = r.perViewer.map((v) => v.p50);
   const p95s = r.perViewer.map((v) => v.p95);
   const fpss = r.perViewer.map((v) => v.fps);
   const med = (xs) => stats(xs).p50;
   const worse = one ? Math.max(...p50s) - one.perViewer[0].p50 : NaN;
-  rows.push(`| ${r.viewers} | ${r.encoders} | ${f(r.agentCpu)} (${one ? f(r.agentCpu / one.agentCpu, 2) : '–'}) | ${f(med(p50s))} (${f(Math.min(...p50s))}–${f(Math.max(...p50s))}) | ${f(worse)} | ${f(med(p95s))} (${f(Math.max(...p95s))}) | ${f(Math.min(...fpss))}–${f(Math.max(...fpss))} | ${r.perViewer.reduce((a, v) => a + v.misses, 0)} | ${r.loadBefore} → ${r.loadAfter} |`);
+  const label = r.slowKbps ? `${r.viewers} (the last at ${r.slowKbps} kbit/s: p50 ${f(r.perViewer.at(-1).p50)} ms, ${f(r.perViewer.at(-1).fps)} frames/s; others below)` : `${r.viewers}`;
+  if (r.slowKbps) r = { ...r, perViewer: r.perViewer.slice(0, -1) };
+  rows.push(`| ${label} | ${r.encoders} | ${f(r.agentCpu)} (${one ? f(r.agentCpu / one.agentCpu, 2) : '–'}) | ${f(med(p50s))} (${f(Math.min(...p50s))}–${f(Math.max(...p50s))}) | ${f(worse)} | ${f(med(p95s))} (${f(Math.max(...p95s))}) | ${f(Math.min(...fpss))}–${f(Math.max(...fpss))} | ${r.perViewer.reduce((a, v) => a + v.misses, 0)} | ${r.loadBefore} → ${r.loadAfter} |`);
 }
 const header = `Run ${new Date().toISOString()} on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${opt.codec}, 1280x720 busy (60 fps region), ` +
   `${SAMPLES} samples per viewer, CPU over ${WINDOW_S} s; binaries ${BIN}; command: bench/run.sh ${process.argv.slice(2).join(' ')}`;

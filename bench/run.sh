@@ -3,7 +3,7 @@
 # nothing it sends can leave the machine, against release builds. Extra arguments go to
 # latency.mjs: --quick, --samples N, --only vdesk-h264-720p, --fps 90. See bench/README.md.
 # With --viewers 1,2,5,10 it runs the many-viewers benchmark (bench/multi.mjs) instead; its other
-# arguments (--samples N, --codec vp8, --window S) go to multi.mjs.
+# arguments (--samples N, --codec vp8, --window S, --slow-at N) go to multi.mjs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 script=bench/latency.mjs
