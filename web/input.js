@@ -37,6 +37,18 @@ export function framePointFromClient(clientX, clientY, rect, frameW, frameH, sca
   return { x: clamp(fx, frameW), y: clamp(fy, frameH), inside };
 }
 
+/**
+ * The inverse of `framePointFromClient`: where frame pixel (x, y) of a `frameW`×`frameH` frame
+ * shows on the page (client CSS pixels), or null when there is no frame yet.
+ */
+export function clientPointFromFrame(x, y, rect, frameW, frameH, scaling = 'fit') {
+  if (!(frameW > 0 && frameH > 0 && rect.width > 0 && rect.height > 0)) return null;
+  const scale = scaling === '1:1' ? 1 : Math.min(rect.width / frameW, rect.height / frameH);
+  const left = rect.left + (rect.width - frameW * scale) / 2;
+  const top = rect.top + (rect.height - frameH * scale) / 2;
+  return { x: left + x * scale, y: top + y * scale, scale };
+}
+
 /** DOM MouseEvent.button to X button numbers (1 left, 2 middle, 3 right, 8 back, 9 forward). */
 export function xButton(domButton) {
   return { 0: 1, 1: 2, 2: 3, 3: 8, 4: 9 }[domButton] ?? null;
@@ -104,6 +116,8 @@ export function parseAgentMessage(text) {
   switch (m.type) {
     case 'cursor':
       return [m.width, m.height, m.xhot, m.yhot].every(Number.isInteger) && typeof m.rgba === 'string' ? m : null;
+    case 'cursorAt':
+      return Number.isInteger(m.x) && Number.isInteger(m.y) && m.x >= 0 && m.y >= 0 ? m : null;
     case 'clipboard':
       return typeof m.text === 'string' ? m : null;
     case 'screenSize':
@@ -234,8 +248,12 @@ export class VdeskInput extends EventTarget {
   #grant = null;
   #resizeTimer = null;
   #observer = null;
+  #cursorImg = null; // the last cursor image: {url, width, height, xhot, yhot}
+  #cursorEl = null; // a view-only viewer's drawn cursor (an element over the video)
   remoteClipboard = null;
   screenSize = null;
+  /** Where the VM's pointer is (`cursorAt`, sent to view-only viewers), or null. */
+  cursorAt = null;
   /** The agent's last `control` message (who holds control, who watches), or null. */
   control = null;
 
@@ -300,6 +318,8 @@ export class VdeskInput extends EventTarget {
     this.#unbind();
     this.#forget();
     if (this.#video.style) this.#video.style.cursor = '';
+    this.#cursorEl?.remove();
+    this.#cursorEl = null;
   }
 
   /** Sends the browser's clipboard text to the VM (also done on paste). */
@@ -547,11 +567,18 @@ export class VdeskInput extends EventTarget {
     }
     switch (m.type) {
       case 'cursor': {
-        const css = cursorCss(m, (w, h, rgba) => rgbaDataUrl(w, h, rgba));
+        let url = null;
+        const css = cursorCss(m, (w, h, rgba) => (url = rgbaDataUrl(w, h, rgba)));
         if (this.#video.style) this.#video.style.cursor = css;
+        this.#cursorImg = url ? { url, width: m.width, height: m.height, xhot: m.xhot, yhot: m.yhot } : null;
+        this.#drawCursor();
         this.#emit('cursor', { width: m.width, height: m.height, xhot: m.xhot, yhot: m.yhot, css });
         break;
       }
+      case 'cursorAt':
+        this.cursorAt = { x: m.x, y: m.y };
+        this.#drawCursor();
+        break;
       case 'clipboard': {
         if (!clipboardFromVm(this.#grant)) return;
         const whole = this.#clipIn.push(m.text, !!m.more);
@@ -583,6 +610,36 @@ export class VdeskInput extends EventTarget {
         this.#emit('control', m);
         break;
     }
+  }
+
+  /** A view-only viewer's video has no cursor in it: draw the VM's cursor image where the VM's
+   *  pointer is, as an element over the video that takes no pointer events. */
+  #drawCursor() {
+    const doc = globalThis.document;
+    const v = this.#video;
+    if (!doc || !this.viewOnly || !this.cursorAt || typeof v.getBoundingClientRect !== 'function') return;
+    const img = this.#cursorImg;
+    const size = this.screenSize ?? { width: v.videoWidth, height: v.videoHeight };
+    const at = clientPointFromFrame(this.cursorAt.x, this.cursorAt.y, v.getBoundingClientRect(), size.width, size.height, this.#opts.scaling);
+    if (!this.#cursorEl) {
+      this.#cursorEl = doc.createElement('div');
+      this.#cursorEl.className = 'vdesk-remote-cursor';
+      Object.assign(this.#cursorEl.style, { position: 'fixed', pointerEvents: 'none', zIndex: '10', backgroundRepeat: 'no-repeat' });
+      doc.body.appendChild(this.#cursorEl);
+    }
+    const el = this.#cursorEl;
+    if (!img || !at) {
+      el.style.display = 'none';
+      return;
+    }
+    Object.assign(el.style, {
+      display: 'block',
+      width: `${img.width}px`,
+      height: `${img.height}px`,
+      backgroundImage: `url("${img.url}")`,
+      left: `${Math.round(at.x - img.xhot)}px`,
+      top: `${Math.round(at.y - img.yhot)}px`,
+    });
   }
 
   // --- resize --------------------------------------------------------------------------------

@@ -263,6 +263,13 @@ export interface CursorMessage {
   rgba: string;
 }
 
+/** Where the VM's pointer is (screen pixels); sent to view-only viewers, which draw the cursor there. */
+export interface CursorAtMessage {
+  type: 'cursorAt';
+  x: number;
+  y: number;
+}
+
 export interface ScreenSizeMessage {
   type: 'screenSize';
   width: number;
@@ -295,7 +302,7 @@ export interface ControlMessage {
 }
 
 /** Agent -> viewer (Rust: AgentToViewer). */
-export type AgentToViewer = CursorMessage | ClipboardMessage | ScreenSizeMessage | NoticeMessage | ControlMessage;
+export type AgentToViewer = CursorMessage | CursorAtMessage | ClipboardMessage | ScreenSizeMessage | NoticeMessage | ControlMessage;
 
 // ---------------------------------------------------------------------------------------------
 // Stages and errors
@@ -470,6 +477,8 @@ export class VdeskInput extends EventTarget {
   remoteClipboard: string | null;
   /** The VM's screen size, once the agent said. */
   screenSize: { width: number; height: number } | null;
+  /** Where the VM's pointer is (`cursorAt`, sent to view-only viewers), or null. */
+  cursorAt: { x: number; y: number } | null;
   setScaling(mode: 'fit' | '1:1'): void;
   setResize(on: boolean): void;
   /** True until the session's grant allows control; a view-only viewer sends nothing. */

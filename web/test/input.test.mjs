@@ -17,6 +17,7 @@ import {
   clipboardToVm,
   mayControl,
   cursorCss,
+  clientPointFromFrame,
   framePointFromClient,
   keyMessage,
   parseAgentMessage,
@@ -43,6 +44,17 @@ describe('pointer positions', () => {
     assert.deepEqual(framePointFromClient(0, 40, rect, 1280, 720, '1:1'), { x: 140, y: 0, inside: true });
     assert.deepEqual(framePointFromClient(500, 400, rect, 1280, 720, '1:1'), { x: 640, y: 360, inside: true });
     assert.equal(framePointFromClient(500, 20, rect, 1280, 720, '1:1').inside, false);
+  });
+  it('map back from the frame to the page (where a view-only viewer draws the cursor)', () => {
+    assert.deepEqual(clientPointFromFrame(640, 360, rect, 1280, 720), { x: 500, y: 400, scale: 1000 / 1280 });
+    assert.deepEqual(clientPointFromFrame(0, 0, rect, 1280, 720), { x: 0, y: 118.75, scale: 1000 / 1280 });
+    assert.deepEqual(clientPointFromFrame(140, 0, rect, 1280, 720, '1:1'), { x: 0, y: 40, scale: 1 });
+    for (const [x, y] of [[3, 7], [1279, 719], [640, 360]]) {
+      const c = clientPointFromFrame(x, y, rect, 1280, 720);
+      const back = framePointFromClient(c.x + 0.1, c.y + 0.1, rect, 1280, 720);
+      assert.deepEqual([back.x, back.y], [x, y]);
+    }
+    assert.equal(clientPointFromFrame(1, 1, rect, 0, 0), null);
   });
   it('need a frame', () => {
     assert.equal(framePointFromClient(1, 1, rect, 0, 0), null);
@@ -88,7 +100,7 @@ describe('agent messages', () => {
     for (const m of fixtures.messages.filter((m) => m.rust === 'AgentToViewer')) {
       assert.deepEqual(parseAgentMessage(JSON.stringify(m.json)), m.json, m.name);
     }
-    for (const bad of ['', 'null', '{}', '{"type":"cursor"}', '{"type":"screenSize","width":"1"}', '{"type":"nope"}']) {
+    for (const bad of ['', 'null', '{}', '{"type":"cursor"}', '{"type":"screenSize","width":"1"}', '{"type":"cursorAt","x":-1,"y":2}', '{"type":"cursorAt","x":1.5,"y":2}', '{"type":"nope"}']) {
       assert.equal(parseAgentMessage(bad), null, bad);
     }
   });

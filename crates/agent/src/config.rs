@@ -173,9 +173,9 @@ pub struct Args {
     #[arg(long, env = "VDESK_ALLOW_RESIZE")]
     pub allow_resize: bool,
 
-    /// Draw the X cursor into the video for every viewer. By default a viewer with control draws
-    /// the cursor itself (sent as an image on change), which keeps pointer motion local; a
-    /// view-only viewer always gets it in the video.
+    /// Draw the X cursor into the video for every viewer. By default each viewer draws the
+    /// cursor itself (sent as an image on change; to a view-only viewer also where it is), which
+    /// keeps pointer motion local and lets every viewer share one encoder.
     #[arg(long, env = "VDESK_STREAM_CURSOR")]
     pub stream_cursor: bool,
     /// Seconds the running sessions are kept streaming when the link to the controller drops

@@ -17,8 +17,7 @@ use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 use vdesk_protocol::{
-    AgentToController, ErrorCode, IceCandidate, IceServer, Permission, ResumedSession,
-    SessionGrant, SessionId,
+    AgentToController, ErrorCode, IceCandidate, IceServer, ResumedSession, SessionGrant, SessionId,
 };
 
 use crate::codec::{self, Codec, CodecChoice};
@@ -175,9 +174,10 @@ impl Session {
     }
 
     /// `start` on the agent's shared media `hub`, plus remote control through the viewer's data
-    /// channels when `input` is given (with the agent's room: one viewer in control at a time): with `Permission::Control` the viewer's input goes into X
-    /// and the viewer draws the cursor (so its stream leaves it out); view-only input is dropped
-    /// and the viewer gets the stream with the cursor drawn in. The permission is remembered
+    /// channels when `input` is given (with the agent's room: one viewer in control at a time):
+    /// with `Permission::Control` the viewer's input goes into X; view-only input is dropped.
+    /// Either way the viewer draws the cursor from the agent's messages and shares the stream
+    /// that leaves it out (`--stream-cursor` draws it in for all). The permission is remembered
     /// (reported again on `resume`).
     #[allow(clippy::too_many_arguments)]
     pub fn start_with_input(
@@ -190,10 +190,10 @@ impl Session {
         grant: SessionGrant,
         input: Option<(&InputSettings, &Room)>,
     ) -> Result<Session, SessionError> {
-        let permission = grant.permission;
         let settings = hub.settings();
-        // A view-only viewer gets no cursor messages: the cursor goes into the picture.
-        let pointer = settings.show_pointer || (input.is_some() && permission == Permission::View);
+        // Every viewer shares the stream without the cursor (a view-only viewer gets the cursor
+        // image and position as messages), unless the operator wants it drawn in for all.
+        let pointer = settings.show_pointer;
         let choice = codec::choose(offer_sdp, codecs)?;
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;

@@ -141,6 +141,10 @@ pub enum AgentToViewer {
         yhot: u32,
         rgba: String,
     },
+    /// Where the VM's pointer is (screen pixels), sent to a view-only viewer when it moves, so
+    /// that it can draw the cursor there (its video leaves the cursor out). Added in round 2:
+    /// older viewers ignore it.
+    CursorAt { x: u32, y: u32 },
     /// The VM's CLIPBOARD selection now holds this text (in pieces, as the viewer sends it).
     Clipboard {
         text: String,
@@ -351,6 +355,10 @@ mod tests {
         assert_eq!(
             ViewerToAgent::parse(r#"{"type":"releaseAll"}"#).unwrap(),
             ViewerToAgent::ReleaseAll
+        );
+        assert_eq!(
+            serde_json::to_string(&AgentToViewer::CursorAt { x: 3, y: 4 }).unwrap(),
+            r#"{"type":"cursorAt","x":3,"y":4}"#
         );
         let c = AgentToViewer::ScreenSize {
             width: 800,

@@ -408,10 +408,19 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
       await sleep(1000);
       assert.deepEqual(await viewer.evaluate(() => window.__dcSent), [], 'nothing sent on the data channels');
       assert.deepEqual(probe.since(m).filter((e) => e.ev === 'key' || e.ev === 'button'), [], 'X saw no input from the view-only viewer');
-      // A view-only viewer has no local cursor to draw: the VM's pointer is in its video.
+      // A view-only viewer shares the stream without the cursor: the agent tells it where the
+      // VM's pointer is and the page draws the cursor image there.
       const last = probe.events.findLast((e) => e.ev === 'motion' || e.ev === 'button');
-      await waitFor('the pointer drawn in the view-only stream', async () => (await cursorPixels(viewer, last.rootX, last.rootY)) > 5, {
-        timeoutMs: 5000,
+      let seen = null;
+      await waitFor('the view-only page draws the pointer where X has it', async () => {
+        const c = (seen = await viewer.evaluate(() => {
+          const el = document.querySelector('.vdesk-remote-cursor');
+          return { at: window.vdeskViewer.input.cursorAt, shown: !!el && el.style.display !== 'none' };
+        }));
+        // (`last`: where an earlier test left the pointer over the probe; run alone, none did.)
+        return c.shown && c.at !== null && (!last || (c.at.x === last.rootX && c.at.y === last.rootY));
+      }, { timeoutMs: 5000 }).catch((e) => {
+        throw new Error(`${e.message}: page ${JSON.stringify(seen)}, X's last ${JSON.stringify(last)}`);
       });
       await viewer.close();
     }));

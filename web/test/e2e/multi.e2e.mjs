@@ -4,8 +4,9 @@
 // desktop; the agent runs one encoder and one capture for them (its /metrics says so); a viewer
 // joining a still screen shows a picture at once; control moves by request + give and by request
 // + release, and only the holder's clicks reach X (checked on the X side); a viewer leaving
-// changes nothing for the others. (An admin's take is in crates/agent/tests/control.rs: the
-// controller cannot mint admin links yet.)
+// changes nothing for the others; a view-only viewer shares the same encoder (the cursor comes
+// as messages and its page draws it where the VM's pointer is) and reaches nothing; an admin
+// link takes control from the holder, and only the admin's clicks reach X after that.
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/multi.e2e.mjs (binaries from $VDESK_BIN_DIR).
 
@@ -215,6 +216,58 @@ describe('many viewers, one encoder, one user in control (3 Chromium pages on on
       });
       const now = await Promise.all([alice, bob].map(async (p) => (await viewerState(p)).framesDecoded));
       assert.ok(now[0] > before[0] && now[1] > before[1], `frames ${before} -> ${now}`);
+      assert.equal(await metric('vdesk_agent_encoders'), 1);
+    }));
+
+  it('a view-only viewer shares the encoder, draws the cursor from messages and reaches nothing', () =>
+    reportingFailures(reports, async () => {
+      const { alice } = pages;
+      const dave = await open('dave', 'view');
+      await waitFor('dave shows the red block', () => shows(dave, '#c02040'), { timeoutMs: 5000 });
+      assert.equal(await metric('vdesk_agent_encoders'), 1, 'control and view-only viewers share one encoder');
+      assert.equal(await metric('vdesk_agent_captures'), 1);
+      await waitFor("dave's page has the VM's cursor image", () => dave.evaluate(() => document.querySelector('video').style.cursor.startsWith('url(')), {
+        timeoutMs: 5000,
+      });
+      // Alice takes control (nobody holds it) and moves the VM's pointer: Dave's page draws the
+      // cursor where it is.
+      await alice.evaluate(() => window.vdeskViewer.input.requestControl());
+      await waitFor('alice in control', () => alice.evaluate(() => window.vdeskViewer.input.inControl));
+      const at = toClient(300, 200);
+      await alice.mouse.move(at.x, at.y);
+      await waitFor('dave is told where the pointer is', async () => {
+        const c = await dave.evaluate(() => window.vdeskViewer.input.cursorAt);
+        return c !== null && Math.abs(c.x - 300) <= 2 && Math.abs(c.y - 200) <= 2;
+      }, { timeoutMs: 5000 });
+      const drawn = await dave.evaluate(() => {
+        const el = document.querySelector('.vdesk-remote-cursor');
+        if (!el || el.style.display === 'none') return null;
+        const r = el.getBoundingClientRect();
+        return { left: r.left, top: r.top };
+      });
+      assert.ok(drawn, "dave's page draws the cursor over the video");
+      // The element's corner is the pointer less the image's hotspot (a few pixels).
+      assert.ok(Math.abs(drawn.left - at.x) < 40 && Math.abs(drawn.top - at.y) < 40, `cursor drawn at ${JSON.stringify(drawn)}, pointer at ${JSON.stringify(at)}`);
+      assert.deepEqual(await clickRefused(dave), [], "dave's click does not reach X");
+      assert.equal(await metric('vdesk_agent_encoders'), 1);
+    }));
+
+  it('an admin link takes control: its clicks land in X, the old holder\'s do not', () =>
+    reportingFailures(reports, async () => {
+      const { alice } = pages;
+      assert.equal(await alice.evaluate(() => window.vdeskViewer.input.inControl), true, 'alice holds control (previous test)');
+      const erin = await open('erin', 'admin');
+      const ids = { alice: (await control(alice)).you, erin: (await control(erin)).you };
+      assert.equal((await control(erin)).holder, ids.alice, 'joining as admin does not take control by itself');
+      assert.deepEqual(await clickRefused(erin), [], "erin's click does not reach X before she takes control");
+      await erin.evaluate(() => window.vdeskViewer.input.takeControl());
+      await waitFor('erin in control on every page', async () => {
+        for (const p of Object.values(pages)) if (!p.isClosed() && (await control(p)).holder !== ids.erin) return false;
+        return true;
+      });
+      assert.equal(await alice.evaluate(() => window.vdeskViewer.input.inControl), false);
+      await clickLands(erin, 'erin');
+      assert.deepEqual(await clickRefused(alice), [], "alice's click does not reach X after the take");
       assert.equal(await metric('vdesk_agent_encoders'), 1);
     }));
 });

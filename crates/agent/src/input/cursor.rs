@@ -1,10 +1,152 @@
 //! The VM's cursor image for the viewer: XFixes hands out premultiplied ARGB pixels; the viewer
 //! wants straight-alpha RGBA (what a canvas `ImageData` holds), base64 in a `cursor` message.
+//! `CursorWatch` is a view-only session's whole X side: the cursor image, where the pointer is,
+//! and the screen size, read on its own X connection that sends X nothing but queries.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use base64::Engine as _;
-use vdesk_protocol::{AgentToViewer, MAX_CURSOR_EDGE};
-use x11rb::connection::Connection;
+use tracing::{debug, info};
+use vdesk_protocol::{AgentToViewer, SessionId, MAX_CURSOR_EDGE};
+use x11rb::connection::{Connection, RequestConnection};
 use x11rb::protocol::xfixes::ConnectionExt as _;
+use x11rb::protocol::xproto::ConnectionExt as _;
+use x11rb::protocol::{randr, xfixes, Event};
+
+use super::Out;
+
+/// How often a view-only session reads where the pointer is (XFixes tells image changes, not
+/// motion): 30 times a second, a message only when it moved.
+const POINTER_POLL: Duration = Duration::from_millis(33);
+
+/// A view-only session's X side: a thread that sends the viewer the cursor image when it
+/// changes, the pointer position when it moves (`cursorAt`) and the screen size. It injects
+/// nothing (no XTEST), owns no selection and reads no clipboard. Dropping it stops the thread.
+#[derive(Debug)]
+pub(super) struct CursorWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CursorWatch {
+    pub(super) fn start(id: &SessionId, x_display: &str, out: Arc<Out>) -> Result<Self, String> {
+        let (conn, screen) = x11rb::connect(Some(x_display))
+            .map_err(|e| format!("cannot open X display {x_display}: {e}"))?;
+        let root = conn.setup().roots[screen].root;
+        if conn
+            .extension_information(xfixes::X11_EXTENSION_NAME)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            return Err("the X server has no XFIXES extension (cursor)".into());
+        }
+        xfixes::query_version(&conn, 5, 0)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| e.to_string())?;
+        conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)
+            .map_err(|e| e.to_string())?;
+        if conn
+            .extension_information(randr::X11_EXTENSION_NAME)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            use randr::ConnectionExt as _;
+            let _ = conn.randr_query_version(1, 3).map(|c| c.reply());
+            conn.randr_select_input(root, randr::NotifyMask::SCREEN_CHANGE)
+                .map_err(|e| e.to_string())?;
+        }
+        conn.flush().map_err(|e| e.to_string())?;
+        if let Ok(Ok(g)) = conn.get_geometry(root).map(|c| c.reply()) {
+            out.send(&AgentToViewer::ScreenSize {
+                width: u32::from(g.width),
+                height: u32::from(g.height),
+            });
+        }
+        match current(&conn) {
+            Ok(Some(c)) => {
+                out.send(&c);
+            }
+            Ok(None) => {}
+            Err(e) => debug!("no cursor image yet: {e}"),
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let id = id.clone();
+            std::thread::Builder::new()
+                .name(format!("cursor-{}", &id.as_str()[..8]))
+                .spawn(move || {
+                    let mut at = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        loop {
+                            match conn.poll_for_event() {
+                                Ok(None) => break,
+                                Ok(Some(Event::XfixesCursorNotify(_))) => match current(&conn) {
+                                    Ok(Some(c)) => {
+                                        out.send(&c);
+                                    }
+                                    Ok(None) => debug!("cursor image too large; not sent"),
+                                    Err(e) => debug!("cursor image: {e}"),
+                                },
+                                Ok(Some(Event::RandrScreenChangeNotify(e))) => {
+                                    out.send(&AgentToViewer::ScreenSize {
+                                        width: u32::from(e.width),
+                                        height: u32::from(e.height),
+                                    });
+                                }
+                                Ok(Some(_)) => {}
+                                Err(e) => {
+                                    debug!(session = %id, "cursor watch ends: {e}");
+                                    return;
+                                }
+                            }
+                        }
+                        let reply = conn
+                            .query_pointer(root)
+                            .map_err(x11rb::errors::ReplyError::from)
+                            .and_then(|c| c.reply());
+                        match reply {
+                            Ok(p) if p.same_screen => {
+                                let now = (
+                                    u32::try_from(p.root_x).unwrap_or(0),
+                                    u32::try_from(p.root_y).unwrap_or(0),
+                                );
+                                if at != Some(now) {
+                                    at = Some(now);
+                                    out.send(&AgentToViewer::CursorAt { x: now.0, y: now.1 });
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                debug!(session = %id, "cursor watch ends: {e}");
+                                return;
+                            }
+                        }
+                        std::thread::sleep(POINTER_POLL);
+                    }
+                })
+                .map_err(|e| e.to_string())?
+        };
+        info!(session = %id, display = %x_display, "view-only: cursor watch ready (no input)");
+        Ok(CursorWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for CursorWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// Premultiplied `0xAARRGGBB` pixels to straight-alpha RGBA bytes.
 pub fn argb_to_rgba(pixels: &[u32]) -> Vec<u8> {

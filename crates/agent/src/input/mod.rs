@@ -2,7 +2,9 @@
 //! A control session gets its own X connection with two threads: a worker that injects input
 //! (XTEST), takes the CLIPBOARD and resizes the screen, and an event thread that sends the
 //! viewer the cursor image, the CLIPBOARD and the screen size when they change. A view-only
-//! session gets neither: its input is dropped (logged and told to the viewer once).
+//! session gets neither: its input is dropped (logged and told to the viewer once); its X
+//! connection is `cursor::CursorWatch`, which only reads the cursor image, the pointer position
+//! and the screen size (so it can share the stream that leaves the cursor out).
 //! Dropping `SessionInput` releases every key and button the viewer held and stops both threads.
 //! Every session is a seat in the agent's `control::Room` once its `input` channel opens: only
 //! the viewer that holds control has its input put into X; control messages go to the room.
@@ -55,6 +57,7 @@ pub struct InputSettings {
 struct ViewerOut {
     channel: Option<gst_webrtc::WebRTCDataChannel>,
     cursor: Option<String>,
+    cursor_at: Option<String>,
     screen: Option<String>,
 }
 
@@ -94,6 +97,7 @@ impl Out {
         let mut out = self.lock();
         match msg {
             AgentToViewer::Cursor { .. } => out.cursor = Some(text.clone()),
+            AgentToViewer::CursorAt { .. } => out.cursor_at = Some(text.clone()),
             AgentToViewer::ScreenSize { .. } => out.screen = Some(text.clone()),
             _ => {}
         }
@@ -107,7 +111,10 @@ impl Out {
 
     fn attach(&self, ch: gst_webrtc::WebRTCDataChannel) {
         let mut out = self.lock();
-        for text in [&out.screen, &out.cursor].into_iter().flatten() {
+        for text in [&out.screen, &out.cursor, &out.cursor_at]
+            .into_iter()
+            .flatten()
+        {
             let _ = ch.send_string_full(Some(text));
         }
         out.channel = Some(ch);
@@ -137,6 +144,8 @@ pub struct SessionInput {
     clipboard: ClipboardPolicy,
     out: Arc<Out>,
     x: Option<XSide>,
+    /// A view-only session's cursor (image, position, screen size); `None` for control.
+    _cursor: Option<cursor::CursorWatch>,
     told_refused: AtomicBool,
     told_clipboard: AtomicBool,
     told_bad: AtomicBool,
@@ -189,6 +198,18 @@ impl SessionInput {
     ) -> Arc<SessionInput> {
         let (permission, clipboard) = (grant.permission, grant.clipboard);
         let out = Arc::new(Out::new(clipboard));
+        let cursor = match permission {
+            Permission::View => {
+                match cursor::CursorWatch::start(&id, &settings.display, out.clone()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!(session = %id, "view-only viewer gets no cursor: {e}");
+                        None
+                    }
+                }
+            }
+            Permission::Control | Permission::Admin => None,
+        };
         let x = match permission {
             Permission::View => None,
             Permission::Control | Permission::Admin => {
@@ -207,6 +228,7 @@ impl SessionInput {
             clipboard,
             out,
             x,
+            _cursor: cursor,
             told_refused: AtomicBool::new(false),
             told_clipboard: AtomicBool::new(false),
             told_bad: AtomicBool::new(false),

@@ -43,7 +43,7 @@ use queue::{KeyframeGate, Pushed, ViewerQueue, KEYFRAME_WINDOW, QUEUE_FRAMES};
 pub struct StreamKey {
     pub codec: Codec,
     pub rung: Rung,
-    /// The X pointer drawn into the picture (view-only viewers get no cursor messages).
+    /// The X pointer drawn into the picture (`--stream-cursor`: for every viewer).
     pub pointer: bool,
 }
 
