@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::viewer_token::{self, unix_now};
 
 /// A lifetime: seconds, or text such as `"15m"`, `"1h"`, `"7d"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Ttl {
     Secs(u64),
@@ -24,7 +24,7 @@ pub enum Ttl {
 }
 
 /// Body of `POST /api/admin/links`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MintLink {
     pub vm_id: VmId,
@@ -40,7 +40,7 @@ pub struct MintLink {
 }
 
 /// Reply of `POST /api/admin/links`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Link {
     pub url: String,
@@ -54,6 +54,9 @@ pub struct Link {
     pub name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/admin/links", tag = "admin", security(("bearer" = [])),
+    request_body = MintLink,
+    responses((status = 201, description = "A viewer link", body = Link)))]
 pub(crate) async fn mint_link(
     State(state): State<AppState>,
     _admin: access::AdminToken,
