@@ -1,5 +1,5 @@
 //! The admin API (needs `Authorization: Bearer <--admin-token>`; off without that flag):
-//! `POST /api/admin/links` mints a viewer link. Listing VMs (`GET /api/vms`) is in `vms.rs`.
+//! `POST /api/admin/links` mints a viewer link; `GET /api/admin/sessions` lists the live sessions. Listing VMs (`GET /api/vms`) is in `vms.rs`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -113,4 +113,22 @@ pub(crate) async fn mint_link(
         name,
     };
     Ok((StatusCode::CREATED, Json(link)).into_response())
+}
+
+/// Reply of `GET /api/admin/sessions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionViews {
+    pub sessions: Vec<crate::relay::SessionView>,
+}
+
+#[utoipa::path(get, path = "/api/admin/sessions", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every live session: VM, viewer name, permission, \
+        whether it connected, and the agent's last bitrate and RTT", body = SessionViews)))]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    _admin: access::AdminToken,
+) -> Json<SessionViews> {
+    Json(SessionViews {
+        sessions: state.relay(|r, _| r.session_views()),
+    })
 }

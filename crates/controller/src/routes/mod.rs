@@ -137,6 +137,9 @@ pub static ROUTES: &[Route] = &[
     route(Method::POST, "/api/admin/links", Access::Admin, |m| {
         on(m, admin::mint_link)
     }),
+    route(Method::GET, "/api/admin/sessions", Access::Admin, |m| {
+        on(m, admin::sessions)
+    }),
     route(Method::GET, "/api/openapi.json", Access::Public, |m| {
         on(m, openapi::serve)
     }),

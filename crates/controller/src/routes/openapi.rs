@@ -75,6 +75,7 @@ const ERRORS: &[(u16, &str)] = &[
         super::session::candidate,
         super::session::candidates,
         super::admin::mint_link,
+        super::admin::sessions,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Common)
