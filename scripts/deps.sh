@@ -17,6 +17,8 @@ packages=(
   dpkg-dev systemd adduser
   # network e2e: namespaces (iproute2) and the user-space link emulator (python3)
   python3
+  # Schemathesis (scripts/schemathesis.sh) goes in a venv under target/
+  python3-venv
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

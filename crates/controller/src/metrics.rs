@@ -15,6 +15,9 @@ use crate::relay::MetricsSnapshot;
 use crate::state::AppState;
 
 /// Behind the admin token, like the rest of the admin API: the numbers name VMs and sessions.
+#[utoipa::path(get, path = "/metrics", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "The Prometheus text format",
+        content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(e) = crate::access::admin(&state, &headers) {
         return e.into_response();

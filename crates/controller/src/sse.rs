@@ -23,6 +23,12 @@ use crate::state::{AppState, ViewerEvent};
 /// Interval of the `: keep-alive` comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+#[utoipa::path(get, path = "/api/webrtc/session/{id}/events", tag = "viewer",
+    security(("bearer" = []), ("token" = [])),
+    params(("id" = SessionId, Path, description = "The session"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Replay the events after this one")),
+    responses((status = 200, description = "Server-sent events: `event:` is the type, `data:` the JSON",
+        content_type = "text/event-stream", body = String)))]
 pub(crate) async fn events(
     State(state): State<AppState>,
     ViewerSession { id, .. }: ViewerSession,

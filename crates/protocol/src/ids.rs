@@ -124,3 +124,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<SessionId>(&json).unwrap(), a);
     }
 }
+
+#[cfg(feature = "openapi")]
+mod openapi {
+    //! The ids' OpenAPI schemas: strings with the pattern their parsers check.
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    fn string(pattern: &str, min: usize, max: usize, example: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .min_length(Some(min))
+            .max_length(Some(max))
+            .examples([example])
+            .into()
+    }
+
+    impl utoipa::PartialSchema for super::VmId {
+        fn schema() -> RefOr<Schema> {
+            string("^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$", 1, 64, "demo")
+        }
+    }
+    impl utoipa::ToSchema for super::VmId {}
+
+    impl utoipa::PartialSchema for super::SessionId {
+        fn schema() -> RefOr<Schema> {
+            string("^[0-9a-f]{32}$", 32, 32, "0123456789abcdef0123456789abcdef")
+        }
+    }
+    impl utoipa::ToSchema for super::SessionId {}
+}

@@ -12,6 +12,7 @@ use crate::validate::{
 
 /// An ICE candidate exactly as the browser's `RTCIceCandidateInit` spells it. An empty
 /// `candidate` string means end-of-candidates (as browsers send it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct IceCandidate {
@@ -85,6 +86,7 @@ pub fn candidate_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<IceCandidate
 }
 
 /// One STUN or TURN server, as `RTCIceServer` spells it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IceServer {
@@ -95,6 +97,7 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SdpType {
@@ -103,6 +106,7 @@ pub enum SdpType {
 }
 
 /// `RTCSessionDescriptionInit`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionDescription {
     #[serde(rename = "type")]
@@ -126,6 +130,7 @@ impl SessionDescription {
 /// (`control`), or also take control from whoever holds it (`admin`). Ordered: view < control <
 /// admin. Enforced by the agent (it drops input from a session that may not send it) and decided
 /// by the controller (from the viewer's token). A message without it means `View`: the safe side.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
@@ -145,6 +150,7 @@ impl Permission {
 }
 
 /// Which peer a candidate comes from, in the report's words.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
@@ -162,6 +168,7 @@ impl Side {
 }
 
 /// Stable error codes: on the wire (HTTP bodies, `ended` events, agent errors) and in the viewer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -190,6 +197,7 @@ pub enum ErrorCode {
 /// Which way the clipboard may travel in a session, set per viewer link (`mint-link
 /// --clipboard`) and enforced by the agent. A message without it means `Both` (the old
 /// behaviour); view-only sessions send nothing to the VM whatever this says.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClipboardPolicy {
@@ -217,6 +225,7 @@ impl ClipboardPolicy {
 /// offer and as the agent hands it back in `resume` (so that a restarted controller can check who
 /// owns an adopted session). The agent enforces `permission` and `clipboard`, and ends the session
 /// at `expires_at` by itself if the controller is gone.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionGrant {
@@ -432,6 +441,7 @@ impl ControllerToViewer {
 // ---------------------------------------------------------------------------------------------
 
 /// `GET /api/vms` item and `GET /api/vms/{vm_id}` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VmInfo {
@@ -440,6 +450,7 @@ pub struct VmInfo {
 }
 
 /// `GET /api/vms` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VmList {
@@ -447,6 +458,7 @@ pub struct VmList {
 }
 
 /// `GET /api/webrtc/config` body: what the browser passes to `new RTCPeerConnection`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RtcConfig {
@@ -454,6 +466,7 @@ pub struct RtcConfig {
 }
 
 /// `POST /api/webrtc/session` body: open a session for `vm_id` with the browser's offer.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateSession {
@@ -462,6 +475,7 @@ pub struct CreateSession {
 }
 
 /// `POST /api/webrtc/session` reply (201).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionCreated {
@@ -476,6 +490,7 @@ pub struct SessionCreated {
 }
 
 /// `POST /api/webrtc/session/{id}/candidate` body, as in the report.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PostCandidate {
@@ -486,6 +501,7 @@ pub struct PostCandidate {
 
 /// `GET /api/webrtc/session/{id}/candidates/{vm|browser}` reply: the candidates of that side
 /// that this reader has not been given yet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CandidateList {
@@ -495,11 +511,13 @@ pub struct CandidateList {
 }
 
 /// Every error body: `{"error": {"code": "...", "message": "..."}}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorDetail {
     pub code: ErrorCode,

@@ -49,3 +49,25 @@ pub struct MetricsSnapshot {
     pub counters: Counters,
     pub sessions: Vec<SessionMetrics>,
 }
+
+/// One live session as the admin sees it (`GET /api/admin/sessions`): who, with what grant, and
+/// the agent's last numbers. No token, no owner tag, no SDP.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub session_id: vdesk_protocol::SessionId,
+    pub vm_id: VmId,
+    pub permission: vdesk_protocol::Permission,
+    /// The viewer's name from its link.
+    pub name: Option<String>,
+    /// When the viewer's link expires, Unix milliseconds.
+    pub expires_at: Option<u64>,
+    /// The peer connection reported `connected` (or the session was adopted while streaming).
+    pub connected: bool,
+    /// The VM's agent is connected to the controller (false while it reconnects).
+    pub agent_attached: bool,
+    /// From the agent's last `sessionStats` (none yet: absent).
+    pub codec: Option<String>,
+    pub bitrate_kbps: Option<f64>,
+    pub rtt_ms: Option<f64>,
+}

@@ -24,7 +24,7 @@ use vdesk_protocol::{
 
 use crate::auth::AgentAuth;
 use crate::turn::TurnRest;
-pub use counters::{Counters, MetricsSnapshot, SessionMetrics};
+pub use counters::{Counters, MetricsSnapshot, SessionMetrics, SessionView};
 use session::Session;
 pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_CANDIDATE_BYTES_PER_SIDE, MAX_PEER_STATES};
 
@@ -272,6 +272,28 @@ impl Relay {
     /// allowed live session).
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.len()
+    }
+
+    /// Every live session as `GET /api/admin/sessions` shows it (read-only), by VM then id.
+    pub fn session_views(&self) -> Vec<SessionView> {
+        let mut views: Vec<SessionView> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionView {
+                session_id: id.clone(),
+                vm_id: s.vm.clone(),
+                permission: s.grant.permission,
+                name: s.grant.name.clone(),
+                expires_at: s.grant.expires_at,
+                connected: s.connect_by.is_none(),
+                agent_attached: s.agent.is_some(),
+                codec: s.stats.as_ref().map(|st| st.codec.clone()),
+                bitrate_kbps: s.stats.as_ref().map(|st| st.bitrate_kbps),
+                rtt_ms: s.stats.as_ref().and_then(|st| st.rtt_ms),
+            })
+            .collect();
+        views.sort_by(|a, b| (&a.vm_id, &a.session_id).cmp(&(&b.vm_id, &b.session_id)));
+        views
     }
 
     /// The numbers `GET /metrics` shows: counters, gauges, and the last stats of each session.

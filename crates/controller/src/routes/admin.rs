@@ -1,5 +1,5 @@
 //! The admin API (needs `Authorization: Bearer <--admin-token>`; off without that flag):
-//! `POST /api/admin/links` mints a viewer link. Listing VMs (`GET /api/vms`) is in `vms.rs`.
+//! `POST /api/admin/links` mints a viewer link; `GET /api/admin/sessions` lists the live sessions. Listing VMs (`GET /api/vms`) is in `vms.rs`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::viewer_token::{self, unix_now};
 
 /// A lifetime: seconds, or text such as `"15m"`, `"1h"`, `"7d"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Ttl {
     Secs(u64),
@@ -24,7 +24,7 @@ pub enum Ttl {
 }
 
 /// Body of `POST /api/admin/links`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MintLink {
     pub vm_id: VmId,
@@ -40,7 +40,7 @@ pub struct MintLink {
 }
 
 /// Reply of `POST /api/admin/links`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Link {
     pub url: String,
@@ -54,6 +54,9 @@ pub struct Link {
     pub name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/admin/links", tag = "admin", security(("bearer" = [])),
+    request_body = MintLink,
+    responses((status = 201, description = "A viewer link", body = Link)))]
 pub(crate) async fn mint_link(
     State(state): State<AppState>,
     _admin: access::AdminToken,
@@ -110,4 +113,22 @@ pub(crate) async fn mint_link(
         name,
     };
     Ok((StatusCode::CREATED, Json(link)).into_response())
+}
+
+/// Reply of `GET /api/admin/sessions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionViews {
+    pub sessions: Vec<crate::relay::SessionView>,
+}
+
+#[utoipa::path(get, path = "/api/admin/sessions", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every live session: VM, viewer name, permission, \
+        whether it connected, and the agent's last bitrate and RTT", body = SessionViews)))]
+pub(crate) async fn sessions(
+    State(state): State<AppState>,
+    _admin: access::AdminToken,
+) -> Json<SessionViews> {
+    Json(SessionViews {
+        sessions: state.relay(|r, _| r.session_views()),
+    })
 }

@@ -9,6 +9,7 @@
 //! added without a check fails that test.
 
 pub mod admin;
+pub mod openapi;
 pub mod pages;
 pub mod session;
 pub mod vms;
@@ -67,7 +68,7 @@ pub static ROUTES: &[Route] = &[
         on(m, pages::viewer)
     }),
     route(Method::GET, "/healthz", Access::Public, |m| {
-        on(m, || async { "ok" })
+        on(m, pages::healthz)
     }),
     route(Method::GET, "/assets/vdesk.js", Access::Public, |m| {
         on(m, || async { file(JAVASCRIPT, assets::VDESK_JS) })
@@ -135,6 +136,12 @@ pub static ROUTES: &[Route] = &[
     ),
     route(Method::POST, "/api/admin/links", Access::Admin, |m| {
         on(m, admin::mint_link)
+    }),
+    route(Method::GET, "/api/admin/sessions", Access::Admin, |m| {
+        on(m, admin::sessions)
+    }),
+    route(Method::GET, "/api/openapi.json", Access::Public, |m| {
+        on(m, openapi::serve)
     }),
     route(Method::GET, "/metrics", Access::Admin, |m| {
         on(m, crate::metrics::metrics)

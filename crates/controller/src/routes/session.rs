@@ -10,10 +10,10 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 use vdesk_protocol::{
     CandidateList, CreateSession, PostCandidate, SessionCreated, SessionDescription, SessionGrant,
-    Side,
+    SessionId, Side,
 };
 
 use crate::access::{self, Peer, SessionCaller, ViewerSession};
@@ -22,10 +22,23 @@ use crate::extract::{ApiJson, SideParam};
 use crate::limits::Kind;
 use crate::state::AppState;
 
-fn session_url(id: &vdesk_protocol::SessionId) -> String {
+/// The 202 body of `answer` (nothing yet) and `offer` (sent on): `{"status": "pending"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Pending {
+    #[schema(pattern = "^pending$")]
+    pub status: &'static str,
+}
+
+const PENDING: Pending = Pending { status: "pending" };
+
+fn session_url(id: &SessionId) -> String {
     format!("/api/webrtc/session/{id}")
 }
 
+#[utoipa::path(post, path = "/api/webrtc/session", tag = "viewer",
+    security(("bearer" = []), ("token" = [])), request_body = CreateSession,
+    responses((status = 201, description = "The session is open; the answer comes as an event",
+        body = SessionCreated, headers(("Location" = String, description = "The session's URL")))))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     peer: Peer,
@@ -62,17 +75,24 @@ pub(crate) async fn create(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/webrtc/session/{id}/answer", tag = "viewer",
+    security(("bearer" = []), ("token" = [])), params(("id" = SessionId, Path, description = "The session")),
+    responses((status = 200, description = "The agent's answer", body = SessionDescription),
+        (status = 202, description = "No answer yet", body = Pending)))]
 pub(crate) async fn answer(
     State(state): State<AppState>,
     ViewerSession { id, .. }: ViewerSession,
 ) -> Result<Response, AppError> {
     Ok(match state.relay(|r, now| r.answer(&id, now))? {
         Some(answer) => Json(answer).into_response(),
-        None => (StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response(),
+        None => (StatusCode::ACCEPTED, Json(PENDING)).into_response(),
     })
 }
 
 /// A new offer on an existing session (ICE restart); the answer comes as an `answer` event.
+#[utoipa::path(post, path = "/api/webrtc/session/{id}/offer", tag = "viewer",
+    security(("bearer" = []), ("token" = [])), params(("id" = SessionId, Path, description = "The session")), request_body = SessionDescription,
+    responses((status = 202, description = "Sent to the agent; the answer comes as an event", body = Pending)))]
 pub(crate) async fn reoffer(
     State(state): State<AppState>,
     ViewerSession { id, claims }: ViewerSession,
@@ -82,7 +102,7 @@ pub(crate) async fn reoffer(
 ) -> Result<Response, AppError> {
     access::rate_limit(&state, Kind::Offer, &headers, peer, &claims)?;
     state.relay(|r, now| r.reoffer(&id, offer, now))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"status": "pending"}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(PENDING)).into_response())
 }
 
 /// 401 for a caller posting or reading the other side's candidates (a viewer token on the
@@ -98,6 +118,9 @@ fn wrong_side(caller: &SessionCaller) -> AppError {
     }
 }
 
+#[utoipa::path(post, path = "/api/webrtc/session/{id}/candidate", tag = "viewer",
+    security(("bearer" = []), ("token" = [])), params(("id" = SessionId, Path, description = "The session")), request_body = PostCandidate,
+    responses((status = 204, description = "Relayed to the other side")))]
 pub(crate) async fn candidate(
     State(state): State<AppState>,
     caller: SessionCaller,
@@ -117,6 +140,11 @@ pub(crate) async fn candidate(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/webrtc/session/{id}/candidates/{side}", tag = "viewer",
+    security(("bearer" = []), ("token" = [])),
+    params(("id" = SessionId, Path, description = "The session"),
+        ("side" = Side, Path, description = "Whose candidates: `vm` for the viewer, `browser` for the agent")),
+    responses((status = 200, description = "That side's candidates not read yet", body = CandidateList)))]
 pub(crate) async fn candidates(
     State(state): State<AppState>,
     caller: SessionCaller,
@@ -132,6 +160,9 @@ pub(crate) async fn candidates(
     ))
 }
 
+#[utoipa::path(delete, path = "/api/webrtc/session/{id}", tag = "viewer",
+    security(("bearer" = []), ("token" = [])), params(("id" = SessionId, Path, description = "The session")),
+    responses((status = 204, description = "The session is over")))]
 pub(crate) async fn end(
     State(state): State<AppState>,
     ViewerSession { id, .. }: ViewerSession,

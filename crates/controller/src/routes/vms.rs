@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::Json;
-use vdesk_protocol::{RtcConfig, VmInfo, VmList};
+use vdesk_protocol::{RtcConfig, VmId, VmInfo, VmList};
 
 use crate::access;
 use crate::error::AppError;
@@ -14,6 +14,8 @@ use crate::extract::VmParam;
 use crate::limits::Kind;
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/api/vms", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, description = "Every VM known, online or not", body = VmList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -24,6 +26,10 @@ pub(crate) async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/vms/{vmId}", tag = "viewer",
+    security(("bearer" = []), ("token" = [])),
+    params(("vmId" = VmId, Path, description = "The VM")),
+    responses((status = 200, description = "The VM and whether its agent is online", body = VmInfo)))]
 pub(crate) async fn one(
     State(state): State<AppState>,
     VmParam(vm): VmParam,
@@ -40,6 +46,9 @@ pub(crate) async fn one(
         .ok_or_else(AppError::vm_not_found)
 }
 
+#[utoipa::path(get, path = "/api/webrtc/config", tag = "viewer",
+    security(("bearer" = []), ("token" = [])),
+    responses((status = 200, description = "What the browser passes to `new RTCPeerConnection`", body = RtcConfig)))]
 pub(crate) async fn rtc_config(
     State(state): State<AppState>,
     peer: access::Peer,
