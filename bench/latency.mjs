@@ -1,18 +1,23 @@
-// latency.mjs: the glass-to-glass benchmark. For each configuration it starts Xvfb, a stimulus
-// (vdesk-xpaint: a block whose colour changes at random intervals, plus an optional 60 fps busy
-// region), the system under test (vdesk controller + agent, or x11vnc + websockify + noVNC), and
-// Debian's headless Chromium; a probe in the page finds the first displayed frame that shows each
-// new colour. Reports p50/p95/max latency, frames/s, CPU, kbit/s and page load to first frame.
+// latency.mjs: the glass-to-glass benchmark. For each row it starts Xvfb, a stimulus
+// (vdesk-xpaint: a block whose colour changes at random intervals, plus an optional animation:
+// "busy", bars in a quarter of the screen, or "heavy", stripes the full width and half the
+// height, both at 60 fps with a frame counter), the system under test (vdesk controller + agent,
+// or x11vnc + websockify + noVNC) and Debian's headless Chromium, optionally behind an emulated
+// link; a probe in the page finds the first displayed frame that shows each new colour.
+// `--set publish` runs the whole published set: the x11vnc sweep, vdesk against the best x11vnc
+// interleaved (A/B/A/B), the 10 Mbit/s link, and the agent variants. Every raw sample goes to
+// bench/results/latest.json; bench/report.mjs computes every table from it (latest.md).
 // Run it through bench/run.sh (own network namespace, release build); see bench/README.md.
 
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile, mkdir, chmod, symlink, readFile } from 'node:fs/promises';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { report, bestVnc } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
@@ -21,17 +26,25 @@ const { chromium } = require('playwright-core');
 
 const { values: opt } = parseArgs({
   options: {
+    set: { type: 'string', default: 'main' },
     samples: { type: 'string', default: '40' },
+    reps: { type: 'string', default: '2' },
+    codecs: { type: 'string', default: 'h264' },
+    vnc: { type: 'string', default: 'fast' },
     only: { type: 'string', default: '' },
     'bin-dir': { type: 'string', default: path.join(root, 'target', 'release') },
     out: { type: 'string', default: path.join(here, 'results') },
+    name: { type: 'string', default: 'latest' },
     fps: { type: 'string', default: '90' }, // the agent's --framerate (its default)
     quick: { type: 'boolean', default: false },
   },
 });
 const SAMPLES = opt.quick ? 8 : Number(opt.samples);
+const SHORT_SAMPLES = Math.max(8, Math.ceil(SAMPLES / 2)); // sweep and agent variants
+const REPS = Number(opt.reps);
 const FPS = Number(opt.fps);
 const BIN = opt['bin-dir'];
+const MISS_AFTER_MS = 2000;
 const CHROMIUM_ARGS = [
   '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -40,6 +53,37 @@ const CHROMIUM_ARGS = [
 const BLOCK = { x: 100, y: 100, w: 160, h: 160 };
 const COLOURS = ['ff0000', '00ff00', '0000ff', 'ffff00', 'ff00ff', '00ffff'];
 const CLICK_COLOURS = ['ff8000', '0080ff', '80ff00', 'ff0080'];
+// vdesk-xpaint's frame counter (crates/xpaint/src/lib.rs `counter_cells`): 8 cells, 16 px, 24 px
+// apart, from (16, 24) inside the animated region; the page reads the cells' centres.
+const COUNTER = { bits: 8, pitch: 24, x: 16 + 8, y: 24 + 8 };
+// The link of the link table: 10 Mbit/s each way, 10 ms each way (20 ms RTT), 150 ms queue.
+const LINK = { rate_kbps: 10000, delay_ms: 10, loss: 0, queue_ms: 150 };
+
+// x11vnc at its fastest settings (issue 16): the sweep. Every variant also gets the common flags
+// of startVnc. "fast" is -defer 0 -wait 1 -nowait_bog (no update deferral, 1 ms between polls,
+// no back-off when polling bogs down).
+const FAST = ['-defer', '0', '-wait', '1', '-nowait_bog'];
+const VNC_VARIANTS = {
+  default: { vncArgs: [] },
+  fast: { vncArgs: FAST },
+  'fast-threads': { vncArgs: [...FAST, '-threads'] },
+  'fast-noxdamage': { vncArgs: [...FAST, '-noxdamage'] },
+  'fast-pointer_mode1': { vncArgs: [...FAST, '-pointer_mode', '1'] },
+  'fast-ncache0': { vncArgs: [...FAST, '-ncache', '0'] },
+  'fast-q9c0': { vncArgs: FAST, quality: 9, compression: 0 },
+  'fast-q3c1': { vncArgs: FAST, quality: 3, compression: 1 },
+  'fast-threads-q3c1': { vncArgs: [...FAST, '-threads'], quality: 3, compression: 1 },
+};
+// The agent variants measured on heavy content (the suspects of issue 16), each interleaved with
+// the defaults.
+const AGENT_VARIANTS = {
+  default: {},
+  'full-screen capture (ximagesrc, XShm)': { agentArgs: ['--capture', 'ximagesrc'] },
+  'x264 sliced-threads': { agentEnv: { VDESK_ENCODER_EXTRA: 'sliced-threads=true' } },
+  'x264 threads=1': { agentEnv: { VDESK_ENCODER_EXTRA: 'threads=1' } },
+  'x264 intra-refresh': { agentEnv: { VDESK_ENCODER_EXTRA: 'intra-refresh=true' } },
+  'capture pacing 60 fps': { agentArgs: ['--framerate', '60'] },
+};
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -122,13 +166,30 @@ function loopbackBytes() {
   return line ? Number(line.split(':')[1].trim().split(/\s+/)[0]) : 0;
 }
 
+/** Bytes seen on interface `iface` (received; on loopback every packet is received once), or
+ *  received + sent (a TAP device: the two directions of the emulated link). */
+function ifaceBytes(iface, both = false) {
+  const line = readFileSync('/proc/net/dev', 'utf8').split('\n').find((l) => l.trim().startsWith(`${iface}:`));
+  if (!line) return 0;
+  const v = line.split(':')[1].trim().split(/\s+/).map(Number);
+  return both ? v[0] + v[8] : v[0];
+}
+
 // ---------------------------------------------------------------------------------------------
 // the stimulus
 
-async function startStimulus(procs, display, busy, width, height) {
+/** The animated region of `content` on a width x height screen, or null. */
+function animation(content, width, height) {
+  if (content === 'busy') return [Math.round(width / 3), Math.round(height / 3), Math.round(width / 2), Math.round(height / 2)];
+  if (content === 'heavy') return [0, Math.round(height / 2), width, height - Math.round(height / 2)];
+  return null;
+}
+
+async function startStimulus(procs, display, cfg) {
   const args = ['--display', `:${display}`, '--rect', `${BLOCK.x},${BLOCK.y},${BLOCK.w},${BLOCK.h}`,
     '--color', COLOURS[0], '--background', '202020', '--click-colors', CLICK_COLOURS.join(',')];
-  if (busy) args.push('--busy', `${Math.round(width / 3)},${Math.round(height / 3)},${Math.round(width / 2)},${Math.round(height / 2)}`, '--busy-fps', '60');
+  const anim = animation(cfg.content, cfg.width, cfg.height);
+  if (anim) args.push('--busy', anim.join(','), '--busy-fps', '60');
   const p = procs.spawn('xpaint', path.join(BIN, 'vdesk-xpaint'), args);
   const lines = createInterface({ input: p.stdout });
   const waiting = [];
@@ -149,13 +210,15 @@ async function startStimulus(procs, display, busy, width, height) {
       const m = l && /^clicked (\w+) (\d+) (\d+)/.exec(l);
       return m ? { colour: m[1], received: Number(m[2]) / 1000, painted: Number(m[3]) / 1000 } : null;
     },
+    /** Repaints the block: the wall clock (ms) read before the paint request and after the X
+     *  server confirmed it. */
     async paint(colour) {
       const reply = next();
       p.stdin.write(`${colour}\n`);
       const l = await reply;
-      const m = /^painted (\w+) (\d+)/.exec(l);
+      const m = /^painted (\w+) (\d+) (\d+)/.exec(l);
       if (!m) throw new Error(`xpaint: ${l}`);
-      return Number(m[2]) / 1000; // ms since epoch
+      return { after: Number(m[2]) / 1000, before: Number(m[3]) / 1000 };
     },
   };
 }
@@ -168,7 +231,6 @@ const VIDEO_PROBE = ({ bx, by }) => {
   const c = new OffscreenCanvas(1, 1);
   const ctx = c.getContext('2d', { willReadFrequently: true });
   window.__frames = [];
-  if (window.__bench_raf) { const tick = () => requestAnimationFrame(tick); tick(); }
   const onFrame = (now, md) => {
     ctx.drawImage(v, bx, by, 1, 1, 0, 0, 1, 1);
     const d = ctx.getImageData(0, 0, 1, 1).data;
@@ -198,6 +260,41 @@ const CANVAS_PROBE = ({ bx, by }) => {
   requestAnimationFrame(onFrame);
 };
 
+/** Content frames shown, the same way for both systems: on every animation frame of the page
+ *  (requestAnimationFrame) read the animation's frame counter from what the page shows (the
+ *  <video>'s current frame or noVNC's canvas) and count the changes of its value; `steps` counts
+ *  how far it moved each time (2 = one animation frame never shown). */
+const COUNTER_PROBE = ({ kind, x0, y0, bits, pitch }) => {
+  const el = document.querySelector(kind === 'video' ? 'video' : 'canvas');
+  const w = (bits - 1) * pitch + 1;
+  let read;
+  if (kind === 'video') {
+    const ctx = new OffscreenCanvas(w, 1).getContext('2d', { willReadFrequently: true });
+    read = () => { ctx.drawImage(el, x0, y0, w, 1, 0, 0, w, 1); return ctx.getImageData(0, 0, w, 1).data; };
+  } else {
+    const ctx = el.getContext('2d', { willReadFrequently: true });
+    read = () => ctx.getImageData(x0, y0, w, 1).data;
+  }
+  const s = { changes: 0, reads: 0, last: -1, steps: {} };
+  window.__counter = s;
+  const tick = () => {
+    const d = read();
+    let v = 0;
+    for (let b = 0; b < bits; b++) {
+      const i = b * pitch * 4;
+      if (d[i] + d[i + 1] + d[i + 2] > 3 * 128) v |= 1 << b;
+    }
+    s.reads++;
+    if (v !== s.last) {
+      if (s.last >= 0) { const step = (v - s.last + 256) % 256; s.steps[step] = (s.steps[step] ?? 0) + 1; }
+      s.changes++;
+      s.last = v;
+    }
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+};
+
 function rgbOf(hex) {
   return [0, 2, 4].map((i) => parseInt(hex.slice(i, i + 2), 16));
 }
@@ -214,42 +311,31 @@ async function clockOffset(page) {
   return best;
 }
 
-/** Paints SAMPLES new colours at random intervals and matches each to the first frame showing it. */
-async function measure(page, stim, offsetMs) {
-  const lat = [];
-  const parts = [];
-  let misses = 0;
-  for (let i = 1; i <= SAMPLES; i++) {
+/** Paints `samples` new colours at random intervals and matches each to the first frame showing
+ *  it: the raw samples, times in ms on Node's (= the X client's) clock. */
+async function measure(page, stim, offsetMs, samples) {
+  const out = [];
+  for (let i = 1; i <= samples; i++) {
     const colour = COLOURS[i % COLOURS.length];
     await sleep(150 + Math.random() * 250);
     await page.evaluate(() => { window.__frames.length = 0; });
-    const painted = await stim.paint(colour);
+    const { before, after } = await stim.paint(colour);
     const want = rgbOf(colour);
     let seen = null;
-    const end = Date.now() + 2000;
+    const end = Date.now() + MISS_AFTER_MS;
     while (!seen && Date.now() < end) {
       await sleep(30);
       const frames = await page.evaluate(() => window.__frames.slice());
-      seen = frames.find((f) => f[0] - offsetMs >= painted - 1 && close(f.slice(1, 4), want));
+      seen = frames.find((f) => f[0] - offsetMs >= before - 1 && close(f.slice(1, 4), want));
     }
-    if (seen) {
-      lat.push(seen[0] - offsetMs - painted);
-      const [shown, , , , received, presented] = seen;
-      if (received != null && presented != null) {
-        parts.push({ toReceived: received - offsetMs - painted, toPresented: presented - received, toShown: shown - presented });
-        if (process.env.BENCH_DEBUG) console.error(`sample ${(shown - offsetMs - painted).toFixed(1)} = ${parts.at(-1).toReceived.toFixed(1)} + ${parts.at(-1).toPresented.toFixed(1)} + ${parts.at(-1).toShown.toFixed(1)}`);
-      }
-    } else misses++;
+    if (!seen) { out.push({ colour, before, after, missed: true }); continue; }
+    const [shown, , , , received, presented] = seen;
+    const node = (t) => (t == null ? undefined : t - offsetMs);
+    out.push({ colour, before, after, shown: node(shown), received: node(received), presented: node(presented) });
   }
-  const med = (k) => stats(parts.map((p) => p[k])).p50;
-  const split = parts.length
-    ? { toReceivedMs: med('toReceived'), toPresentedMs: med('toPresented'), toShownMs: med('toShown') }
-    : null;
-  return { lat, misses, split };
+  return out;
 }
 
-/** Where on the page (CSS px) screen pixel (x, y) is shown, for a <video> (object-fit: contain)
- *  or noVNC's canvas. */
 async function pagePoint(page, kind, x, y) {
   return page.evaluate(({ kind, x, y }) => {
     const el = document.querySelector(kind === 'video' ? 'video' : 'canvas');
@@ -262,56 +348,83 @@ async function pagePoint(page, kind, x, y) {
 }
 
 /** Clicks the block in the page; the stimulus repaints it on the click; the time from the
- *  browser's pointerdown to the first frame showing the new colour is input-to-photon. */
+ *  browser's pointerdown to the first frame showing the new colour is input-to-photon. Raw
+ *  samples, ms on Node's clock. */
 async function measureClicks(page, stim, kind, offsetMs, samples) {
   await page.evaluate(() => {
     window.__downs = [];
     window.addEventListener('pointerdown', (e) => window.__downs.push(performance.timeOrigin + e.timeStamp), true);
   });
   const at = await pagePoint(page, kind, BLOCK.x + BLOCK.w / 2, BLOCK.y + BLOCK.h / 2);
-  const total = [];
-  const inputLeg = [];
-  let misses = 0;
+  const out = [];
   for (let i = 0; i < samples; i++) {
     await sleep(200 + Math.random() * 250);
     await page.evaluate(() => { window.__frames.length = 0; window.__downs.length = 0; });
     await page.mouse.click(at.x, at.y);
     const c = await stim.click();
     const down = (await page.evaluate(() => window.__downs[0])) ?? null;
-    if (!c || down == null) { misses++; continue; }
+    if (!c || down == null) { out.push({ missed: true, reason: c ? 'no pointerdown' : 'no click reached X' }); continue; }
     const want = rgbOf(c.colour);
     let seen = null;
-    const end = Date.now() + 2000;
+    const end = Date.now() + MISS_AFTER_MS;
     while (!seen && Date.now() < end) {
       await sleep(30);
       const frames = await page.evaluate(() => window.__frames.slice());
       seen = frames.find((f) => f[0] >= down && close(f.slice(1, 4), want));
     }
-    if (!seen) { misses++; continue; }
-    total.push(seen[0] - down);
-    inputLeg.push(c.received - (down - offsetMs));
+    if (!seen) { out.push({ missed: true, down: down - offsetMs, received: c.received }); continue; }
+    out.push({ down: down - offsetMs, received: c.received, painted: c.painted, shown: seen[0] - offsetMs });
   }
-  return { total: stats(total), inputLeg: stats(inputLeg), misses };
+  return out;
 }
 
-function stats(xs) {
-  if (!xs.length) return { p50: NaN, p95: NaN, max: NaN, n: 0 };
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * (s.length - 1) + 0.5))];
-  return { p50: q(0.5), p95: q(0.95), max: s[s.length - 1], n: s.length };
+// ---------------------------------------------------------------------------------------------
+// the emulated link: Chromium in a network namespace of its own behind two TAP devices joined by
+// web/test/e2e/linkemu.py (as badnet.e2e.mjs does; this kernel has no netem)
+
+const run = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+
+async function startLink(procs, settings) {
+  const tag = `${process.pid % 10000}${Math.floor(Math.random() * 90 + 10)}`;
+  const ns = `vdesk-bench-${tag}`;
+  const host = `vbh${tag}`;
+  const peer = `vbn${tag}`;
+  const octet = (process.pid % 250) + 1;
+  const hostIp = `10.232.${octet}.1`;
+  const nsIp = `10.232.${octet}.2`;
+  run('ip', ['netns', 'add', ns]);
+  const link = procs.spawn('linkemu', 'python3', [path.join(root, 'web', 'test', 'e2e', 'linkemu.py'), host, peer]);
+  await waitFor('linkemu.py ready', () => link.log.join('').includes('ready'), 10000);
+  run('ip', ['link', 'set', peer, 'netns', ns]);
+  run('ip', ['addr', 'add', `${hostIp}/30`, 'dev', host]);
+  run('ip', ['link', 'set', host, 'up']);
+  run('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', `${nsIp}/30`, 'dev', peer]);
+  run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', peer, 'up']);
+  run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+  link.stdin.write(`${JSON.stringify(settings)}\n`);
+  const wrapper = path.join(os.tmpdir(), `vdesk-bench-chromium-${ns}.sh`);
+  await writeFile(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} /usr/bin/chromium "$@"\n`);
+  await chmod(wrapper, 0o755);
+  return {
+    hostIp, iface: host, wrapper,
+    async stop() {
+      try { run('ip', ['netns', 'del', ns]); } catch { /* gone */ }
+      await rm(wrapper, { force: true });
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
 // systems under test
 
-async function startVdesk(procs, display, codec) {
+async function startVdesk(procs, display, cfg, listenIp) {
   const p = port();
   const secret = 'bench-secret-0123456789abcdef0123456789';
   const agentToken = 'bench-agent-token-0123456789abcdef';
   const env = { VDESK_SECRET: secret, VDESK_AGENT_TOKEN: agentToken };
-  const base = `http://127.0.0.1:${p}`;
+  const base = `http://${listenIp}:${p}`;
   procs.spawn('controller', path.join(BIN, 'vdesk-controller'),
-    ['--listen', `127.0.0.1:${p}`, '--vm', 'bench'], { ...env, RUST_LOG: 'warn' });
+    ['--listen', `${listenIp}:${p}`, '--vm', 'bench'], { ...env, RUST_LOG: 'warn' });
   await waitFor('controller', async () => (await fetch(`${base}/healthz`)).ok);
   const token = await new Promise((resolve, reject) => {
     const m = spawn(path.join(BIN, 'vdesk-controller'),
@@ -324,8 +437,9 @@ async function startVdesk(procs, display, codec) {
   const auth = { headers: { Authorization: `Bearer ${token}` } };
   const metrics = port();
   const agent = procs.spawn('agent', path.join(BIN, 'vdesk-agent'),
-    ['--controller', base, '--vm-id', 'bench', '--display', `:${display}`, '--codecs', codec,
-      '--framerate', String(FPS), '--metrics-listen', `127.0.0.1:${metrics}`], { ...env, VDESK_LOG: 'warn' });
+    ['--controller', base, '--vm-id', 'bench', '--display', `:${display}`, '--codecs', cfg.codec,
+      '--framerate', String(FPS), '--metrics-listen', `127.0.0.1:${metrics}`, ...cfg.settings.agentArgs],
+    { ...env, VDESK_LOG: 'warn', ...cfg.settings.agentEnv });
   await waitFor('agent online', async () => (await (await fetch(`${base}/api/vms/bench`, auth)).json()).online);
   // The agent's own stage times (vdesk_agent_stage_seconds: capture, encode), as totals.
   const stages = async () => {
@@ -339,17 +453,35 @@ async function startVdesk(procs, display, codec) {
   return { url: `${base}/vm/bench?token=${token}`, serverPids: () => [agent.pid], probe: VIDEO_PROBE, kind: 'video', stages };
 }
 
-async function startNovnc(procs, display) {
+/** noVNC's vnc_lite.html with two additions: the JPEG quality and zlib compression levels from
+ *  the query (`quality`, `compression`; noVNC's defaults 6 and 2), served with noVNC's modules. */
+async function novncRoot(dir) {
+  for (const d of ['core', 'vendor']) await symlink(`/usr/share/novnc/${d}`, path.join(dir, d));
+  const lite = await readFile('/usr/share/novnc/vnc_lite.html', 'utf8');
+  const marker = "rfb.scaleViewport = readQueryVariable('scale', false);";
+  if (!lite.includes(marker)) throw new Error('/usr/share/novnc/vnc_lite.html changed: cannot add the quality settings');
+  await writeFile(path.join(dir, 'bench.html'), lite.replace(marker, `${marker}
+        rfb.qualityLevel = Number(readQueryVariable('quality', 6));
+        rfb.compressionLevel = Number(readQueryVariable('compression', 2));
+        window.benchRfb = rfb;`));
+}
+
+async function startVnc(procs, display, cfg, listenIp, tmp) {
   const vnc = port();
   const web = port();
   const x11vnc = procs.spawn('x11vnc', 'x11vnc', ['-display', `:${display}`, '-rfbport', String(vnc),
-    '-localhost', '-shared', '-forever', '-nopw', '-quiet', '-noxrecord', '-noxfixes', '-nowf']);
+    '-localhost', '-shared', '-forever', '-nopw', '-quiet', '-noxrecord', '-noxfixes', '-nowf', ...cfg.settings.vncArgs]);
   await waitFor('x11vnc', async () => x11vnc.log.join('').includes('PORT=') || (await sleep(200), false), 15000)
     .catch(() => sleep(1500));
-  const ws = procs.spawn('websockify', 'websockify', ['--web', '/usr/share/novnc', `127.0.0.1:${web}`, `127.0.0.1:${vnc}`]);
-  await waitFor('websockify', async () => (await fetch(`http://127.0.0.1:${web}/vnc_lite.html`)).ok);
+  const webRoot = path.join(tmp, 'novnc');
+  await mkdir(webRoot);
+  await novncRoot(webRoot);
+  const ws = procs.spawn('websockify', 'websockify', ['--web', webRoot, `${listenIp}:${web}`, `127.0.0.1:${vnc}`]);
+  await waitFor('websockify', async () => (await fetch(`http://${listenIp}:${web}/bench.html`)).ok);
+  const q = cfg.settings.quality ?? 6;
+  const c = cfg.settings.compression ?? 2;
   return {
-    url: `http://127.0.0.1:${web}/vnc_lite.html?host=127.0.0.1&port=${web}&scale=false`,
+    url: `http://${listenIp}:${web}/bench.html?host=${listenIp}&port=${web}&scale=false&quality=${q}&compression=${c}`,
     serverPids: () => [x11vnc.pid, ws.pid],
     probe: CANVAS_PROBE,
     kind: 'canvas',
@@ -360,17 +492,22 @@ async function startNovnc(procs, display) {
 
 async function runOne(cfg) {
   const procs = new Procs();
-  const userDir = await mkdtemp(path.join(os.tmpdir(), 'vdesk-bench-chromium-'));
+  const tmp = await mkdtemp(path.join(os.tmpdir(), 'vdesk-bench-'));
+  const userDir = path.join(tmp, 'chromium');
   let browser;
+  let link;
+  const load0 = os.loadavg();
   try {
     const display = freeDisplay();
     procs.spawn('Xvfb', 'Xvfb', [`:${display}`, '-screen', '0', `${cfg.width}x${cfg.height}x24`, '-nolisten', 'tcp', '-noreset']);
     await waitFor('Xvfb', () => existsSync(`/tmp/.X11-unix/X${display}`));
-    const stim = await startStimulus(procs, display, cfg.busy, cfg.width, cfg.height);
-    const sut = cfg.system === 'novnc' ? await startNovnc(procs, display) : await startVdesk(procs, display, cfg.codec);
+    const stim = await startStimulus(procs, display, cfg);
+    if (cfg.link) link = await startLink(procs, cfg.link);
+    const listenIp = link ? link.hostIp : '127.0.0.1';
+    const sut = cfg.system === 'vnc' ? await startVnc(procs, display, cfg, listenIp, tmp) : await startVdesk(procs, display, cfg, listenIp);
 
     browser = await chromium.launchPersistentContext(userDir, {
-      executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true,
+      executablePath: link ? link.wrapper : '/usr/bin/chromium', args: CHROMIUM_ARGS, headless: true,
       viewport: { width: cfg.width, height: cfg.height },
     });
     const page = browser.pages()[0] ?? await browser.newPage();
@@ -384,7 +521,6 @@ async function runOne(cfg) {
         document.addEventListener('DOMContentLoaded', hook);
       });
     }
-    if (process.env.BENCH_RAF) await page.addInitScript(() => { window.__bench_raf = true; });
     await page.goto(sut.url);
     const want0 = rgbOf(COLOURS[0]);
     if (sut.kind === 'video') {
@@ -402,154 +538,144 @@ async function runOne(cfg) {
     }
     const firstFrameMs = await page.evaluate(() => window.__firstFrame);
     await page.evaluate(sut.probe, { bx: BLOCK.x + BLOCK.w / 2, by: BLOCK.y + BLOCK.h / 2 });
+    const anim = animation(cfg.content, cfg.width, cfg.height);
+    if (anim) {
+      await page.evaluate(COUNTER_PROBE, { kind: sut.kind, x0: anim[0] + COUNTER.x, y0: anim[1] + COUNTER.y, bits: COUNTER.bits, pitch: COUNTER.pitch });
+    }
     await sleep(1000); // settle
 
     // Rates over a quiet window, then the latency samples.
     const chromePids = pidsWith(userDir);
-    const frames0 = sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null;
-    const cpu0 = { server: cpuSeconds(sut.serverPids()), browser: cpuSeconds(chromePids) };
-    const bytes0 = loopbackBytes();
-    const t0 = Date.now();
-    const busyUpdates0 = await countUpdates(page, sut, cfg);
+    const iface = link ? link.iface : 'lo';
+    const snap = async () => ({
+      t: Date.now(),
+      server: cpuSeconds(sut.serverPids()),
+      browser: cpuSeconds(chromePids),
+      bytes: ifaceBytes(iface, !!link),
+      video: sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null,
+      counter: anim ? await page.evaluate(() => ({ ...window.__counter, steps: { ...window.__counter.steps } })) : null,
+    });
+    const w0 = await snap();
     await sleep(3000);
-    const busyUpdates = await countUpdates(page, sut, cfg, busyUpdates0);
-    const secs = (Date.now() - t0) / 1000;
-    const cpu1 = { server: cpuSeconds(sut.serverPids()), browser: cpuSeconds(chromePids) };
-    const bytes1 = loopbackBytes();
-    const frames1 = sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null;
-    const fps = frames0 && frames1 && frames1.framesDecoded != null
-      ? (frames1.framesDecoded - frames0.framesDecoded) / secs : busyUpdates / secs;
+    const w1 = await snap();
+    const steps = {};
+    if (anim) for (const [k, v] of Object.entries(w1.counter.steps)) steps[k] = v - (w0.counter.steps[k] ?? 0);
+    const rates = {
+      secs: (w1.t - w0.t) / 1000,
+      contentFrames: anim ? w1.counter.changes - w0.counter.changes : null,
+      pageFrames: anim ? w1.counter.reads - w0.counter.reads : null,
+      counterSteps: anim ? steps : null,
+      framesDecoded: w0.video?.framesDecoded != null ? w1.video.framesDecoded - w0.video.framesDecoded : null,
+      serverCpuS: w1.server - w0.server,
+      browserCpuS: w1.browser - w0.browser,
+      bytes: w1.bytes - w0.bytes,
+    };
 
     const off = await clockOffset(page);
     const stages0 = await sut.stages?.().catch(() => null);
-    const { lat, misses, split } = await measure(page, stim, off.offset);
+    const samples = await measure(page, stim, off.offset, cfg.samples);
     const stages1 = await sut.stages?.().catch(() => null);
     // Mean milliseconds per frame of an agent stage over the samples.
     const stageMs = (name) => {
       const a = stages0?.[name];
       const b = stages1?.[name];
-      return a && b && b.count > a.count ? (1000 * (b.sum - a.sum)) / (b.count - a.count) : NaN;
+      return a && b && b.count > a.count ? (1000 * (b.sum - a.sum)) / (b.count - a.count) : null;
     };
-    const clicks = await measureClicks(page, stim, sut.kind, off.offset, Math.max(5, Math.round(SAMPLES / 2)));
+    const clicks = cfg.clicks ? await measureClicks(page, stim, sut.kind, off.offset, cfg.clicks) : [];
     const st = sut.kind === 'video' ? await page.evaluate(() => window.vdeskViewer?.videoStats?.()) : null;
-    const per = (total, count) => (st && st[count] ? (1000 * st[total]) / st[count] : NaN);
-    const breakdown = st ? {
-      jitterBufferMs: per('jitterBufferDelay', 'jitterBufferEmittedCount'),
-      decodeMs: per('totalDecodeTime', 'framesDecoded'),
-      processingMs: per('totalProcessingDelay', 'framesDecoded'),
-      interFrameMs: per('totalInterFrameDelay', 'framesDecoded'),
-      framesDropped: st.framesDropped,
-      captureMs: stageMs('capture'),
-      encodeMs: stageMs('encode'),
-    } : null;
     return {
-      ...cfg, codec: cfg.system === 'novnc' ? 'VNC' : cfg.codec, ...stats(lat), misses,
-      fps, serverCpu: (100 * (cpu1.server - cpu0.server)) / secs,
-      browserCpu: (100 * (cpu1.browser - cpu0.browser)) / secs,
-      kbps: ((bytes1 - bytes0) * 8) / 1000 / secs, // all traffic between the peers crosses lo
-      firstFrameMs, clockRttMs: off.rtt, clicks, breakdown: breakdown && { ...breakdown, ...split },
+      ...cfg, firstFrameMs, clockRttMs: off.rtt, samples, clicks, rates,
+      stages: sut.stages ? { captureMs: stageMs('capture'), encodeMs: stageMs('encode') } : null,
+      videoStats: st ?? null,
+      load: { before: load0, after: os.loadavg() },
     };
   } catch (e) {
-    return { ...cfg, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
+    return { ...cfg, load: { before: load0, after: os.loadavg() }, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
   } finally {
     await browser?.close().catch(() => {});
     await procs.stopAll();
-    await rm(userDir, { recursive: true, force: true });
+    await link?.stop();
+    await rm(tmp, { recursive: true, force: true });
   }
 }
 
-/** For noVNC (no decoder stats): count changes of a pixel inside the busy region. */
-async function countUpdates(page, sut, cfg, since) {
-  if (sut.kind === 'video' || !cfg.busy) return 0;
-  if (since === undefined) {
-    await page.evaluate(({ x, y }) => {
-      const ctx = document.querySelector('canvas').getContext('2d', { willReadFrequently: true });
-      window.__busyChanges = 0;
-      let last = '';
-      const tick = () => {
-        const d = ctx.getImageData(x, y, 1, 1).data;
-        const k = d.join();
-        if (k !== last) { window.__busyChanges++; last = k; }
-        requestAnimationFrame(tick);
-      };
-      requestAnimationFrame(tick);
-    }, { x: Math.round(cfg.width / 3) + 50, y: Math.round(cfg.height / 3) + 50 });
-    return 0;
-  }
-  return page.evaluate(() => window.__busyChanges);
-}
+// ---------------------------------------------------------------------------------------------
+// the rows
 
-function configs() {
-  const out = [];
+const vdeskRow = (o) => ({ system: 'vdesk', codec: 'h264', variant: 'default', settings: { agentArgs: [], agentEnv: {} }, ...o });
+const vncRow = (variant, o) => ({ system: 'vnc', variant, settings: { vncArgs: [], ...VNC_VARIANTS[variant] }, ...o });
+
+/** The rows of one set; `vnc` is the x11vnc variant the comparison uses. */
+function rowsOf(set, vnc) {
   const sizes = opt.quick ? [[1280, 720]] : [[1280, 720], [1920, 1080]];
-  for (const [width, height] of sizes) {
-    for (const busy of [false, true]) {
-      for (const codec of ['h264', 'vp8', 'vp9']) out.push({ system: 'vdesk', codec, width, height, busy });
-      out.push({ system: 'novnc', width, height, busy });
+  const codecs = opt.codecs.split(',').filter(Boolean);
+  const out = [];
+  const s720 = { width: 1280, height: 720 };
+  if (set === 'sweep') {
+    for (const v of Object.keys(VNC_VARIANTS)) out.push(vncRow(v, { group: 'sweep', ...s720, content: 'heavy', samples: SHORT_SAMPLES }));
+  } else if (set === 'main') {
+    for (let rep = 1; rep <= REPS; rep++) {
+      for (const [width, height] of sizes) {
+        for (const content of ['static', 'busy', 'heavy']) {
+          const o = { group: 'main', rep, width, height, content, samples: SAMPLES, clicks: Math.max(5, Math.round(SAMPLES / 4)) };
+          for (const codec of codecs) out.push(vdeskRow({ ...o, codec }));
+          out.push(vncRow(vnc, o));
+        }
+      }
     }
-  }
+  } else if (set === 'link') {
+    for (let rep = 1; rep <= REPS; rep++) {
+      const o = { group: 'link', rep, ...s720, content: 'heavy', link: LINK, samples: SAMPLES };
+      out.push(vdeskRow(o), vncRow(vnc, o));
+    }
+  } else if (set === 'suspects') {
+    for (const [variant, s] of Object.entries(AGENT_VARIANTS)) {
+      if (variant === 'default') continue;
+      const o = { group: 'suspects', ...s720, content: 'heavy', samples: SHORT_SAMPLES };
+      out.push(vdeskRow(o), vdeskRow({ ...o, variant, settings: { agentArgs: [], agentEnv: {}, ...s } }));
+    }
+  } else throw new Error(`unknown set ${set} (sweep, main, link, suspects, publish)`);
   const only = opt.only.split(',').filter(Boolean);
   return only.length ? out.filter((c) => only.some((o) => name(c).includes(o))) : out;
 }
 
-const name = (c) => `${c.system}${c.codec ? `-${c.codec}` : ''}-${c.height}p-${c.busy ? 'busy' : 'static'}`;
+const name = (c) => `${c.group}-${c.system}-${c.system === 'vdesk' ? c.codec : ''}-${c.variant}-${c.height}p-${c.content}${c.link ? '-link' : ''}`;
 const f = (x, d = 0) => (Number.isFinite(x) ? x.toFixed(d) : '–');
 
-function table(results) {
-  const rows = ['| system | codec | screen | content | g2g p50 ms | p95 ms | max ms | n (miss) | frames/s | server CPU % | browser CPU % | kbit/s | load → first frame ms |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
-  for (const r of results) {
-    if (r.error) { rows.push(`| ${r.system} | ${r.codec ?? ''} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | error: ${r.error.split('\n')[0]} |`); continue; }
-    rows.push(`| ${r.system} | ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(r.p50)} | ${f(r.p95)} | ${f(r.max)} | ${r.n} (${r.misses}) | ${f(r.fps)} | ${f(r.serverCpu)} | ${f(r.browserCpu)} | ${f(r.kbps)} | ${f(r.firstFrameMs)} |`);
-  }
-  return rows.join('\n');
-}
-
-function ratios(results) {
-  const lines = ['| screen | content | vdesk codec | p50 vdesk/noVNC | p95 vdesk/noVNC |', '| --- | --- | --- | --- | --- |'];
-  for (const r of results.filter((x) => x.system === 'vdesk' && !x.error)) {
-    const v = results.find((x) => x.system === 'novnc' && !x.error && x.width === r.width && x.busy === r.busy);
-    if (!v) continue;
-    lines.push(`| ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${r.codec} | ${f(r.p50 / v.p50, 2)} | ${f(r.p95 / v.p95, 2)} |`);
-  }
-  return lines.join('\n');
-}
-
-function breakdownTable(results) {
-  const rows = ['| codec | screen | content | X paint → last packet received (capture wait, capture, encode, send) ms | of which agent capture (avg) ms | of which agent convert + encode (avg) ms | received → presented (jitter buffer, decode) ms | presented → shown (compositor) ms | avg jitter buffer ms | avg decode ms | frames dropped |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
-  for (const r of results.filter((x) => x.breakdown)) {
-    const b = r.breakdown;
-    rows.push(`| ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(b.toReceivedMs, 1)} | ${f(b.captureMs, 1)} | ${f(b.encodeMs, 1)} | ${f(b.toPresentedMs, 1)} | ${f(b.toShownMs, 1)} | ${f(b.jitterBufferMs, 1)} | ${f(b.decodeMs, 1)} | ${b.framesDropped ?? '–'} |`);
-  }
-  return rows.join('\n');
-}
-
-function clickTable(results) {
-  const rows = ['| system | codec | screen | content | input-to-photon p50 ms | p95 ms | of which browser → X (p50) ms | n (miss) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |'];
-  for (const r of results.filter((x) => x.clicks)) {
-    const c = r.clicks;
-    rows.push(`| ${r.system} | ${r.codec} | ${r.width}x${r.height} | ${r.busy ? 'busy' : 'static'} | ${f(c.total.p50)} | ${f(c.total.p95)} | ${f(c.inputLeg.p50, 1)} | ${c.total.n} (${c.misses}) |`);
-  }
-  return rows.join('\n');
-}
-
+const sets = opt.set === 'publish' ? ['sweep', 'main', 'link', 'suspects'] : opt.set.split(',');
 const results = [];
-for (const cfg of configs()) {
-  process.stderr.write(`bench: ${name(cfg)} ... `);
-  const r = await runOne(cfg);
-  results.push(r);
-  process.stderr.write(r.error ? `error: ${r.error.split('\n')[0]}\n` : `p50 ${f(r.p50)} ms p95 ${f(r.p95)} ms, ${f(r.fps)} fps\n`);
+let seq = 0;
+const started = new Date();
+const commit = (() => {
+  try {
+    const head = run('git', ['-C', root, 'rev-parse', '--short', 'HEAD']).trim();
+    const dirty = run('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no']).trim();
+    return dirty ? `${head} + uncommitted changes` : head;
+  } catch { return 'unknown'; }
+})();
+for (const set of sets) {
+  let vnc = opt.vnc;
+  if (set !== 'sweep' && results.some((r) => r.group === 'sweep')) vnc = bestVnc(results)?.variant ?? vnc;
+  if (!VNC_VARIANTS[vnc]) throw new Error(`unknown --vnc ${vnc} (${Object.keys(VNC_VARIANTS).join(', ')})`);
+  for (const cfg of rowsOf(set, vnc)) {
+    cfg.seq = ++seq;
+    process.stderr.write(`bench: #${cfg.seq} ${name(cfg)} (load ${os.loadavg()[0].toFixed(1)}) ... `);
+    const r = await runOne(cfg);
+    results.push(r);
+    const lat = (r.samples ?? []).filter((s) => !s.missed).map((s) => s.shown - s.before).sort((a, b) => a - b);
+    process.stderr.write(r.error ? `error: ${r.error.split('\n')[0]}\n`
+      : `p50 ${f(lat[Math.floor(lat.length / 2)])} ms, ${r.samples.filter((s) => s.missed).length} missed, content ${f(r.rates.contentFrames / r.rates.secs)} frames/s\n`);
+  }
 }
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-const header = `Run ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
-  `agent at ${FPS} fps, ${SAMPLES} samples per row; command: bench/run.sh ${process.argv.slice(2).join(' ')}`;
-const md = `${header}\n\n${table(results)}\n\nRatios (same run):\n\n${ratios(results)}\n\n` +
-  `Input to photon (a click on the block in the page until the frame that shows the block repainted by the X client that received the click):\n\n${clickTable(results)}\n\n` +
-  `Where vdesk's time goes (medians over the samples; averages from Chromium's getStats):\n\n${breakdownTable(results)}\n`;
+const header = `Run ${started.toISOString()} – ${new Date().toISOString()} on ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ` +
+  `commit ${commit}; agent at ${FPS} fps (its default); ${SAMPLES} samples per row (${SHORT_SAMPLES} in the sweep and the agent variants), ` +
+  `a sample missed if not shown within ${MISS_AFTER_MS} ms; load average (1, 5, 15 min) at the start ${results[0]?.load.before.map((x) => x.toFixed(2)).join(' ')}, ` +
+  `at the end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')} (each row's in the last table); command: bench/run.sh ${process.argv.slice(2).join(' ')}`;
+const data = { header, command: `bench/run.sh ${process.argv.slice(2).join(' ')}`, started: started.toISOString(), results };
+const md = report(data);
 await mkdir(opt.out, { recursive: true });
-await writeFile(path.join(opt.out, 'latest.md'), md);
-await writeFile(path.join(opt.out, 'latest.json'), JSON.stringify({ header, results }, null, 2));
+await writeFile(path.join(opt.out, `${opt.name}.json`), `${JSON.stringify(data, null, 1)}\n`);
+await writeFile(path.join(opt.out, `${opt.name}.md`), `${md}\n`);
 console.log(md);
 if (results.some((r) => r.error)) process.exitCode = 1;

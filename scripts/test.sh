@@ -84,7 +84,7 @@ if want unit; then
   fi
   rust_skips "Rust tests" "$logs/rust.log"
   step "tier 1: viewer unit tests (node --test)"
-  node_test "viewer unit tests" unit web/test/*.test.mjs
+  node_test "viewer unit tests" unit web/test/*.test.mjs bench/report.test.mjs
 fi
 
 if want e2e; then

@@ -300,6 +300,9 @@ pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
             }
         }
     }
+    for (prop, value) in extra_settings(std::env::var("VDESK_ENCODER_EXTRA").ok().as_deref())? {
+        try_set(&enc, &prop, &value).map_err(|e| format!("VDESK_ENCODER_EXTRA: {kind}: {e}"))?;
+    }
     out.push(enc);
     if kind.codec() == Codec::H264 {
         let profile = element("capsfilter")?;
@@ -317,6 +320,25 @@ pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
         out.extend([profile, element("h264parse")?]);
     }
     Ok(out)
+}
+
+/// Extra encoder properties for measurements (`VDESK_ENCODER_EXTRA`, e.g.
+/// `sliced-threads=true,threads=1`), applied after `Kind::settings`: the benchmark compares
+/// encoder settings with it (bench/README.md "Where the time goes") without a rebuild. Not a
+/// product setting; a property the encoder lacks or a bad value fails the session's encoder with
+/// a clear message.
+pub fn extra_settings(spec: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    spec.split(',')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+            _ => Err(format!(
+                "VDESK_ENCODER_EXTRA: {kv:?} is not PROPERTY=VALUE (comma-separated)"
+            )),
+        })
+        .collect()
 }
 
 /// Opens a hardware encoder of a built pipeline (state Ready: where VA-API, NVENC and V4L2
@@ -712,6 +734,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c[0].kind, c[1].kind), (Kind::Vp8, Kind::Nvenc));
+    }
+
+    #[test]
+    fn extra_encoder_settings_parse_and_refuse_garbage() {
+        assert_eq!(extra_settings(None), Ok(vec![]));
+        assert_eq!(extra_settings(Some(" ")), Ok(vec![]));
+        assert_eq!(
+            extra_settings(Some("sliced-threads=true, threads = 1")),
+            Ok(vec![
+                ("sliced-threads".to_owned(), "true".to_owned()),
+                ("threads".to_owned(), "1".to_owned())
+            ])
+        );
+        let err = extra_settings(Some("threads")).unwrap_err();
+        assert!(err.contains("PROPERTY=VALUE"), "{err}");
+        assert!(extra_settings(Some("=1")).is_err());
+        // The values the benchmark uses exist on the real x264enc.
+        gst::init().unwrap();
+        let chain = make(Kind::X264, 1500).unwrap();
+        let enc = chain.iter().find(|e| e.name() == "encoder").unwrap();
+        for spec in [
+            "sliced-threads=true",
+            "intra-refresh=true",
+            "threads=1",
+            "speed-preset=superfast",
+        ] {
+            for (k, v) in extra_settings(Some(spec)).unwrap() {
+                try_set(enc, &k, &v).unwrap();
+            }
+        }
+        assert!(try_set(enc, "no-such-property", "1").is_err());
     }
 
     #[test]

@@ -105,12 +105,21 @@ impl Painter {
 
     /// Repaints the block; returns the time right after the X server has it.
     pub fn paint(&self, colour: u32) -> Result<u128, Error> {
+        Ok(self.paint_timed(colour)?.1)
+    }
+
+    /// Repaints the block; returns the wall clock (µs) read just before the paint request is
+    /// sent and the one read right after the X server confirmed it (`XSync`). The benchmark
+    /// counts from the first: the time the request spends reaching the X server is part of
+    /// what a user waits for.
+    pub fn paint_timed(&self, colour: u32) -> Result<(u128, u128), Error> {
+        let before = now_us();
         self.conn.change_window_attributes(
             self.win,
             &ChangeWindowAttributesAux::new().background_pixel(colour),
         )?;
         self.conn.clear_area(false, self.win, 0, 0, 0, 0)?;
-        self.sync()
+        Ok((before, self.sync()?))
     }
 
     fn sync(&self) -> Result<u128, Error> {
@@ -119,9 +128,38 @@ impl Painter {
     }
 }
 
+/// Cells of the animation's frame counter: `COUNTER_BITS` squares of `COUNTER_CELL` px, white for
+/// a 1 bit and black for a 0 (least significant first), `COUNTER_PITCH` px apart, their top-left
+/// corner at `COUNTER_ORIGIN` inside the animated region. A page reads the centres of the cells to
+/// tell one animation frame from the next, the same way for every system it shows.
+pub const COUNTER_BITS: u32 = 8;
+pub const COUNTER_CELL: u16 = 16;
+pub const COUNTER_PITCH: i16 = 24;
+pub const COUNTER_ORIGIN: (i16, i16) = (16, 24);
+
+/// The counter's cells for animation frame `frame`: (ones, zeroes) as rectangles inside the
+/// animated region.
+pub fn counter_cells(frame: u32) -> (Vec<Rectangle>, Vec<Rectangle>) {
+    let (mut ones, mut zeroes) = (Vec::new(), Vec::new());
+    for bit in 0..COUNTER_BITS {
+        let r = Rectangle {
+            x: COUNTER_ORIGIN.0 + COUNTER_PITCH * bit as i16,
+            y: COUNTER_ORIGIN.1,
+            width: COUNTER_CELL,
+            height: COUNTER_CELL,
+        };
+        if frame >> bit & 1 == 1 {
+            ones.push(r);
+        } else {
+            zeroes.push(r);
+        }
+    }
+    (ones, zeroes)
+}
+
 /// A "busy screen": a region whose content changes every frame (coloured bars scrolling
-/// sideways), so the encoder has real motion to work on. Runs on its own X connection and
-/// thread until dropped.
+/// sideways), so the encoder has real motion to work on, with a frame counter in its top-left
+/// corner (`counter_cells`). Runs on its own X connection and thread until dropped.
 #[derive(Debug)]
 pub struct Animator {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -160,6 +198,16 @@ impl Animator {
                     let ok = conn
                         .change_gc(gc, &ChangeGCAux::new().foreground(*colour))
                         .and_then(|_| conn.poly_fill_rectangle(win, gc, &rects));
+                    if ok.is_err() {
+                        return;
+                    }
+                }
+                // The counter last, over the bars, in the same batch: frame mod 256.
+                let (ones, zeroes) = counter_cells(frame as u32 & 0xff);
+                for (colour, cells) in [(0xffffffu32, ones), (0x000000, zeroes)] {
+                    let ok = conn
+                        .change_gc(gc, &ChangeGCAux::new().foreground(colour))
+                        .and_then(|_| conn.poly_fill_rectangle(win, gc, &cells));
                     if ok.is_err() {
                         return;
                     }
@@ -216,4 +264,25 @@ pub fn watch_clicks(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_encodes_the_frame_number_in_binary() {
+        let (ones, zeroes) = counter_cells(0b1000_0101);
+        let bits = |cells: &[Rectangle]| -> Vec<i16> {
+            cells
+                .iter()
+                .map(|r| (r.x - COUNTER_ORIGIN.0) / COUNTER_PITCH)
+                .collect()
+        };
+        assert_eq!(bits(&ones), vec![0, 2, 7]);
+        assert_eq!(bits(&zeroes), vec![1, 3, 4, 5, 6]);
+        assert!(ones
+            .iter()
+            .all(|r| r.y == COUNTER_ORIGIN.1 && r.width == COUNTER_CELL));
+    }
 }

@@ -1,5 +1,6 @@
 //! `vdesk-xpaint`: paints a block on an X display, then repaints it with each colour read from
-//! standard input (`RRGGBB` per line), printing `painted RRGGBB <unix-µs>` after each `XSync`.
+//! standard input (`RRGGBB` per line), printing `painted RRGGBB <unix-µs> <unix-µs-before>` after each `XSync`: the
+//! time after the X server confirmed the paint, then the time read before the request was sent.
 //! The stimulus of the browser tests and the latency bench; see the library for the painting.
 
 use std::io::{BufRead, Write};
@@ -93,8 +94,8 @@ fn main() -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        match parse_colour(&line).and_then(|c| Ok((c, painter.paint(c)?))) {
-            Ok((c, t)) => say(&format!("painted {c:06x} {t}"))?,
+        match parse_colour(&line).and_then(|c| Ok((c, painter.paint_timed(c)?))) {
+            Ok((c, (before, after))) => say(&format!("painted {c:06x} {after} {before}"))?,
             Err(e) => say(&format!("error {e}"))?,
         }
     }
