@@ -438,7 +438,8 @@ async function startVdesk(procs, display, cfg, listenIp) {
   const metrics = port();
   const agent = procs.spawn('agent', path.join(BIN, 'vdesk-agent'),
     ['--controller', base, '--vm-id', 'bench', '--display', `:${display}`, '--codecs', cfg.codec,
-      '--framerate', String(FPS), '--metrics-listen', `127.0.0.1:${metrics}`, ...cfg.settings.agentArgs],
+      ...(cfg.settings.agentArgs.includes('--framerate') ? [] : ['--framerate', String(FPS)]),
+      '--metrics-listen', `127.0.0.1:${metrics}`, ...cfg.settings.agentArgs],
     { ...env, VDESK_LOG: 'warn', ...cfg.settings.agentEnv });
   await waitFor('agent online', async () => (await (await fetch(`${base}/api/vms/bench`, auth)).json()).online);
   // The agent's own stage times (vdesk_agent_stage_seconds: capture, encode), as totals.
@@ -573,7 +574,7 @@ async function runOne(cfg) {
 
     const off = await clockOffset(page);
     const stages0 = await sut.stages?.().catch(() => null);
-    const samples = await measure(page, stim, off.offset, cfg.samples);
+    const samples = await measure(page, stim, off.offset, cfg.count);
     const stages1 = await sut.stages?.().catch(() => null);
     // Mean milliseconds per frame of an agent stage over the samples.
     const stageMs = (name) => {
@@ -590,7 +591,7 @@ async function runOne(cfg) {
       load: { before: load0, after: os.loadavg() },
     };
   } catch (e) {
-    return { ...cfg, load: { before: load0, after: os.loadavg() }, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
+    return { ...cfg, samples: [], clicks: [], load: { before: load0, after: os.loadavg() }, error: `${e.message}\n${procs.list.map((p) => `[${p.name}] ${p.log.join('').slice(-1500)}`).join('\n')}` };
   } finally {
     await browser?.close().catch(() => {});
     await procs.stopAll();
@@ -612,12 +613,12 @@ function rowsOf(set, vnc) {
   const out = [];
   const s720 = { width: 1280, height: 720 };
   if (set === 'sweep') {
-    for (const v of Object.keys(VNC_VARIANTS)) out.push(vncRow(v, { group: 'sweep', ...s720, content: 'heavy', samples: SHORT_SAMPLES }));
+    for (const v of Object.keys(VNC_VARIANTS)) out.push(vncRow(v, { group: 'sweep', ...s720, content: 'heavy', count: SHORT_SAMPLES }));
   } else if (set === 'main') {
     for (let rep = 1; rep <= REPS; rep++) {
       for (const [width, height] of sizes) {
         for (const content of ['static', 'busy', 'heavy']) {
-          const o = { group: 'main', rep, width, height, content, samples: SAMPLES, clicks: Math.max(5, Math.round(SAMPLES / 4)) };
+          const o = { group: 'main', rep, width, height, content, count: SAMPLES, clicks: Math.max(5, Math.round(SAMPLES / 4)) };
           for (const codec of codecs) out.push(vdeskRow({ ...o, codec }));
           out.push(vncRow(vnc, o));
         }
@@ -625,13 +626,13 @@ function rowsOf(set, vnc) {
     }
   } else if (set === 'link') {
     for (let rep = 1; rep <= REPS; rep++) {
-      const o = { group: 'link', rep, ...s720, content: 'heavy', link: LINK, samples: SAMPLES };
+      const o = { group: 'link', rep, ...s720, content: 'heavy', link: LINK, count: SAMPLES };
       out.push(vdeskRow(o), vncRow(vnc, o));
     }
   } else if (set === 'suspects') {
     for (const [variant, s] of Object.entries(AGENT_VARIANTS)) {
       if (variant === 'default') continue;
-      const o = { group: 'suspects', ...s720, content: 'heavy', samples: SHORT_SAMPLES };
+      const o = { group: 'suspects', ...s720, content: 'heavy', count: SHORT_SAMPLES };
       out.push(vdeskRow(o), vdeskRow({ ...o, variant, settings: { agentArgs: [], agentEnv: {}, ...s } }));
     }
   } else throw new Error(`unknown set ${set} (sweep, main, link, suspects, publish)`);
@@ -662,7 +663,10 @@ for (const set of sets) {
     process.stderr.write(`bench: #${cfg.seq} ${name(cfg)} (load ${os.loadavg()[0].toFixed(1)}) ... `);
     const r = await runOne(cfg);
     results.push(r);
-    const lat = (r.samples ?? []).filter((s) => !s.missed).map((s) => s.shown - s.before).sort((a, b) => a - b);
+    // Every row's raw samples on disk as soon as it ends: a later failure loses nothing.
+    await mkdir(opt.out, { recursive: true });
+    await writeFile(path.join(opt.out, `${opt.name}.partial.json`), `${JSON.stringify({ started: started.toISOString(), results }, null, 1)}\n`);
+    const lat = r.samples.filter((s) => !s.missed).map((s) => s.shown - s.before).sort((a, b) => a - b);
     process.stderr.write(r.error ? `error: ${r.error.split('\n')[0]}\n`
       : `p50 ${f(lat[Math.floor(lat.length / 2)])} ms, ${r.samples.filter((s) => s.missed).length} missed, content ${f(r.rates.contentFrames / r.rates.secs)} frames/s\n`);
   }
@@ -677,5 +681,6 @@ const md = report(data);
 await mkdir(opt.out, { recursive: true });
 await writeFile(path.join(opt.out, `${opt.name}.json`), `${JSON.stringify(data, null, 1)}\n`);
 await writeFile(path.join(opt.out, `${opt.name}.md`), `${md}\n`);
+await rm(path.join(opt.out, `${opt.name}.partial.json`), { force: true });
 console.log(md);
 if (results.some((r) => r.error)) process.exitCode = 1;

@@ -43,3 +43,8 @@ test('bench/results/latest.md is recomputed exactly from latest.json', async () 
   assert.ok(data.results.length > 0 && data.results.every((r) => r.error || r.samples.length > 0));
   assert.equal(`${report(data)}\n`, md);
 });
+
+test('a row that failed is reported with its error, not dropped', () => {
+  const md = report({ header: 'h', results: [{ seq: 1, group: 'main', system: 'vdesk', codec: 'h264', width: 1280, height: 720, content: 'heavy', samples: [], clicks: [], error: 'agent exited\nlog' }] });
+  assert.match(md, /\| 1 \| vdesk h264 \| 1280x720 \| heavy \| loopback \| error: agent exited \|/);
+});
