@@ -10,7 +10,7 @@ const REFRESH_MS = 3000;
 const THUMB_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem(KEY) || '';
+let token = globalThis.sessionStorage?.getItem(KEY) || '';
 let timer = null;
 let thumbTimer = null;
 const thumbUrls = new Map();
