@@ -19,6 +19,8 @@ packages=(
   python3
   # Schemathesis (scripts/schemathesis.sh) goes in a venv under target/
   python3-venv
+  # admin.e2e.mjs decodes the admin page's QR code with zbarimg
+  zbar-tools
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

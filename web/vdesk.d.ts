@@ -59,7 +59,9 @@ export type ErrorCode =
   | 'shutting_down'
   | 'link_expired'
   | 'connect_timeout'
-  | 'internal';
+  | 'internal'
+  | 'link_revoked'
+  | 'ended_by_admin';
 
 /** Codes the viewer reports on its own, besides the controller's. */
 export type ViewerErrorCode =

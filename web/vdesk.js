@@ -222,6 +222,16 @@ export const ERROR_TEXTS = Object.freeze({
     message: 'The controller hit an internal error',
     hint: 'See the controller’s log.',
   },
+  link_revoked: {
+    message: 'This link was revoked',
+    hint: 'The operator revoked this viewer link: it no longer opens this VM. Ask the operator for a new link.',
+    retry: false,
+  },
+  ended_by_admin: {
+    message: 'The operator ended this session',
+    hint: 'An administrator closed this viewer’s session. Reload the page to join again if your link is still valid.',
+    retry: false,
+  },
 });
 
 /**

@@ -19,4 +19,5 @@ pub mod session;
 pub mod signalling;
 pub mod stage_timing;
 pub mod stats;
+pub mod thumbnail;
 pub mod tls;

@@ -14,6 +14,8 @@ const DEFAULT_CONFIG: &str = "/etc/vdesk/agent.toml";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The uptime the controller's admin page shows counts from here.
+    vdesk_agent::thumbnail::started_at_ms();
     let loaded = match vdesk_config_file::parse::<Args>(
         std::env::args_os(),
         std::path::Path::new(DEFAULT_CONFIG),

@@ -280,6 +280,7 @@ async fn connect_and_serve(
         token: None,
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        info: crate::thumbnail::agent_info(&config.codecs),
     };
     sink.send(Message::text(to_json(&hello)))
         .await
@@ -430,7 +431,9 @@ fn session_of(msg: &AgentToController) -> Option<&SessionId> {
         | AgentToController::PeerState { session_id, .. }
         | AgentToController::SessionEnded { session_id, .. }
         | AgentToController::SessionStats { session_id, .. } => Some(session_id),
-        AgentToController::Hello { .. } | AgentToController::Resume { .. } => None,
+        AgentToController::Hello { .. }
+        | AgentToController::Resume { .. }
+        | AgentToController::Thumbnail { .. } => None,
     }
 }
 
@@ -520,6 +523,9 @@ fn handle(
         }
         ControllerToAgent::Welcome { .. } => debug!("duplicate welcome ignored"),
         ControllerToAgent::Challenge { .. } => debug!("challenge after welcome ignored"),
+        ControllerToAgent::ThumbnailRequest { max_width } => {
+            crate::thumbnail::answer(config.media.display.clone(), max_width, tx.clone())
+        }
     }
 }
 

@@ -37,8 +37,16 @@ pub fn viewer_claims(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result
     let token = bearer(headers)
         .or_else(|| query_token(uri))
         .ok_or_else(AppError::no_viewer_token)?;
-    viewer_token::verify(&state.config().secret, token, unix_now())
-        .map_err(|e| AppError::forbidden(e.to_string()))
+    let claims = viewer_token::verify(&state.config().secret, token, unix_now())
+        .map_err(|e| AppError::forbidden(e.to_string()))?;
+    if state.relay(|r, _| r.is_revoked(&claims.id, claims.expires)) {
+        return Err(AppError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            vdesk_protocol::ErrorCode::LinkRevoked,
+            "this viewer link was revoked by the operator; ask for a new link",
+        ));
+    }
+    Ok(claims)
 }
 
 /// What a session created with `claims` grants: the link's permission, its expiry (Unix ms; the
@@ -174,6 +182,20 @@ pub fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
         Ok(())
     } else {
         Err(AppError::forbidden("wrong admin token"))
+    }
+}
+
+/// Session `{sessionId}` of the path, for the admin API: the admin token is checked first
+/// (as [`AdminToken`]), then the id is parsed. 404 `session_not_found` for no such session.
+#[derive(Debug)]
+pub struct AdminSession(pub SessionId);
+
+impl FromRequestParts<AppState> for AdminSession {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        admin(state, &parts.headers)?;
+        let raw = crate::extract::param(parts, "sessionId").await?;
+        Ok(Self(SessionId::parse(&raw)?))
     }
 }
 

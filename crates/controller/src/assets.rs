@@ -1,6 +1,7 @@
 //! The viewer's files (`web/`), compiled into the binary and served with their content type and
 //! `Cache-Control: no-cache`, so an upgraded controller never serves a stale viewer. It serves
-//! these seven files only: no directory is ever read at run time.
+//! these files only (the viewer's seven, the admin page's three): no directory is ever read at
+//! run time.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
@@ -13,6 +14,9 @@ pub const VDESK_JS: &str = include_str!("../../../web/vdesk.js");
 pub const INPUT_JS: &str = include_str!("../../../web/input.js");
 pub const STATS_JS: &str = include_str!("../../../web/stats.js");
 pub const VDESK_D_TS: &str = include_str!("../../../web/vdesk.d.ts");
+pub const ADMIN_HTML: &str = include_str!("../../../web/admin.html");
+pub const ADMIN_JS: &str = include_str!("../../../web/admin.js");
+pub const ADMIN_CSS: &str = include_str!("../../../web/admin.css");
 
 pub const HTML: &str = "text/html; charset=utf-8";
 pub const JAVASCRIPT: &str = "text/javascript; charset=utf-8";

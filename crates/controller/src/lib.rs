@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod qr;
 pub mod relay;
 pub mod routes;
 pub mod server;

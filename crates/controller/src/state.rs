@@ -193,6 +193,15 @@ impl AppState {
         ConnId(self.0.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Revokes viewer link `link_id` (the `n` of its token, 16 hex digits): its live sessions
+    /// end with `link_revoked` and the link is refused until it would have expired. Returns the
+    /// sessions ended and the Unix second until which it is refused. (One call for whoever
+    /// revokes: the admin route, or another controller of a cluster passing it on.)
+    pub fn revoke_link(&self, link_id: &str) -> Result<(usize, u64), crate::relay::RelayError> {
+        let tag = self.config().secret.owner_tag(link_id);
+        self.relay(|r, now| r.revoke_link(link_id, &tag, now))
+    }
+
     /// Ends every session, tells everyone, closes agent connections and event streams.
     pub fn shutdown(&self) {
         self.relay(|r, now| r.shutdown(now));

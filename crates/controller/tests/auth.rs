@@ -114,7 +114,7 @@ async fn every_route_of_the_router_refuses_requests_without_its_credential() {
                 r.method == Method::GET
                     // The API contract is public too: it is generated from the source
                     // (docs/security.md).
-                    && (["/", "/vm/{vmId}", "/healthz", "/api/openapi.json"].contains(&r.path)
+                    && (["/", "/vm/{vmId}", "/admin", "/healthz", "/api/openapi.json"].contains(&r.path)
                         || r.path.starts_with("/assets/")),
                 "{what} is declared public, but only the pages, the viewer's files and the API contract are"
             );

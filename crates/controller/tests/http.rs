@@ -61,6 +61,9 @@ async fn pages_and_assets_have_their_types_and_no_cache() {
         ("/assets/viewer.js", "text/javascript; charset=utf-8"),
         ("/assets/viewer.css", "text/css; charset=utf-8"),
         ("/assets/vdesk.d.ts", "text/plain; charset=utf-8"),
+        ("/admin", "text/html; charset=utf-8"),
+        ("/assets/admin.js", "text/javascript; charset=utf-8"),
+        ("/assets/admin.css", "text/css; charset=utf-8"),
     ] {
         let resp = send(&app, get(uri)).await;
         assert_eq!(resp.status(), 200, "{uri}");
@@ -69,6 +72,9 @@ async fn pages_and_assets_have_their_types_and_no_cache() {
     }
     let page = body_text(send(&app, get("/vm/demo")).await).await;
     assert_eq!(page, vdesk_controller::assets::VIEWER_HTML);
+    // The admin page holds no data: it is the same for everyone, and asks for the token itself.
+    let page = body_text(send(&app, anon_get("/admin")).await).await;
+    assert_eq!(page, vdesk_controller::assets::ADMIN_HTML);
 
     // The index lists VMs for the admin only.
     let index = send(&app, bearer(anon_get("/"), ADMIN)).await;

@@ -192,6 +192,26 @@ pub enum ErrorCode {
     /// The session's peer did not connect within the controller's deadline.
     ConnectTimeout,
     Internal,
+    /// The operator revoked the viewer link behind the session (`POST
+    /// /api/admin/links/{id}/revoke`): its sessions end and the link is refused from then on.
+    /// Agents are told `forbidden` instead (older agents do not know this code).
+    LinkRevoked,
+    /// The operator ended the session (`DELETE /api/admin/sessions/{id}`). Agents are told
+    /// `viewer_left` instead (older agents do not know this code).
+    EndedByAdmin,
+}
+
+impl ErrorCode {
+    /// The code to send an agent: the codes newer than some agents (`link_revoked`,
+    /// `ended_by_admin`) become the older code of the same effect, so that an agent that cannot
+    /// read the new one still ends the session.
+    pub fn for_agent(self) -> ErrorCode {
+        match self {
+            ErrorCode::LinkRevoked => ErrorCode::Forbidden,
+            ErrorCode::EndedByAdmin => ErrorCode::ViewerLeft,
+            other => other,
+        }
+    }
 }
 
 /// Which way the clipboard may travel in a session, set per viewer link (`mint-link
@@ -269,6 +289,17 @@ pub enum AgentToController {
         token: Option<String>,
         protocol_version: u32,
         agent_version: String,
+        /// Start time, encoders, whether it makes thumbnails: all optional (agents before them
+        /// send none of it, and a controller that does not know them ignores them).
+        #[serde(flatten)]
+        info: AgentInfo,
+    },
+    /// A still of the VM's screen, the answer to `thumbnailRequest`: a JPEG (base64, at most
+    /// [`MAX_THUMBNAIL_BYTES`] decoded) `width` x `height` pixels. Never sent unasked.
+    Thumbnail {
+        width: u32,
+        height: u32,
+        jpeg: String,
     },
     /// The `webrtcbin` answer to the session's offer.
     Answer { session_id: SessionId, sdp: String },
@@ -299,6 +330,40 @@ pub enum AgentToController {
         session_id: SessionId,
         stats: SessionStats,
     },
+}
+
+/// Largest thumbnail JPEG (decoded bytes) a controller takes; larger ones are refused.
+pub const MAX_THUMBNAIL_BYTES: usize = 96 * 1024;
+/// Largest thumbnail size either way, pixels.
+pub const MAX_THUMBNAIL_SIDE: u32 = 640;
+
+/// What an agent says about itself in its `hello`, for the operator (`GET /api/admin/vms`).
+/// Every field is optional on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInfo {
+    /// When the agent process started, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// The encoder of each codec it offers, in its order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encoders: Vec<EncoderInfo>,
+    /// It answers `thumbnailRequest` with `thumbnail`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thumbnails: bool,
+}
+
+/// One codec an agent offers and the encoder element it uses for it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncoderInfo {
+    /// `H264`, `VP8`, `VP9`.
+    pub codec: String,
+    /// The GStreamer element, e.g. `x264enc`, `vaapih264enc`.
+    pub encoder: String,
+    #[serde(default)]
+    pub hardware: bool,
 }
 
 /// One session an agent still streams, as announced in `resume`.
@@ -393,6 +458,9 @@ pub enum ControllerToAgent {
     },
     /// Something the agent sent was refused; on `hello` the connection is closed afterwards.
     Error { code: ErrorCode, message: String },
+    /// Asks for one `thumbnail` at most `max_width` pixels wide. Sent only to agents whose
+    /// `hello` said `thumbnails: true`.
+    ThumbnailRequest { max_width: u32 },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,6 +631,20 @@ mod tests {
                 token: None,
                 protocol_version: 2,
                 agent_version: "0.1.0".into(),
+                info: AgentInfo {
+                    started_at: Some(1_767_225_600_000),
+                    encoders: vec![EncoderInfo {
+                        codec: "H264".into(),
+                        encoder: "x264enc".into(),
+                        hardware: false,
+                    }],
+                    thumbnails: true,
+                },
+            },
+            AgentToController::Thumbnail {
+                width: 320,
+                height: 180,
+                jpeg: "/9j/2Q==".into(),
             },
             AgentToController::Answer {
                 session_id: sid(),
@@ -625,8 +707,13 @@ mod tests {
             token: None,
             protocol_version: 2,
             agent_version: "x".into(),
+            info: AgentInfo::default(),
         })
         .unwrap();
+        assert!(
+            hello.get("startedAt").is_none() && hello.get("thumbnails").is_none(),
+            "the optional fields stay off the wire when unset: {hello}"
+        );
         assert_eq!(hello["type"], "hello");
         assert_eq!(hello["vmId"], "demo");
         assert_eq!(hello["proof"], "p");
@@ -644,9 +731,20 @@ mod tests {
             AgentToController::Hello {
                 proof: None,
                 token: Some(_),
+                ref info,
                 ..
-            }
+            } if *info == AgentInfo::default()
         ));
+    }
+
+    #[test]
+    fn new_error_codes_reach_agents_as_codes_they_know() {
+        assert_eq!(ErrorCode::LinkRevoked.for_agent(), ErrorCode::Forbidden);
+        assert_eq!(ErrorCode::EndedByAdmin.for_agent(), ErrorCode::ViewerLeft);
+        assert_eq!(ErrorCode::IdleTimeout.for_agent(), ErrorCode::IdleTimeout);
+        let req =
+            serde_json::to_value(ControllerToAgent::ThumbnailRequest { max_width: 320 }).unwrap();
+        assert_eq!(req, json!({"type": "thumbnailRequest", "maxWidth": 320}));
     }
 
     #[test]

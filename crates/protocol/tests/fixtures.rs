@@ -155,13 +155,15 @@ fn all_error_codes() -> Vec<ErrorCode> {
         LinkExpired,
         ConnectTimeout,
         Internal,
+        LinkRevoked,
+        EndedByAdmin,
     ];
     for c in &all {
         match c {
             BadRequest | NotFound | VmNotFound | SessionNotFound | AgentOffline
             | AgentDisconnected | Unauthorized | Forbidden | PayloadTooLarge | Conflict
             | TooManyRequests | AgentError | IdleTimeout | ViewerLeft | ShuttingDown
-            | LinkExpired | ConnectTimeout | Internal => {}
+            | LinkExpired | ConnectTimeout | Internal | LinkRevoked | EndedByAdmin => {}
         }
     }
     all

@@ -70,4 +70,7 @@ pub struct SessionView {
     pub codec: Option<String>,
     pub bitrate_kbps: Option<f64>,
     pub rtt_ms: Option<f64>,
+    /// The id of the viewer link that created the session (for `POST
+    /// /api/admin/links/{linkId}/revoke`); absent for sessions adopted after a restart.
+    pub link_id: Option<String>,
 }

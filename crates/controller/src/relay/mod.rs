@@ -5,6 +5,7 @@
 //! [`Relay::take_outbound`]. The HTTP/WebSocket/SSE adapters deliver them. Time is always passed
 //! in, so the idle timeout and tombstones are tested without sleeping.
 
+mod admin;
 mod counters;
 mod session;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use vdesk_protocol::{
 
 use crate::auth::AgentAuth;
 use crate::turn::TurnRest;
+pub use admin::{check_thumbnail, Thumbnail, ThumbnailState, VmView, MAX_REVOKED};
 pub use counters::{Counters, MetricsSnapshot, SessionMetrics, SessionView};
 use session::Session;
 pub use session::{MAX_CANDIDATES_PER_SIDE, MAX_CANDIDATE_BYTES_PER_SIDE, MAX_PEER_STATES};
@@ -190,6 +192,8 @@ pub struct Relay {
     outbox: Vec<Outbound>,
     shutting_down: bool,
     counters: Counters,
+    /// Revoked links, agents' `hello` information, thumbnails (`admin.rs`).
+    admin: admin::AdminState,
 }
 
 impl Relay {
@@ -206,6 +210,7 @@ impl Relay {
             outbox: Vec::new(),
             shutting_down: false,
             counters: Counters::default(),
+            admin: admin::AdminState::default(),
         }
     }
 
@@ -290,6 +295,7 @@ impl Relay {
                 codec: s.stats.as_ref().map(|st| st.codec.clone()),
                 bitrate_kbps: s.stats.as_ref().map(|st| st.bitrate_kbps),
                 rtt_ms: s.stats.as_ref().and_then(|st| st.rtt_ms),
+                link_id: s.link_id.clone(),
             })
             .collect();
         views.sort_by(|a, b| (&a.vm_id, &a.session_id).cmp(&(&b.vm_id, &b.session_id)));
@@ -382,8 +388,15 @@ impl Relay {
                     token: _,
                     protocol_version,
                     agent_version,
+                    info,
                 },
-            ) => self.hello(conn, vm_id, proof, protocol_version, &agent_version, now),
+            ) => {
+                let vm = vm_id.clone();
+                self.hello(conn, vm_id, proof, protocol_version, &agent_version, now);
+                if self.conns.get(&conn) == Some(&ConnState::Registered(vm.clone())) {
+                    self.agent_seen(&vm, &agent_version, info);
+                }
+            }
             (Some(ConnState::AwaitingHello), _) => {
                 self.agent_bad_frame(conn, "the first message must be hello")
             }
@@ -402,6 +415,7 @@ impl Relay {
     pub fn agent_disconnected(&mut self, conn: ConnId, now: Instant) {
         self.challenges.remove(&conn);
         self.resume_window.remove(&conn);
+        self.admin_conn_gone(conn);
         let Some(state) = self.conns.remove(&conn) else {
             return;
         };
@@ -515,6 +529,11 @@ impl Relay {
                 let sessions = sessions.clone();
                 return self.resume(conn, vm, sessions, now);
             }
+            AgentToController::Thumbnail {
+                width,
+                height,
+                jpeg,
+            } => return self.agent_thumbnail(conn, vm, *width, *height, jpeg, now),
             AgentToController::SessionEnded { session_id, .. } => session_id.clone(),
             AgentToController::Answer { session_id, .. }
             | AgentToController::Candidate { session_id, .. }
@@ -542,7 +561,9 @@ impl Relay {
             }
         }
         let result = match msg {
-            AgentToController::Hello { .. } | AgentToController::Resume { .. } => Ok(()),
+            AgentToController::Hello { .. }
+            | AgentToController::Resume { .. }
+            | AgentToController::Thumbnail { .. } => Ok(()),
             AgentToController::Answer { sdp, .. } => self.set_answer(&id, sdp),
             AgentToController::Candidate { candidate, .. } => {
                 self.add_candidate(&id, Side::Vm, candidate)
@@ -964,6 +985,7 @@ impl Relay {
             self.tombstones.remove(id);
             self.tombstone_order.pop_front();
         }
+        self.prune_revoked();
     }
 
     /// The controller stops: every session ends with `shutting_down` (both sides are told) and
@@ -1034,7 +1056,8 @@ impl Relay {
                 conn,
                 ControllerToAgent::EndSession {
                     session_id: id.clone(),
-                    code,
+                    // Codes newer than some agents go as the older code of the same effect.
+                    code: code.for_agent(),
                     reason: reason.to_owned(),
                 },
             );

@@ -69,6 +69,8 @@ pub(crate) struct Session {
     pub expires: Option<Instant>,
     /// The agent's last `sessionStats`, for `/metrics`.
     pub stats: Option<SessionStats>,
+    /// The id of the viewer link that created it here (not known for adopted sessions).
+    pub link_id: Option<String>,
 }
 
 impl Session {
@@ -91,6 +93,7 @@ impl Session {
             expires: None,
             connect_by: None,
             stats: None,
+            link_id: None,
         }
     }
 

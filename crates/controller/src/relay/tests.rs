@@ -139,6 +139,7 @@ pub(super) fn hello(vm_id: &str, token: &str) -> A {
         token: None,
         protocol_version: vdesk_protocol::PROTOCOL_VERSION,
         agent_version: "test".into(),
+        info: Default::default(),
     }
 }
 
@@ -201,6 +202,7 @@ fn wrong_token_or_version_is_refused_and_closed() {
             token: None,
             protocol_version: 3,
             agent_version: "x".into(),
+            info: Default::default(),
         },
         f.t0,
     );
@@ -226,6 +228,7 @@ fn a_hello_proves_the_secret_over_this_connections_nonce_only() {
         token: Some(TOKEN.into()),
         protocol_version: 1,
         agent_version: "0.1.0".into(),
+        info: Default::default(),
     };
     f.relay.agent_message(ConnId(1), old, f.t0);
     let out = f.out();

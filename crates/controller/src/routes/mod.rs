@@ -18,7 +18,7 @@ use axum::http::Method;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
-use crate::assets::{self, file, CSS, JAVASCRIPT, TYPESCRIPT};
+use crate::assets::{self, file, CSS, HTML, JAVASCRIPT, TYPESCRIPT};
 use crate::state::AppState;
 
 /// Who may call a route (what the test of the table checks; the handlers' extractors enforce it).
@@ -66,6 +66,15 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/", Access::Public, |m| on(m, pages::index)),
     route(Method::GET, "/vm/{vmId}", Access::Public, |m| {
         on(m, pages::viewer)
+    }),
+    route(Method::GET, "/admin", Access::Public, |m| {
+        on(m, || async { file(HTML, assets::ADMIN_HTML) })
+    }),
+    route(Method::GET, "/assets/admin.js", Access::Public, |m| {
+        on(m, || async { file(JAVASCRIPT, assets::ADMIN_JS) })
+    }),
+    route(Method::GET, "/assets/admin.css", Access::Public, |m| {
+        on(m, || async { file(CSS, assets::ADMIN_CSS) })
     }),
     route(Method::GET, "/healthz", Access::Public, |m| {
         on(m, pages::healthz)
@@ -140,6 +149,27 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/api/admin/sessions", Access::Admin, |m| {
         on(m, admin::sessions)
     }),
+    route(
+        Method::DELETE,
+        "/api/admin/sessions/{sessionId}",
+        Access::Admin,
+        |m| on(m, admin::end_session),
+    ),
+    route(
+        Method::POST,
+        "/api/admin/links/{linkId}/revoke",
+        Access::Admin,
+        |m| on(m, admin::revoke_link),
+    ),
+    route(Method::GET, "/api/admin/vms", Access::Admin, |m| {
+        on(m, admin::vms)
+    }),
+    route(
+        Method::GET,
+        "/api/admin/vms/{vmId}/thumbnail",
+        Access::Admin,
+        |m| on(m, admin::thumbnail),
+    ),
     route(Method::GET, "/api/openapi.json", Access::Public, |m| {
         on(m, openapi::serve)
     }),

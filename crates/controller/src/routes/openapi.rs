@@ -23,6 +23,9 @@ use crate::assets::file;
 pub const UNDOCUMENTED: &[&str] = &[
     "/",
     "/vm/{vmId}",
+    "/admin",
+    "/assets/admin.js",
+    "/assets/admin.css",
     "/assets/vdesk.js",
     "/assets/input.js",
     "/assets/stats.js",
@@ -76,6 +79,10 @@ const ERRORS: &[(u16, &str)] = &[
         super::session::candidates,
         super::admin::mint_link,
         super::admin::sessions,
+        super::admin::end_session,
+        super::admin::revoke_link,
+        super::admin::vms,
+        super::admin::thumbnail,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Common)

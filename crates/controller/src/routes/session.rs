@@ -59,7 +59,12 @@ pub(crate) async fn create(
         owner: None,
         ..grant.clone()
     };
-    let session_id = state.relay(move |r, now| r.create_session_as(vm, body.offer, &grant, now))?;
+    let link = claims.id.clone();
+    let session_id = state.relay(move |r, now| {
+        let id = r.create_session_as(vm, body.offer, &grant, now)?;
+        r.note_link(&id, &link);
+        Ok::<_, crate::relay::RelayError>(id)
+    })?;
     let location = session_url(&session_id);
     let created = SessionCreated {
         grant: told,
