@@ -430,7 +430,9 @@ fn session_of(msg: &AgentToController) -> Option<&SessionId> {
         | AgentToController::PeerState { session_id, .. }
         | AgentToController::SessionEnded { session_id, .. }
         | AgentToController::SessionStats { session_id, .. } => Some(session_id),
-        AgentToController::Hello { .. } | AgentToController::Resume { .. } => None,
+        AgentToController::Hello { .. }
+        | AgentToController::Check { .. }
+        | AgentToController::Resume { .. } => None,
     }
 }
 
@@ -519,6 +521,7 @@ fn handle(
             error!(?code, "controller reported an error: {message}");
         }
         ControllerToAgent::Welcome { .. } => debug!("duplicate welcome ignored"),
+        ControllerToAgent::Checked { .. } => debug!("checked (a doctor's answer) ignored"),
         ControllerToAgent::Challenge { .. } => debug!("challenge after welcome ignored"),
     }
 }
