@@ -83,7 +83,9 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
                     assert_eq!(session_id, id);
                     assert_eq!(stats.codec, codec.encoding_name());
                 }
-                AgentToController::Hello { .. } | AgentToController::Resume { .. } => unreachable!(),
+                AgentToController::Hello { .. }
+                | AgentToController::Check { .. }
+                | AgentToController::Resume { .. } => unreachable!(),
             },
             Some(c) = brx.recv() => session.add_remote_candidate(c),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
