@@ -3,8 +3,10 @@
 # vdesk-agent .debs with cargo-deb from the debug build, installs them on this machine, checks
 # their files, the vdesk user and the root-only secrets file, runs `systemd-analyze verify` on
 # the installed units, starts the controller from the package's binary as the vdesk user with a
-# config file and checks /healthz, installs the same packages again (the upgrade path keeps the
-# secret), then removes and purges them and checks that nothing is left. Needs root (or sudo)
+# config file and checks /healthz, runs `vdesk-controller doctor` from the package, upgrades to the same packages built
+# with a bumped version (`--deb-version ...+test1`): the conffile edit and the secrets survive and
+# the service restarts (checked with systemd when it runs, else in the postinst), then removes
+# and purges them and checks that nothing is left. Needs root (or sudo)
 # on Debian 12. Without a prerequisite it exits 77 (skip); under CI=true it fails instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,10 +117,63 @@ echo "    /healthz: $(head -c 200 "$out/healthz")"
 /usr/bin/vdesk-agent --print-config --controller http://127.0.0.1:1 --vm-id x --token t \
   | grep -q '^# effective settings; config file: /etc/vdesk/agent.toml' || fail "vdesk-agent --print-config"
 
-step "install again (the upgrade path keeps the secret and the user)"
+step "vdesk-controller doctor from the package, on the installed config and secrets"
+# As an operator runs it: root (the env file is root-only), the package's files.
+$sudo sh -c "set -a; . $env_file; exec /usr/bin/vdesk-controller doctor" >"$out/doctor.txt" 2>&1 \
+  || { cat "$out/doctor.txt" >&2; fail "vdesk-controller doctor is not healthy on the fresh install"; }
+grep -q '^vdesk-controller healthy' "$out/doctor.txt" || { cat "$out/doctor.txt" >&2; fail "doctor summary"; }
+grep -qF "$secret" "$out/doctor.txt" && fail "doctor printed the secret"
+$sudo sh -c "set -a; . $env_file; exec /usr/bin/vdesk-controller doctor --json" >"$out/doctor.json"
+grep -q '"healthy": true' "$out/doctor.json" || { cat "$out/doctor.json" >&2; fail "doctor --json"; }
+echo "    $(tail -1 "$out/doctor.txt")"
+
+step "upgrade to the same packages with a bumped version (apt-get install, +test1)"
+old_version=$(dpkg-query -W -f='${Version}' vdesk-controller)
+new_version="${old_version}+test1"
+mkdir -p "$out/new"
+chmod 755 "$out/new"
+for p in vdesk-controller vdesk-agent; do
+  cargo deb -q -p "$p" --profile dev --no-build --strip --fast --deb-version "$new_version" \
+    -o "$out/new/" 2>&1 | grep -v -e "dev profile is not supported" -e "To enable debug symbols" || true
+done
+# What the operator changed must survive: a setting in the conffile, a secret added to the env file.
+echo "# edited by the package test" | $sudo tee -a /etc/vdesk/controller.toml >/dev/null
+admin=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+echo "VDESK_ADMIN_TOKEN=$admin" | $sudo tee -a "$env_file" >/dev/null
+systemd_up=false
+case "$(systemctl is-system-running 2>/dev/null || true)" in running|degraded) systemd_up=true ;; esac
+old_pid=""
+if $systemd_up; then
+  $sudo systemctl is-active -q vdesk-controller || fail "the service is not running before the upgrade"
+  old_pid=$(systemctl show -p MainPID --value vdesk-controller)
+fi
+ctl_deb=$(ls "$out"/new/vdesk-controller_*.deb)
+agent_deb=$(ls "$out"/new/vdesk-agent_*.deb)
 install_both
-[ "$($sudo sed -n 's/^VDESK_SECRET=//p' "$env_file")" = "$secret" ] || fail "reinstall changed the secret"
-getent passwd vdesk >/dev/null || fail "reinstall lost the vdesk user"
+[ "$(dpkg-query -W -f='${Version}' vdesk-controller)" = "$new_version" ] || fail "vdesk-controller is not at $new_version"
+[ "$(dpkg-query -W -f='${Version}' vdesk-agent)" = "$new_version" ] || fail "vdesk-agent is not at $new_version"
+[ "$($sudo sed -n 's/^VDESK_SECRET=//p' "$env_file")" = "$secret" ] || fail "the upgrade changed the secret"
+[ "$($sudo sed -n 's/^VDESK_ADMIN_TOKEN=//p' "$env_file")" = "$admin" ] || fail "the upgrade lost the admin token"
+[ "$($sudo stat -c '%a %U %G' "$env_file")" = "600 root root" ] || fail "$env_file is not 0600 root:root after the upgrade"
+grep -q "^# edited by the package test" /etc/vdesk/controller.toml || fail "the upgrade replaced the edited controller.toml"
+getent passwd vdesk >/dev/null || fail "the upgrade lost the vdesk user"
+if $systemd_up; then
+  $sudo systemctl is-active -q vdesk-controller || fail "the service is not running after the upgrade"
+  new_pid=$(systemctl show -p MainPID --value vdesk-controller)
+  [ "$new_pid" != "$old_pid" ] || fail "the service was not restarted by the upgrade (MainPID $old_pid)"
+  $sudo cmp -s "/proc/$new_pid/exe" /usr/bin/vdesk-controller || fail "the service does not run the new binary"
+  echo "    service restarted: MainPID $old_pid -> $new_pid"
+else
+  # No systemd here (a container): the package's own scripts must do the restart where there is.
+  $sudo dpkg-deb -e "$ctl_deb" "$out/ctrl"
+  grep -q '_dh_action=restart' "$out/ctrl/postinst" \
+    && grep -q 'deb-systemd-invoke $_dh_action vdesk-controller.service' "$out/ctrl/postinst" \
+    || fail "the new package's postinst does not restart the service"
+  echo "    systemd not running here: the postinst restarts vdesk-controller.service (checked in the script)"
+fi
+$sudo sh -c "set -a; . $env_file; exec /usr/bin/vdesk-controller doctor" >"$out/doctor.txt" 2>&1 \
+  || { cat "$out/doctor.txt" >&2; fail "vdesk-controller doctor is not healthy after the upgrade"; }
+grep -q '^ok   admin-token' "$out/doctor.txt" || { cat "$out/doctor.txt" >&2; fail "doctor does not see the admin token kept by the upgrade"; }
 
 step "remove, then purge"
 DEBIAN_FRONTEND=noninteractive $sudo apt-get remove -y -q vdesk-controller vdesk-agent >"$out/apt.log" 2>&1 \

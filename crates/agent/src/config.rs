@@ -18,6 +18,10 @@ use crate::pipeline::{CaptureMode, MediaSettings};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "vdesk-agent", version, about, long_about)]
 pub struct Args {
+    /// `doctor`: check this VM's set-up instead of running (see `vdesk-agent help doctor`).
+    #[command(subcommand)]
+    pub command: Option<crate::doctor::Command>,
+
     /// Config file (TOML; keys are these long flags without `--`, e.g. `vm-id = "desk1"`).
     /// Flags and environment variables override it. Without this flag /etc/vdesk/agent.toml is
     /// read if it exists; a file named here must exist.

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod codec;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod encoder;
 pub mod expiry;
 pub mod guard;

@@ -1,13 +1,13 @@
 //! `vdesk-agent`: the composition root. Parse the flags over the config file (or print them
 //! with `--print-config`), check the configuration, check the GStreamer
 //! plugins, build what the sessions share (the media, the control room), then hand over to the
-//! signalling loop until Ctrl-C or SIGTERM.
+//! signalling loop until Ctrl-C or SIGTERM. Or `doctor`: check the set-up and exit.
 
 use std::process::ExitCode;
 
 use tracing::{error, info};
 use vdesk_agent::config::{Args, Config};
-use vdesk_agent::{encoder, metrics, pipeline, signalling};
+use vdesk_agent::{doctor, encoder, metrics, pipeline, signalling};
 
 /// Read when no --config (or VDESK_CONFIG) names another file, if it exists.
 const DEFAULT_CONFIG: &str = "/etc/vdesk/agent.toml";
@@ -22,6 +22,12 @@ async fn main() -> ExitCode {
     ) {
         Ok(l) => l,
         Err(e) => {
+            // `doctor` reports an unreadable config file as its failing check.
+            if std::env::args().skip(1).any(|a| a == "doctor") {
+                let report = doctor::unreadable_config(&e.to_string());
+                doctor::print_report(&report, std::env::args().any(|a| a == "--json"));
+                return ExitCode::from(report.exit_code());
+            }
             eprintln!("vdesk-agent: {e}");
             return ExitCode::from(2);
         }
@@ -29,6 +35,9 @@ async fn main() -> ExitCode {
     if loaded.args.print_config {
         print!("{}", loaded.render());
         return ExitCode::SUCCESS;
+    }
+    if let Some(doctor::Command::Doctor { json }) = loaded.args.command {
+        return ExitCode::from(doctor::main(&loaded.args, json).await);
     }
     let args = loaded.args;
     tracing_subscriber::fmt()

@@ -432,6 +432,7 @@ fn session_of(msg: &AgentToController) -> Option<&SessionId> {
         | AgentToController::SessionEnded { session_id, .. }
         | AgentToController::SessionStats { session_id, .. } => Some(session_id),
         AgentToController::Hello { .. }
+        | AgentToController::Check { .. }
         | AgentToController::Resume { .. }
         | AgentToController::Thumbnail { .. } => None,
     }
@@ -522,6 +523,7 @@ fn handle(
             error!(?code, "controller reported an error: {message}");
         }
         ControllerToAgent::Welcome { .. } => debug!("duplicate welcome ignored"),
+        ControllerToAgent::Checked { .. } => debug!("checked (a doctor's answer) ignored"),
         ControllerToAgent::Challenge { .. } => debug!("challenge after welcome ignored"),
         ControllerToAgent::ThumbnailRequest { max_width } => {
             crate::thumbnail::answer(config.media.display.clone(), max_width, tx.clone())

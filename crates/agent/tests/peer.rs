@@ -84,6 +84,7 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
                     assert_eq!(stats.codec, codec.encoding_name());
                 }
                 AgentToController::Hello { .. }
+                | AgentToController::Check { .. }
                 | AgentToController::Resume { .. }
                 | AgentToController::Thumbnail { .. } => unreachable!(),
             },

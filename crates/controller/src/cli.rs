@@ -25,6 +25,15 @@ pub enum Command {
         )]
         secret: Option<ControllerSecret>,
     },
+    /// Check this controller's settings (flags, environment, config file, as the server reads
+    /// them): secrets set and strong, the listen address, the TLS certificate and key, TURN,
+    /// the public URL. One line per check (ok, warn, FAIL and how to fix it); exit status 0
+    /// when nothing failed. Never prints a secret. Put the server's flags before `doctor`.
+    Doctor {
+        /// Print the report as JSON (docs/operations.md, "Diagnose").
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a viewer link (URL with a signed token) for VM ID, valid for --ttl.
     MintLink {
         /// The VM the link opens.
@@ -117,6 +126,8 @@ pub enum CliError {
     BaseUrl(String),
     #[error("--name {0:?}: {1}")]
     Name(String, String),
+    #[error("doctor runs from main (it needs the whole configuration)")]
+    Doctor,
 }
 
 /// Runs `cmd` at `now` (unix seconds); returns what to print.
@@ -126,6 +137,7 @@ pub fn run(cmd: &Command, now: u64) -> Result<String, CliError> {
             let secret = secret.as_ref().ok_or(CliError::MissingSecret)?;
             Ok(secret.agent_secret(&vm_id(vm)?))
         }
+        Command::Doctor { .. } => Err(CliError::Doctor),
         Command::MintLink {
             vm,
             permission,

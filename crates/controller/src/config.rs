@@ -577,7 +577,7 @@ impl Config {
 }
 
 /// Long enough and printable, without spaces.
-fn strong(secret: &str) -> bool {
+pub(crate) fn strong(secret: &str) -> bool {
     secret.len() >= MIN_TOKEN_LEN && secret.bytes().all(|b| b.is_ascii_graphic())
 }
 

@@ -11,6 +11,7 @@ pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod extract;
 pub mod limits;

@@ -1,7 +1,7 @@
 //! `vdesk-controller`: parse the flags over the config file (or print them with
 //! `--print-config`), check the configuration, start logging, serve until SIGINT or
 //! SIGTERM, then let sessions end cleanly (at most [`GRACE`]); or run an operator subcommand
-//! (`agent-secret`, `mint-link`) and print its result. The composition root only; all behaviour
+//! (`agent-secret`, `mint-link`) and print its result, or check the deployment (`doctor`). The composition root only; all behaviour
 //! lives in the library.
 
 use std::io::IsTerminal;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tracing::{info, warn};
-use vdesk_controller::{cli, serve, viewer_token, AppState, Args, Config};
+use vdesk_controller::{cli, doctor, serve, viewer_token, AppState, Args, Config};
 
 /// Read when no --config (or VDESK_CONFIG) names another file, if it exists.
 const DEFAULT_CONFIG: &str = "/etc/vdesk/controller.toml";
@@ -25,6 +25,20 @@ async fn main() -> anyhow::Result<()> {
     ) {
         Ok(l) => l,
         Err(e) => {
+            // `doctor` reports an unreadable config file as its failing check.
+            if std::env::args().skip(1).any(|a| a == "doctor") {
+                let report = doctor::unreadable_config(&e.to_string());
+                let json = std::env::args().any(|a| a == "--json");
+                print!(
+                    "{}",
+                    if json {
+                        report.json() + "\n"
+                    } else {
+                        report.text()
+                    }
+                );
+                std::process::exit(i32::from(report.exit_code()));
+            }
             eprintln!("vdesk-controller: {e}");
             std::process::exit(2);
         }
@@ -34,6 +48,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let args = loaded.args;
+    if let Some(cli::Command::Doctor { json }) = &args.command {
+        let report = doctor::run(&args, viewer_token::unix_now()).await;
+        print!(
+            "{}",
+            if *json {
+                report.json() + "\n"
+            } else {
+                report.text()
+            }
+        );
+        std::process::exit(i32::from(report.exit_code()));
+    }
     if let Some(cmd) = &args.command {
         match cli::run(cmd, viewer_token::unix_now()) {
             Ok(out) => {

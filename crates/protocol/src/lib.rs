@@ -3,6 +3,7 @@
 //! expose the same metric names. No I/O, no async, no GStreamer: both sides depend on this crate, and the
 //! viewer's JavaScript is checked against the JSON it produces (see `crates/protocol/tests/fixtures.rs` and `web/test/unit.test.mjs`).
 
+pub mod doctor;
 mod hello_proof;
 mod ids;
 mod input;

@@ -301,6 +301,17 @@ pub enum AgentToController {
         height: u32,
         jpeg: String,
     },
+    /// Instead of `hello` (`vdesk-agent doctor`): prove the secret the same way (`proof` over
+    /// the challenge's nonce and `vm_id`) without registering. The controller answers `checked`
+    /// (or `error`, as for a `hello`) and closes the connection; the VM's running agent, its
+    /// sessions and what viewers see are untouched. A controller that predates it refuses the
+    /// frame as a malformed hello and closes, which registers nothing either.
+    Check {
+        vm_id: VmId,
+        proof: String,
+        protocol_version: u32,
+        agent_version: String,
+    },
     /// The `webrtcbin` answer to the session's offer.
     Answer { session_id: SessionId, sdp: String },
     /// A local candidate of the agent's peer (empty `candidate` = end of candidates).
@@ -433,6 +444,14 @@ pub enum ControllerToAgent {
     Challenge { nonce: String },
     /// Reply to a valid `hello`. `ice_servers` are the same ones the viewers get.
     Welcome { ice_servers: Vec<IceServer> },
+    /// Reply to a valid `check`: the ICE servers (and TURN credentials) a `welcome` would carry,
+    /// and the controller's wall clock (Unix milliseconds) so the agent can compare its own.
+    /// The controller closes the connection right after it.
+    Checked {
+        ice_servers: Vec<IceServer>,
+        now_ms: u64,
+        controller_version: String,
+    },
     /// A viewer's offer for a new session.
     Offer {
         session_id: SessionId,

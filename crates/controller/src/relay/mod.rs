@@ -397,12 +397,22 @@ impl Relay {
                     self.agent_seen(&vm, &agent_version, info);
                 }
             }
+            (
+                Some(ConnState::AwaitingHello),
+                AgentToController::Check {
+                    vm_id,
+                    proof,
+                    protocol_version,
+                    agent_version,
+                },
+            ) => self.check(conn, vm_id, &proof, protocol_version, &agent_version),
             (Some(ConnState::AwaitingHello), _) => {
                 self.agent_bad_frame(conn, "the first message must be hello")
             }
-            (Some(ConnState::Registered(_)), AgentToController::Hello { .. }) => {
-                self.agent_error(conn, ErrorCode::BadRequest, "hello was already received")
-            }
+            (
+                Some(ConnState::Registered(_)),
+                AgentToController::Hello { .. } | AgentToController::Check { .. },
+            ) => self.agent_error(conn, ErrorCode::BadRequest, "hello was already received"),
             (Some(ConnState::Registered(vm)), msg) => {
                 self.agent_session_message(conn, &vm, msg, now)
             }
@@ -507,6 +517,53 @@ impl Relay {
         self.send_agent(conn, ControllerToAgent::Welcome { ice_servers });
     }
 
+    /// `check` (`vdesk-agent doctor`): the proof is verified as `hello`'s is, then `checked`
+    /// and close. Nothing is registered: the VM's running agent and its sessions are untouched.
+    fn check(
+        &mut self,
+        conn: ConnId,
+        vm: VmId,
+        proof: &str,
+        protocol_version: u32,
+        agent_version: &str,
+    ) {
+        let nonce = self.challenges.remove(&conn).unwrap_or_default();
+        if !self.cfg.agent_auth.accepts_proof(&vm, &nonce, proof) {
+            warn!(conn = %conn, vm = %vm, "agent check refused: wrong proof of its secret");
+            return self.refuse(
+                conn,
+                ErrorCode::Unauthorized,
+                "invalid agent secret (the check's proof does not verify)".into(),
+            );
+        }
+        if protocol_version != PROTOCOL_VERSION {
+            return self.refuse(
+                conn,
+                ErrorCode::BadRequest,
+                format!(
+                    "protocolVersion {protocol_version} is not supported; this controller speaks {PROTOCOL_VERSION}"
+                ),
+            );
+        }
+        let agent_version: String = agent_version.chars().take(64).collect();
+        info!(vm = %vm, conn = %conn, agent_version, "agent check passed (vdesk-agent doctor; not registered)");
+        let ice_servers = self.ice_servers_for(vm.as_str(), None);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.conns.insert(conn, ConnState::Closed);
+        self.send_agent(
+            conn,
+            ControllerToAgent::Checked {
+                ice_servers,
+                now_ms,
+                controller_version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+        );
+        self.outbox.push(Outbound::CloseAgent { conn });
+    }
+
     fn agent_session_message(
         &mut self,
         conn: ConnId,
@@ -515,7 +572,7 @@ impl Relay {
         now: Instant,
     ) {
         let id = match &msg {
-            AgentToController::Hello { .. } => return,
+            AgentToController::Hello { .. } | AgentToController::Check { .. } => return,
             AgentToController::Resume { sessions } => {
                 if !self.resume_window.remove(&conn) {
                     warn!(vm = %vm, conn = %conn, "resume refused: only one, right after welcome");
@@ -562,6 +619,7 @@ impl Relay {
         }
         let result = match msg {
             AgentToController::Hello { .. }
+            | AgentToController::Check { .. }
             | AgentToController::Resume { .. }
             | AgentToController::Thumbnail { .. } => Ok(()),
             AgentToController::Answer { sdp, .. } => self.set_answer(&id, sdp),

@@ -1018,3 +1018,68 @@ fn shutdown_tells_both_sides_and_refuses_newcomers() {
         ]
     ));
 }
+
+/// A `check` (`vdesk-agent doctor`) proving `token` over [`NONCE`].
+fn check(vm_id: &str, token: &str) -> A {
+    A::Check {
+        vm_id: vm(vm_id),
+        proof: vdesk_protocol::hello_proof(token, NONCE, &vm(vm_id)),
+        protocol_version: vdesk_protocol::PROTOCOL_VERSION,
+        agent_version: "doctor".into(),
+    }
+}
+
+#[test]
+fn a_check_answers_and_closes_without_touching_the_running_agent() {
+    let mut f = Fixture::new();
+    let running = f.agent(1, "known");
+    // The doctor, with the right secret, for the VM whose agent is running.
+    f.relay.agent_connected(ConnId(2), NONCE.into());
+    f.relay
+        .agent_message(ConnId(2), check("known", TOKEN), f.t0);
+    let out = f.out();
+    assert!(
+        matches!(
+            &out[..],
+            [Outbound::ToAgent { conn: ConnId(2), msg: C::Checked { now_ms, .. } },
+             Outbound::CloseAgent { conn: ConnId(2) }] if *now_ms > 1_600_000_000_000
+        ),
+        "{out:?}"
+    );
+    assert!(
+        f.relay.vm(&vm("known")).unwrap().online,
+        "the running agent stays"
+    );
+    f.relay.agent_disconnected(ConnId(2), f.t0);
+    assert!(f.relay.vm(&vm("known")).unwrap().online);
+    // A check for an unknown VM registers nothing either.
+    f.relay.agent_connected(ConnId(3), NONCE.into());
+    f.relay
+        .agent_message(ConnId(3), check("fresh", TOKEN), f.t0);
+    let _ = f.out();
+    assert!(f.relay.vm(&vm("fresh")).is_none());
+    // A wrong secret: unauthorized and closed, as for a hello.
+    f.relay.agent_connected(ConnId(4), NONCE.into());
+    f.relay
+        .agent_message(ConnId(4), check("known", "wrong-token-wrong-token"), f.t0);
+    let out = f.out();
+    assert!(
+        matches!(
+            &out[..],
+            [
+                Outbound::ToAgent {
+                    msg: C::Error {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    },
+                    ..
+                },
+                Outbound::CloseAgent { conn: ConnId(4) }
+            ]
+        ),
+        "{out:?}"
+    );
+    // After registering, a check on the same connection is refused, not acted on.
+    f.relay.agent_message(running, check("known", TOKEN), f.t0);
+    assert!(f.relay.vm(&vm("known")).unwrap().online);
+}
