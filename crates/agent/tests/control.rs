@@ -18,7 +18,6 @@ use serde_json::Value;
 use vdesk_agent::codec::Codec;
 use vdesk_agent::control::Room;
 use vdesk_agent::input::InputSettings;
-use vdesk_agent::media::MediaHub;
 use vdesk_agent::pipeline::CaptureMode;
 use vdesk_protocol::{Permission, SessionGrant};
 use x11rb::connection::Connection;
@@ -87,7 +86,7 @@ async fn only_the_viewer_in_control_moves_the_pointer() {
         let p = conn.query_pointer(root).unwrap().reply().unwrap();
         (p.root_x, p.root_y)
     };
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1000));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 1000);
     let room = Room::default();
     let settings = InputSettings {
         display: x.display.clone(),

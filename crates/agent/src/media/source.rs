@@ -4,6 +4,8 @@
 //! encoder -> `appsink` of encoded frames). Frames cross from one pipeline to the next as
 //! reference-counted buffers (no copy), restamped to the receiving pipeline's running time.
 
+use std::sync::Arc;
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -13,6 +15,7 @@ use crate::capture::{self, CaptureSettings};
 use crate::codec::Codec;
 use crate::encoder;
 use crate::pipeline::{make, CaptureMode, MediaSettings, PipelineError, PipelineGuard};
+use crate::stage_timing::StageTimes;
 
 /// The running time of `element`'s pipeline now, if it is playing.
 pub(crate) fn running_time(element: &gst::Element) -> Option<gst::ClockTime> {
@@ -74,6 +77,7 @@ fn add_and_link(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), 
 pub(crate) fn build_capture(
     settings: &MediaSettings,
     pointer: bool,
+    stage_times: &Arc<StageTimes>,
 ) -> Result<(PipelineGuard, Option<gst::Element>, gst_app::AppSink), PipelineError> {
     let pipeline = gst::Pipeline::with_name(if pointer {
         "capture-pointer"
@@ -107,6 +111,7 @@ pub(crate) fn build_capture(
                 idle: std::time::Duration::from_secs_f64(
                     1.0 / f64::from(settings.still_fps.max(1)),
                 ),
+                stage_times: stage_times.clone(),
             },
         )?;
         (vec![src.upcast()], Some(thread), None)
