@@ -275,10 +275,27 @@ pub fn set_bitrate_kbps(encoder: &gst::Element, kbps: u32) {
     }
 }
 
-/// The elements that turn I420 frames into the codec's stream for `kind`: the encoder (named
-/// "encoder", set up by `Kind::settings`), and for H.264 a constrained-baseline caps filter and
-/// `h264parse`. A hardware encoder gets a `videoconvert` in front (most want NV12).
+/// The elements `build` makes, in order, with handles to the ones their users set up or watch.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    /// Every element, in link order.
+    pub elements: Vec<gst::Element>,
+    /// The encoder element itself (`kind`'s factory).
+    pub encoder: gst::Element,
+    pub kind: Kind,
+    /// `h264parse` (H.264 only).
+    pub parser: Option<gst::Element>,
+}
+
+/// The elements that turn I420 frames into the codec's stream for `kind` (`build`'s elements).
 pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
+    build(kind, kbps).map(|e| e.elements)
+}
+
+/// The elements that turn I420 frames into the codec's stream for `kind`: the encoder (named
+/// "encoder" for the logs, set up by `Kind::settings`), and for H.264 a constrained-baseline caps
+/// filter and `h264parse`. A hardware encoder gets a `videoconvert` in front (most want NV12).
+pub fn build(kind: Kind, kbps: u32) -> Result<Encoding, String> {
     let element = |factory: &str| {
         gst::ElementFactory::make(factory)
             .build()
@@ -301,7 +318,8 @@ pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
             }
         }
     }
-    out.push(enc);
+    out.push(enc.clone());
+    let mut parser = None;
     if kind.codec() == Codec::H264 {
         let profile = element("capsfilter")?;
         // Baseline without B-frames is what a constrained-baseline decoder needs; some hardware
@@ -315,9 +333,16 @@ pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
             .parse::<gst::Caps>()
             .map_err(|e| format!("bad caps: {e}"))?;
         profile.set_property("caps", caps);
-        out.extend([profile, element("h264parse")?]);
+        let parse = element("h264parse")?;
+        out.extend([profile, parse.clone()]);
+        parser = Some(parse);
     }
-    Ok(out)
+    Ok(Encoding {
+        elements: out,
+        encoder: enc,
+        kind,
+        parser,
+    })
 }
 
 /// Opens a hardware encoder of a built pipeline (state Ready: where VA-API, NVENC and V4L2

@@ -200,7 +200,12 @@ impl Session {
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
-        let (guard, webrtc, src) = pipeline::build(&format!("session-{short}"), &choice)?;
+        let pipeline::SessionPipeline {
+            guard,
+            webrtc,
+            src,
+            rtpbin,
+        } = pipeline::build(&format!("session-{short}"), &choice)?;
         let input = input.map(|(s, room)| {
             SessionInput::start(id.clone(), &grant, s, hub.capture_restarter(), room)
         });
@@ -270,6 +275,7 @@ impl Session {
         let stats = stats::start(
             short.to_owned(),
             webrtc.clone(),
+            rtpbin,
             Some(stats::EncoderControl {
                 target: viewer.clone(),
                 codec: choice.codec,

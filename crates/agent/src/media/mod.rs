@@ -291,6 +291,7 @@ impl MediaHub {
             viewers: Mutex::default(),
             gate: Mutex::new(KeyframeGate::new(KEYFRAME_WINDOW)),
             encoder: parts.encoder.clone(),
+            kind: parts.kind,
             context: self.0.context.clone(),
             epoch: self.0.epoch,
             counters: self.0.counters.clone(),
@@ -362,8 +363,11 @@ impl MediaHub {
     }
 
     fn start_capture(&self, pointer: bool, first: Target) -> Result<CaptureSource, MediaError> {
-        let (guard, restartable, sink) =
-            source::build_capture(&self.0.settings, pointer, self.0.context.stage_times())?;
+        let source::CaptureParts {
+            guard,
+            restartable,
+            output: sink,
+        } = source::build_capture(&self.0.settings, pointer, self.0.context.stage_times())?;
         let targets = Arc::new(Mutex::new(vec![first]));
         let t = targets.clone();
         sink.set_callbacks(
@@ -787,6 +791,8 @@ struct Fanout {
     viewers: Mutex<Vec<(Arc<Viewer>, Arc<Inbox>)>>,
     gate: Mutex<KeyframeGate>,
     encoder: gst::Element,
+    /// Which encoder `encoder` is.
+    kind: encoder::Kind,
     /// Where a failed hardware encoder is marked (`encoders`).
     context: Arc<AgentContext>,
     epoch: Instant,
@@ -889,6 +895,8 @@ impl Fanout {
         };
         let me = Arc::downgrade(self);
         let context = self.context.clone();
+        // Weak: the handler lives in the encoder's own pipeline.
+        let (encoder, kind) = (self.encoder.downgrade(), self.kind);
         bus.set_sync_handler(move |_, msg| {
             crate::guard::catch("encoder bus", gst::BusSyncReply::Drop, || {
                 if let gst::MessageView::Error(err) = msg.view() {
@@ -901,13 +909,11 @@ impl Fanout {
                         err.error(),
                         err.debug()
                     );
-                    let kind = err
-                        .src()
-                        .filter(|s| s.name() == "encoder")
-                        .and_then(|s| s.downcast_ref::<gst::Element>())
-                        .and_then(|e| e.factory())
-                        .and_then(|f| encoder::Kind::from_factory(f.name().as_str()));
-                    if let Some(kind) = kind {
+                    // The encoder itself failed (its handle, not a name, says so).
+                    let from_encoder = encoder
+                        .upgrade()
+                        .is_some_and(|e| err.src() == Some(e.upcast_ref::<gst::Object>()));
+                    if from_encoder {
                         context.encoders.mark_failed(kind, &err.error().to_string());
                     }
                     if let Some(me) = me.upgrade() {
