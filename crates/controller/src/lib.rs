@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod io_with;
 pub mod limits;
 pub mod metrics;
 pub mod relay;
