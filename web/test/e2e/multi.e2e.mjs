@@ -34,6 +34,7 @@ import {
   videoPixel,
   viewerState,
   waitFor,
+  XProbe,
 } from './harness.mjs';
 
 const XPROBE = path.join(BIN_DIR, 'vdesk-xprobe');
@@ -42,33 +43,6 @@ const VIEWPORT = { width: 1000, height: 800 };
 const SCALE = VIEWPORT.width / SCREEN.width;
 const TOP = (VIEWPORT.height - SCREEN.height * SCALE) / 2;
 const toClient = (x, y) => ({ x: x * SCALE + SCALE / 2, y: TOP + y * SCALE + SCALE / 2 });
-
-/** The probe's JSON lines (what the X client received). */
-class Probe {
-  events = [];
-  constructor(child) {
-    let buf = '';
-    child.stdout.on('data', (chunk) => {
-      buf += chunk.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          // not ours
-        }
-      }
-    });
-  }
-  mark() {
-    return this.events.length;
-  }
-  buttons(mark) {
-    return this.events.slice(mark).filter((e) => e.ev === 'button');
-  }
-}
 
 describe('many viewers, one encoder, one user in control (3 Chromium pages on one agent)', { skip }, () => {
   const procs = new Processes();
@@ -126,12 +100,7 @@ describe('many viewers, one encoder, one user in control (3 Chromium pages on on
     }
     try {
       display = await startXvfb(procs);
-      const child = procs.spawn('vdesk-xprobe', XPROBE, ['--display', `:${display}`, '--rect', `0,0,${SCREEN.width / 2},${SCREEN.height}`]);
-      probe = new Probe(child);
-      await waitFor('xprobe ready', () => {
-        procs.assertRunning(child);
-        return probe.events.some((e) => e.ev === 'ready');
-      });
+      probe = await XProbe.start(procs, display, `0,0,${SCREEN.width / 2},${SCREEN.height}`);
       ctl = await startController(procs, { vms: ['demo'] });
       const port = await freePort();
       metricsUrl = `http://127.0.0.1:${port}/metrics`;
