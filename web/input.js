@@ -252,7 +252,8 @@ export class VdeskInput extends EventTarget {
   #cursorEl = null; // a view-only viewer's drawn cursor (an element over the video)
   remoteClipboard = null;
   screenSize = null;
-  /** Where the VM's pointer is (`cursorAt`, sent to view-only viewers), or null. */
+  /** Where the VM's pointer is (`cursorAt`, sent to view-only viewers and to control viewers
+   *  that do not hold control), or null. */
   cursorAt = null;
   /** The agent's last `control` message (who holds control, who watches), or null. */
   control = null;
@@ -607,17 +608,20 @@ export class VdeskInput extends EventTarget {
         break;
       case 'control':
         this.control = m;
+        this.#drawCursor(); // the holder's pointer shows, or hides once this viewer holds control
         this.#emit('control', m);
         break;
     }
   }
 
-  /** A view-only viewer's video has no cursor in it: draw the VM's cursor image where the VM's
-   *  pointer is, as an element over the video that takes no pointer events. */
+  /** The video has no cursor in it: a viewer that does not hold control (view-only, or waiting
+   *  for control) gets the VM's cursor image drawn where the VM's pointer is, as an element over
+   *  the video that takes no pointer events. The holder's own pointer is the cursor. */
   #drawCursor() {
     const doc = globalThis.document;
     const v = this.#video;
-    if (!doc || !this.viewOnly || !this.cursorAt || typeof v.getBoundingClientRect !== 'function') return;
+    if (this.#cursorEl && this.inControl) this.#cursorEl.style.display = 'none';
+    if (!doc || this.inControl || !this.cursorAt || typeof v.getBoundingClientRect !== 'function') return;
     const img = this.#cursorImg;
     const size = this.screenSize ?? { width: v.videoWidth, height: v.videoHeight };
     const at = clientPointFromFrame(this.cursorAt.x, this.cursorAt.y, v.getBoundingClientRect(), size.width, size.height, this.#opts.scaling);

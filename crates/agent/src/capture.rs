@@ -22,7 +22,7 @@ use x11rb::protocol::Event;
 use x11rb::rust_connection::RustConnection;
 
 use crate::pacing::Pacer;
-use crate::stage_timing::{self, Stage};
+use crate::stage_timing::{Stage, StageTimes};
 
 /// Why capture could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +41,14 @@ fn x_err(e: impl std::fmt::Display) -> CaptureError {
     CaptureError::X(e.to_string())
 }
 
-/// Capture pacing.
-#[derive(Debug, Clone, Copy)]
+/// Capture pacing, and where the capture's time per frame is recorded.
+#[derive(Debug, Clone)]
 pub struct CaptureSettings {
     pub max_fps: u32,
     /// Repeat the last frame after this long without damage.
     pub idle: Duration,
+    /// The agent's stage times (`context::AgentContext`).
+    pub stage_times: Arc<StageTimes>,
 }
 
 /// The running capture thread; dropping it stops the thread.
@@ -347,7 +349,8 @@ fn run(
                     // and the push must not stretch the frame period.
                     pacer.took(now);
                     if changed {
-                        stage_timing::global()
+                        settings
+                            .stage_times
                             .record(Stage::Capture, clock.elapsed().saturating_sub(now));
                     }
                     continue;

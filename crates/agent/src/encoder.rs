@@ -2,11 +2,12 @@
 //! (x264enc, vp8enc, vp9enc) or a hardware H.264 encoder (VA-API, NVENC, V4L2) that was proven to
 //! work on this machine by encoding two frames at start-up; how each element is set up for
 //! realtime streaming, and how its bitrate is changed while it runs. The choice is made once
-//! (`select`, pure logic with the probe injected) and kept for the process; a hardware encoder
-//! that fails in a session is dropped for software (`mark_failed`). Builds no session pipeline.
+//! (`select`, pure logic with the probe injected) and kept in the agent's context
+//! (`EncoderChoices`); a hardware encoder that fails in a session is dropped for software
+//! (`EncoderChoices::mark_failed`). Builds no session pipeline.
 
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -274,10 +275,27 @@ pub fn set_bitrate_kbps(encoder: &gst::Element, kbps: u32) {
     }
 }
 
-/// The elements that turn I420 frames into the codec's stream for `kind`: the encoder (named
-/// "encoder", set up by `Kind::settings`), and for H.264 a constrained-baseline caps filter and
-/// `h264parse`. A hardware encoder gets a `videoconvert` in front (most want NV12).
+/// The elements `build` makes, in order, with handles to the ones their users set up or watch.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    /// Every element, in link order.
+    pub elements: Vec<gst::Element>,
+    /// The encoder element itself (`kind`'s factory).
+    pub encoder: gst::Element,
+    pub kind: Kind,
+    /// `h264parse` (H.264 only).
+    pub parser: Option<gst::Element>,
+}
+
+/// The elements that turn I420 frames into the codec's stream for `kind` (`build`'s elements).
 pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
+    build(kind, kbps).map(|e| e.elements)
+}
+
+/// The elements that turn I420 frames into the codec's stream for `kind`: the encoder (named
+/// "encoder" for the logs, set up by `Kind::settings`), and for H.264 a constrained-baseline caps
+/// filter and `h264parse`. A hardware encoder gets a `videoconvert` in front (most want NV12).
+pub fn build(kind: Kind, kbps: u32) -> Result<Encoding, String> {
     let element = |factory: &str| {
         gst::ElementFactory::make(factory)
             .build()
@@ -303,7 +321,8 @@ pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
     for (prop, value) in extra_settings(std::env::var("VDESK_ENCODER_EXTRA").ok().as_deref())? {
         try_set(&enc, &prop, &value).map_err(|e| format!("VDESK_ENCODER_EXTRA: {kind}: {e}"))?;
     }
-    out.push(enc);
+    out.push(enc.clone());
+    let mut parser = None;
     if kind.codec() == Codec::H264 {
         let profile = element("capsfilter")?;
         // Baseline without B-frames is what a constrained-baseline decoder needs; some hardware
@@ -317,9 +336,16 @@ pub fn make(kind: Kind, kbps: u32) -> Result<Vec<gst::Element>, String> {
             .parse::<gst::Caps>()
             .map_err(|e| format!("bad caps: {e}"))?;
         profile.set_property("caps", caps);
-        out.extend([profile, element("h264parse")?]);
+        let parse = element("h264parse")?;
+        out.extend([profile, parse.clone()]);
+        parser = Some(parse);
     }
-    Ok(out)
+    Ok(Encoding {
+        elements: out,
+        encoder: enc,
+        kind,
+        parser,
+    })
 }
 
 /// Extra encoder properties for measurements (`VDESK_ENCODER_EXTRA`, e.g.
@@ -556,60 +582,62 @@ fn auto(
     }
 }
 
-fn active() -> &'static Mutex<Vec<Choice>> {
-    static ACTIVE: OnceLock<Mutex<Vec<Choice>>> = OnceLock::new();
-    ACTIVE.get_or_init(|| Mutex::new(Vec::new()))
-}
+/// The encoder each codec uses in one agent (`context::AgentContext`): the start-up choice, then
+/// software for a codec whose hardware encoder failed in a session.
+#[derive(Debug, Default)]
+pub struct EncoderChoices(Mutex<Vec<Choice>>);
 
-fn lock() -> std::sync::MutexGuard<'static, Vec<Choice>> {
-    active().lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Makes `choices` the encoders every later session uses, and logs one line per codec.
-pub fn install(choices: Vec<Choice>) {
-    for c in &choices {
-        info!("{c}");
-    }
-    *lock() = choices;
-}
-
-/// The encoder sessions of `codec` use now: the installed choice, software if there is none.
-pub fn for_codec(codec: Codec) -> Kind {
-    lock()
-        .iter()
-        .find(|c| c.codec == codec)
-        .map(|c| c.kind)
-        .unwrap_or(Kind::software(codec))
-}
-
-/// The installed choice for `codec`, if `install` was called.
-pub fn choice(codec: Codec) -> Option<Choice> {
-    lock().iter().find(|c| c.codec == codec).cloned()
-}
-
-/// A hardware encoder failed in a session: this and every later session of its codec use
-/// software. Logs once.
-pub fn mark_failed(kind: Kind, reason: &str) {
-    if !kind.is_hardware() {
-        return;
-    }
-    let codec = kind.codec();
-    let mut choices = lock();
-    let software = Kind::software(codec);
-    let new = Choice {
-        codec,
-        kind: software,
-        why: format!("software; {kind} failed in a session: {reason}"),
-    };
-    match choices.iter_mut().find(|c| c.codec == codec) {
-        Some(c) if c.kind == kind => {
-            warn!("{new}");
-            *c = new;
+impl EncoderChoices {
+    /// Makes `choices` the encoders every later stream uses, and logs one line per codec.
+    pub fn new(choices: Vec<Choice>) -> Self {
+        for c in &choices {
+            info!("{c}");
         }
-        Some(_) => {}
-        None => {
-            warn!("{new}");
-            choices.push(new);
+        Self(Mutex::new(choices))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Choice>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The encoder streams of `codec` use now: the choice made, software if there is none.
+    pub fn for_codec(&self, codec: Codec) -> Kind {
+        self.lock()
+            .iter()
+            .find(|c| c.codec == codec)
+            .map(|c| c.kind)
+            .unwrap_or(Kind::software(codec))
+    }
+
+    /// The choice for `codec`, if one was made.
+    pub fn choice(&self, codec: Codec) -> Option<Choice> {
+        self.lock().iter().find(|c| c.codec == codec).cloned()
+    }
+
+    /// A hardware encoder failed in a session: this and every later stream of its codec use
+    /// software. Logs once.
+    pub fn mark_failed(&self, kind: Kind, reason: &str) {
+        if !kind.is_hardware() {
+            return;
+        }
+        let codec = kind.codec();
+        let mut choices = self.lock();
+        let software = Kind::software(codec);
+        let new = Choice {
+            codec,
+            kind: software,
+            why: format!("software; {kind} failed in a session: {reason}"),
+        };
+        match choices.iter_mut().find(|c| c.codec == codec) {
+            Some(c) if c.kind == kind => {
+                warn!("{new}");
+                *c = new;
+            }
+            Some(_) => {}
+            None => {
+                warn!("{new}");
+                choices.push(new);
+            }
         }
     }
 }
@@ -845,22 +873,30 @@ mod tests {
 
     #[test]
     fn a_failed_hardware_encoder_gives_way_to_software() {
-        // The registry is process-wide: only this test touches it in the unit tests.
-        install(vec![Choice {
+        let choices = EncoderChoices::new(vec![Choice {
             codec: Codec::H264,
             kind: Kind::Va,
             why: "test".into(),
         }]);
-        assert_eq!(for_codec(Codec::H264), Kind::Va);
-        assert_eq!(for_codec(Codec::Vp9), Kind::Vp9, "not installed: software");
-        mark_failed(Kind::X264, "ignored: software never fails over");
-        assert_eq!(for_codec(Codec::H264), Kind::Va);
-        mark_failed(Kind::Va, "no VA display");
-        assert_eq!(for_codec(Codec::H264), Kind::X264);
-        assert!(choice(Codec::H264)
+        assert_eq!(choices.for_codec(Codec::H264), Kind::Va);
+        assert_eq!(
+            choices.for_codec(Codec::Vp9),
+            Kind::Vp9,
+            "no choice made: software"
+        );
+        choices.mark_failed(Kind::X264, "ignored: software never fails over");
+        assert_eq!(choices.for_codec(Codec::H264), Kind::Va);
+        choices.mark_failed(Kind::Va, "no VA display");
+        assert_eq!(choices.for_codec(Codec::H264), Kind::X264);
+        assert!(choices
+            .choice(Codec::H264)
             .unwrap()
             .why
             .contains("vah264enc failed in a session"));
-        install(Vec::new());
+        assert_eq!(
+            EncoderChoices::default().for_codec(Codec::H264),
+            Kind::X264,
+            "another agent's choices are its own"
+        );
     }
 }

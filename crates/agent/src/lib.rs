@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod control;
 pub mod doctor;
 pub mod encoder;

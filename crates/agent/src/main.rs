@@ -1,12 +1,14 @@
 //! `vdesk-agent`: the composition root. Parse the flags over the config file (or print them
 //! with `--print-config`), check the configuration, check the GStreamer
-//! plugins, build what the sessions share (the media, the control room), then hand over to the
+//! plugins, choose the encoders, build the agent's context (encoder choices, metrics, stage
+//! times) and what the sessions share (the media, the control room), then hand over to the
 //! signalling loop until Ctrl-C or SIGTERM. Or `doctor`: check the set-up and exit.
 
 use std::process::ExitCode;
 
 use tracing::{error, info};
 use vdesk_agent::config::{Args, Config};
+use vdesk_agent::context::AgentContext;
 use vdesk_agent::{doctor, encoder, metrics, pipeline, signalling};
 
 /// Read when no --config (or VDESK_CONFIG) names another file, if it exists.
@@ -59,18 +61,19 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     // One log line per codec: which encoder it uses and why.
-    match encoder::select(
+    // The agent's context: built here once, passed down to everything below.
+    let context = match encoder::select(
         &config.encoder,
         &config.codecs,
         &encoder::HARDWARE_H264,
         &mut encoder::probe,
     ) {
-        Ok(choices) => encoder::install(choices),
+        Ok(choices) => AgentContext::new(choices),
         Err(e) => {
             eprintln!("vdesk-agent: {e}");
             return ExitCode::from(2);
         }
-    }
+    };
     let warm = pipeline::warm_up(&config.codecs);
     info!(
         "plugins loaded and DTLS certificate ready in {} ms",
@@ -82,7 +85,7 @@ async fn main() -> ExitCode {
         Some(addr) => match tokio::net::TcpListener::bind(addr).await {
             Ok(listener) => Some(tokio::spawn(metrics::serve(
                 listener,
-                metrics::global().clone(),
+                context.metrics.clone(),
                 config.vm_id.to_string(),
             ))),
             Err(e) => {
@@ -93,7 +96,7 @@ async fn main() -> ExitCode {
         None => None,
     };
     // What every session shares: the media (one capture and encoder per stream) and the room.
-    let shared = signalling::Shared::new(&config);
+    let shared = signalling::Shared::new(&config, context);
     match signalling::run_with(config, shared, shutdown_signal()).await {
         Ok(()) => {
             info!("stopped");

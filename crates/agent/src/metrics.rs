@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,24 +17,26 @@ use vdesk_protocol::metrics::{
 use vdesk_protocol::{SessionId, SessionStats};
 
 use crate::media::MediaCounters;
+use crate::stage_timing::StageTimes;
 
-/// The last stats of every live session, by session id, and the shared media's counters.
+/// The last stats of every live session, by session id, the shared media's counters and the
+/// stage times of one agent (it lives in the agent's `context::AgentContext`; sessions write to
+/// it whether or not the endpoint is served). Cheap to clone: the clones share everything.
 #[derive(Debug, Clone, Default)]
-pub struct Registry(
-    Arc<Mutex<BTreeMap<SessionId, SessionStats>>>,
-    Arc<Mutex<Option<Arc<MediaCounters>>>>,
-);
-
-/// The process's registry: sessions write to it whether or not the endpoint is served (one
-/// map of a few entries; cheaper than threading a handle through every session constructor).
-pub fn global() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
+pub struct Registry {
+    sessions: Arc<Mutex<BTreeMap<SessionId, SessionStats>>>,
+    media: Arc<Mutex<Option<Arc<MediaCounters>>>>,
+    stage_times: Arc<StageTimes>,
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<SessionId, SessionStats>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stage times this registry reports (the capture and the encoders record into them).
+    pub fn stage_times(&self) -> &Arc<StageTimes> {
+        &self.stage_times
     }
 
     pub fn set(&self, id: &SessionId, stats: SessionStats) {
@@ -47,17 +49,17 @@ impl Registry {
 
     /// The agent's shared media, whose encoders and captures are reported.
     pub fn set_media(&self, counters: Arc<MediaCounters>) {
-        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(counters);
+        *self.media.lock().unwrap_or_else(|p| p.into_inner()) = Some(counters);
     }
 
     /// The metrics text for this agent (`vm` label on every session).
     pub fn render(&self, vm: &str) -> String {
         let map = self.lock();
         let mut out = render(vm, &map);
-        if let Some(media) = &*self.1.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(media) = &*self.media.lock().unwrap_or_else(|p| p.into_inner()) {
             render_media(&mut out, media);
         }
-        crate::stage_timing::global().render(&mut out);
+        self.stage_times.render(&mut out);
         out
     }
 }

@@ -105,14 +105,24 @@ pub(crate) fn make(
         .map_err(|_| PipelineError::MissingElement(factory))
 }
 
+/// A session's pipeline and the elements of it the session talks to, kept when they are built.
+#[derive(Debug)]
+pub struct SessionPipeline {
+    pub guard: PipelineGuard,
+    /// The viewer's peer.
+    pub webrtc: gst::Element,
+    /// Takes the encoded frames of the shared encoder.
+    pub src: gstreamer_app::AppSrc,
+    /// `webrtcbin`'s own RTP bin (it makes it when it is created), whose session 0 reports the
+    /// transport-cc windows (`stats.rs`). `None` if this `webrtcbin` has none.
+    pub rtpbin: Option<gst::Element>,
+}
+
 /// Builds a session's sending pipeline for `choice`: an `appsrc` named "media" that takes the
 /// encoded frames of the shared encoder (`media::MediaHub`), the payloader, and `webrtcbin`
 /// (named "webrtc"), whose `sink_0` pad is linked to the payloader, so it has one video
 /// transceiver before the offer is applied (webrtcbin matches it to the offer's video m-line).
-pub fn build(
-    name: &str,
-    choice: &CodecChoice,
-) -> Result<(PipelineGuard, gst::Element, gstreamer_app::AppSrc), PipelineError> {
+pub fn build(name: &str, choice: &CodecChoice) -> Result<SessionPipeline, PipelineError> {
     let pipeline = gst::Pipeline::with_name(name);
     let guard = PipelineGuard::new(pipeline.clone(), None);
     // Never blocks the thread that feeds it (media/mod.rs looks at its level before pushing).
@@ -172,7 +182,27 @@ pub fn build(
         .ok_or_else(|| PipelineError::Link("empty chain".into()))?;
     last.link_pads(None, &webrtc, Some("sink_0"))
         .map_err(|e| PipelineError::Link(format!("payloader -> webrtcbin: {e}")))?;
-    Ok((guard, webrtc, src))
+    let rtpbin = rtpbin_of(&webrtc);
+    Ok(SessionPipeline {
+        guard,
+        webrtc,
+        src,
+        rtpbin,
+    })
+}
+
+/// The `rtpbin` inside `webrtc` (not ours to build: found once, by its element type).
+fn rtpbin_of(webrtc: &gst::Element) -> Option<gst::Element> {
+    let rtpbin_type = gst::ElementFactory::find("rtpbin")?
+        .load()
+        .ok()?
+        .element_type();
+    webrtc
+        .downcast_ref::<gst::Bin>()?
+        .iterate_elements()
+        .into_iter()
+        .flatten()
+        .find(|e| e.type_() == rtpbin_type)
 }
 
 /// Encoded frames a session's `appsrc` holds before the media part keeps the next ones back.
@@ -356,6 +386,27 @@ pub fn warm_up(codecs: &[Codec]) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_pipeline_keeps_handles_to_its_elements() {
+        gst::init().unwrap();
+        let choice = CodecChoice {
+            codec: Codec::Vp8,
+            payload_type: 96,
+            profile_level_id: None,
+            mline: 0,
+            playout_delay_ext: None,
+            twcc_ext: Some(3),
+        };
+        let p = build("handles", &choice).unwrap();
+        let bin = p.guard.pipeline();
+        assert_eq!(p.webrtc.parent().as_ref(), Some(bin.upcast_ref()));
+        assert_eq!(p.src.parent().as_ref(), Some(bin.upcast_ref()));
+        // webrtcbin makes its RTP bin when it is created: the stats loop needs no lookup later.
+        let rtpbin = p.rtpbin.expect("webrtcbin's rtpbin");
+        assert_eq!(rtpbin.parent().as_ref(), Some(p.webrtc.upcast_ref()));
+        assert_eq!(rtpbin.factory().unwrap().name(), "rtpbin");
+    }
 
     #[test]
     fn playout_delay_is_packed_as_two_12_bit_fields() {

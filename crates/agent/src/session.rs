@@ -25,7 +25,7 @@ use crate::control::Room;
 use crate::ice;
 use crate::input::{InputSettings, SessionInput};
 use crate::media::{self, MediaHub, Rung, StreamKey, Subscription, Viewer};
-use crate::pipeline::{self, MediaSettings, PipelineGuard};
+use crate::pipeline::{self, PipelineGuard};
 use crate::rate::RateLimits;
 use crate::stats::{self, StatsSink, StatsTask};
 
@@ -111,6 +111,8 @@ impl SessionMedia {
 struct Outbox {
     id: SessionId,
     tx: UnboundedSender<AgentToController>,
+    /// The agent's metrics registry (from its context), which shows this session's stats.
+    metrics: crate::metrics::Registry,
 }
 
 impl Outbox {
@@ -137,7 +139,7 @@ impl Outbox {
 /// A session's stats go to the controller (`sessionStats`) and to the agent's metrics registry.
 impl StatsSink for Outbox {
     fn report(&self, stats: vdesk_protocol::SessionStats) {
-        crate::metrics::global().set(&self.id, stats.clone());
+        self.metrics.set(&self.id, stats.clone());
         self.send(AgentToController::SessionStats {
             session_id: self.id.clone(),
             stats,
@@ -145,24 +147,24 @@ impl StatsSink for Outbox {
     }
 
     fn ended(&self) {
-        crate::metrics::global().remove(&self.id);
+        self.metrics.remove(&self.id);
     }
 }
 
 impl Session {
-    /// Builds the pipeline, applies `offer_sdp` and starts answering. The answer and the local
-    /// candidates arrive on `tx` as they are made. No remote control, and media of its own (a
-    /// `MediaHub` for this session alone; see `start_with_input` to share one).
+    /// Builds the pipeline on the agent's shared media `hub`, applies `offer_sdp` and starts
+    /// answering. The answer and the local candidates arrive on `tx` as they are made. No
+    /// remote control (see `start_with_input`).
     pub fn start(
+        hub: &MediaHub,
         id: SessionId,
         offer_sdp: &str,
         ice_servers: &[IceServer],
-        media: &MediaSettings,
         codecs: &[Codec],
         tx: UnboundedSender<AgentToController>,
     ) -> Result<Session, SessionError> {
         Self::start_with_input(
-            &MediaHub::new(media.clone()),
+            hub,
             id,
             offer_sdp,
             ice_servers,
@@ -198,7 +200,12 @@ impl Session {
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|_| SessionError::BadOffer)?;
         let short = &id.as_str()[..8];
-        let (guard, webrtc, src) = pipeline::build(&format!("session-{short}"), &choice)?;
+        let pipeline::SessionPipeline {
+            guard,
+            webrtc,
+            src,
+            rtpbin,
+        } = pipeline::build(&format!("session-{short}"), &choice)?;
         let input = input.map(|(s, room)| {
             SessionInput::start(id.clone(), &grant, s, hub.capture_restarter(), room)
         });
@@ -218,7 +225,11 @@ impl Session {
             }
         }
 
-        let out = Outbox { id: id.clone(), tx };
+        let out = Outbox {
+            id: id.clone(),
+            tx,
+            metrics: hub.context().metrics.clone(),
+        };
         let viewer = hub.viewer(short);
         {
             let out = out.clone();
@@ -264,6 +275,7 @@ impl Session {
         let stats = stats::start(
             short.to_owned(),
             webrtc.clone(),
+            rtpbin,
             Some(stats::EncoderControl {
                 target: viewer.clone(),
                 codec: choice.codec,

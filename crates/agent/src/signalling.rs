@@ -7,6 +7,7 @@
 //! ended with `shutting_down` before the link closes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +22,7 @@ use vdesk_protocol::{
 };
 
 use crate::config::Config;
+use crate::context::AgentContext;
 use crate::control::Room;
 use crate::media::MediaHub;
 use crate::session::Session;
@@ -102,7 +104,7 @@ impl Offline {
 }
 
 /// What the agent's sessions share, built once by `main`: the media (captures, encoders, the
-/// fan-out) and the room (who holds control).
+/// fan-out, and through it the agent's context) and the room (who holds control).
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub media: MediaHub,
@@ -110,10 +112,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The media for `config`, its counters reported at the agent's `/metrics`, and an empty room.
-    pub fn new(config: &Config) -> Self {
-        let media = MediaHub::new(config.media.clone());
-        crate::metrics::global().set_media(media.counters());
+    /// The media for `config` in the agent's `context`, its counters reported at that context's
+    /// `/metrics`, and an empty room.
+    pub fn new(config: &Config, context: Arc<AgentContext>) -> Self {
+        let media = MediaHub::new(config.media.clone(), context);
+        media.context().metrics.set_media(media.counters());
         Shared {
             media,
             room: Room::default(),
@@ -121,12 +124,12 @@ impl Shared {
     }
 }
 
-/// `run_with` on what `Shared::new` builds.
+/// `run_with` on what `Shared::new` builds, in a context of its own (software encoders).
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), FatalError> {
-    let shared = Shared::new(&config);
+    let shared = Shared::new(&config, Arc::default());
     run_with(config, shared, shutdown).await
 }
 
@@ -280,7 +283,7 @@ async fn connect_and_serve(
         token: None,
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        info: crate::thumbnail::agent_info(&config.codecs),
+        info: crate::thumbnail::agent_info(&config.codecs, &sessions.media.context().encoders),
     };
     sink.send(Message::text(to_json(&hello)))
         .await

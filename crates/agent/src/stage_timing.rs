@@ -2,8 +2,9 @@
 //! breakdown of glass-to-glass latency: `capture` (from the moment the capture thread decides to
 //! take a frame to the frame being in the pipeline: X damage query, `GetImage` copies, push) and
 //! `encode` (from the capture element's output to the encoder's output: colour conversion, the
-//! queue and the encoder, matched by timestamp). Process-wide totals (sum and count), which is what
-//! a Prometheus summary needs; a rate of sum over a rate of count gives the mean per frame.
+//! queue and the encoder, matched by timestamp). One agent's totals (sum and count, kept in its
+//! `context::AgentContext`), which is what a Prometheus summary needs; a rate of sum over a rate
+//! of count gives the mean per frame.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,12 +93,6 @@ impl StageTimes {
     }
 }
 
-/// The process's stage times.
-pub fn global() -> &'static StageTimes {
-    static TIMES: std::sync::OnceLock<StageTimes> = std::sync::OnceLock::new();
-    TIMES.get_or_init(StageTimes::default)
-}
-
 /// Frames seen leaving the capture and not yet leaving the encoder, by timestamp. Bounded: a
 /// frame the encoder drops (the leaky queue keeps only the newest) must not pile up.
 #[derive(Debug, Default)]
@@ -132,7 +127,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// the encoder's input; encoders may shift output timestamps (x264enc adds an offset so that
 /// decode times are never negative), so from there on they are matched in order (these encoders
 /// put out exactly one frame per frame in, in order).
-pub fn watch_encode(capture: &gst::Element, encoder: &gst::Element, times: &'static StageTimes) {
+pub fn watch_encode(capture: &gst::Element, encoder: &gst::Element, times: Arc<StageTimes>) {
     let (Some(from), Some(enc_in), Some(enc_out)) = (
         capture.static_pad("src"),
         encoder.static_pad("sink"),

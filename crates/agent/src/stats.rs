@@ -124,15 +124,10 @@ pub fn read_twcc(s: &gst::StructureRef) -> Option<TwccReport> {
 /// Transport-cc windows announced by the RTP session, waiting for the stats thread.
 type TwccQueue = Arc<std::sync::Mutex<Vec<(Instant, TwccReport)>>>;
 
-/// Connects to the `twcc-stats` notifications of `webrtcbin`'s RTP session 0, once it exists
-/// (after the offer is applied). Returns whether it is connected.
-fn watch_twcc(webrtc: &gst::Element, queue: &TwccQueue) -> bool {
-    let Some(rtpbin) = webrtc
-        .downcast_ref::<gst::Bin>()
-        .and_then(|b| b.by_name("rtpbin"))
-    else {
-        return false;
-    };
+/// Connects to the `twcc-stats` notifications of `webrtcbin`'s RTP session 0 (in `rtpbin`, the
+/// session pipeline's handle to it), once it exists (after the offer is applied). Returns whether
+/// it is connected.
+fn watch_twcc(rtpbin: &gst::Element, queue: &TwccQueue) -> bool {
     let Some(session) = rtpbin.emit_by_name::<Option<gst::Element>>("get-session", &[&0u32]) else {
         return false;
     };
@@ -220,6 +215,7 @@ impl Drop for StatsTask {
 pub fn start(
     name: String,
     webrtc: gst::Element,
+    rtpbin: Option<gst::Element>,
     encoder: Option<EncoderControl>,
     counters: Arc<EncoderCounters>,
     limits: RateLimits,
@@ -233,6 +229,7 @@ pub fn start(
             run(
                 &name,
                 &webrtc,
+                rtpbin.as_ref(),
                 encoder.as_ref(),
                 &counters,
                 limits,
@@ -265,9 +262,11 @@ fn get_stats(webrtc: &gst::Element) -> Option<gst::Structure> {
     rx.recv_timeout(Duration::from_secs(1)).ok().flatten()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     name: &str,
     webrtc: &gst::Element,
+    rtpbin: Option<&gst::Element>,
     encoder: Option<&EncoderControl>,
     counters: &EncoderCounters,
     limits: RateLimits,
@@ -309,7 +308,7 @@ fn run(
             _ => return,
         }
         if !twcc_watched {
-            twcc_watched = watch_twcc(webrtc, &twcc);
+            twcc_watched = rtpbin.is_none_or(|r| watch_twcc(r, &twcc));
         }
         let windows = std::mem::take(&mut *twcc.lock().unwrap_or_else(|p| p.into_inner()));
         for (at, w) in windows {

@@ -128,13 +128,13 @@ pub fn answer(display: String, max_width: u32, tx: mpsc::UnboundedSender<AgentTo
 
 /// What the `hello` says about this agent: when it started, its encoders, and that it makes
 /// thumbnails.
-pub fn agent_info(codecs: &[Codec]) -> AgentInfo {
+pub fn agent_info(codecs: &[Codec], choices: &crate::encoder::EncoderChoices) -> AgentInfo {
     AgentInfo {
         started_at: Some(started_at_ms()),
         encoders: codecs
             .iter()
             .map(|&codec| {
-                let kind = crate::encoder::for_codec(codec);
+                let kind = choices.for_codec(codec);
                 EncoderInfo {
                     codec: codec.encoding_name().to_owned(),
                     encoder: kind.factory().to_owned(),
@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn the_hello_says_when_the_agent_started_and_which_encoders_it_uses() {
-        let info = agent_info(&[Codec::H264, Codec::Vp8]);
+        let info = agent_info(
+            &[Codec::H264, Codec::Vp8],
+            &crate::encoder::EncoderChoices::default(),
+        );
         assert!(info.thumbnails);
         assert_eq!(info.started_at, Some(started_at_ms()));
         let names: Vec<_> = info.encoders.iter().map(|e| e.codec.as_str()).collect();

@@ -18,7 +18,6 @@ use serde_json::Value;
 use vdesk_agent::codec::Codec;
 use vdesk_agent::control::Room;
 use vdesk_agent::input::InputSettings;
-use vdesk_agent::media::MediaHub;
 use vdesk_agent::pipeline::CaptureMode;
 use vdesk_protocol::{Permission, SessionGrant};
 use x11rb::connection::Connection;
@@ -58,6 +57,17 @@ fn id_of(p: &Peer) -> String {
     last_control(p).unwrap()["you"].as_str().unwrap().to_owned()
 }
 
+/// Whether `p`'s last `control` message shows viewer `id` asking for control.
+fn sees_request(p: &Peer, id: &str) -> bool {
+    last_control(p).is_some_and(|c| {
+        c["viewers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["id"] == id && v["requested"] == true)
+    })
+}
+
 fn holder_seen_by(p: &Peer) -> Option<String> {
     last_control(p).and_then(|c| c["holder"].as_str().map(str::to_owned))
 }
@@ -87,7 +97,7 @@ async fn only_the_viewer_in_control_moves_the_pointer() {
         let p = conn.query_pointer(root).unwrap().reply().unwrap();
         (p.root_x, p.root_y)
     };
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1000));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 1000);
     let room = Room::default();
     let settings = InputSettings {
         display: x.display.clone(),
@@ -180,15 +190,7 @@ async fn only_the_viewer_in_control_moves_the_pointer() {
         &mut [&mut alice, &mut bob],
         5,
         "alice sees bob's request",
-        |p| {
-            last_control(p[0]).is_some_and(|c| {
-                c["viewers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|v| v["id"] == b.as_str() && v["requested"] == true)
-            })
-        },
+        |p| sees_request(p[0], &b),
     )
     .await;
     send(&alice, &format!(r#"{{"type":"giveControl","to":"{b}"}}"#));
@@ -259,15 +261,7 @@ async fn only_the_viewer_in_control_moves_the_pointer() {
         &mut [&mut alice, &mut bob],
         5,
         "alice sees the request",
-        |p| {
-            last_control(p[0]).is_some_and(|c| {
-                c["viewers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|v| v["id"] == b.as_str() && v["requested"] == true)
-            })
-        },
+        |p| sees_request(p[0], &b),
     )
     .await;
     alice.browser.as_ref().unwrap().channel.close();

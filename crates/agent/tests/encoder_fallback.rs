@@ -1,7 +1,7 @@
 //! Integration tier: a hardware H.264 encoder that fails when a stream's encoder is built (here: one that
 //! is not installed, as on this GPU-less machine) gives way to x264enc, and the viewer still gets
-//! a picture: the in-process "browser" must decode the red block painted on a real Xvfb. In a
-//! file of its own because the encoder choice is process-wide.
+//! a picture: the in-process "browser" must decode the red block painted on a real Xvfb. The
+//! broken choice is made in this test's agent context only.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -14,7 +14,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use tokio::sync::mpsc;
 use vdesk_agent::codec::Codec;
+use vdesk_agent::context::AgentContext;
 use vdesk_agent::encoder::{self, Choice, Kind};
+use vdesk_agent::media::MediaHub;
 use vdesk_agent::pipeline::CaptureMode;
 use vdesk_agent::session::Session;
 use vdesk_protocol::{AgentToController, SessionId};
@@ -29,7 +31,7 @@ async fn a_broken_hardware_encoder_falls_back_to_software() {
         eprintln!("skipped: every hardware H.264 element is installed here");
         return;
     };
-    encoder::install(vec![Choice {
+    let context = AgentContext::new(vec![Choice {
         codec: Codec::H264,
         kind: broken,
         why: "test".into(),
@@ -40,9 +42,12 @@ async fn a_broken_hardware_encoder_falls_back_to_software() {
     let browser = Browser::new();
     let mut brx = browser.candidates();
     let offer = browser.offer().await;
-    let media = common::media(&x.display, CaptureMode::Damage, 2000);
+    let hub = MediaHub::new(
+        common::media(&x.display, CaptureMode::Damage, 2000),
+        context.clone(),
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let session = Session::start(SessionId::random(), &offer, &[], &media, &[Codec::H264], tx)
+    let session = Session::start(&hub, SessionId::random(), &offer, &[], &[Codec::H264], tx)
         .expect("the session starts in software");
     assert_eq!(session.codec(), Codec::H264);
 
@@ -82,8 +87,8 @@ async fn a_broken_hardware_encoder_falls_back_to_software() {
         }
     }
     // The encoder is made when the peer connects (no encoder works for an unconnected viewer).
-    assert_eq!(encoder::for_codec(Codec::H264), Kind::X264);
-    let why = encoder::choice(Codec::H264).unwrap().why;
+    assert_eq!(context.encoders.for_codec(Codec::H264), Kind::X264);
+    let why = context.encoders.choice(Codec::H264).unwrap().why;
     assert!(
         why.contains(&format!("{broken} failed in a session")),
         "{why}"

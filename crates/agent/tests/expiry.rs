@@ -18,7 +18,6 @@ use tokio_tungstenite::WebSocketStream;
 use vdesk_agent::codec::Codec;
 use vdesk_agent::config::{Args, Config};
 use vdesk_agent::expiry::now_ms;
-use vdesk_agent::media::MediaHub;
 use vdesk_agent::pipeline::CaptureMode;
 use vdesk_agent::session::Session;
 use vdesk_protocol::{
@@ -193,7 +192,7 @@ async fn an_expired_session_ends_without_any_controller() {
         ..SessionGrant::default()
     };
     let t0 = Instant::now();
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 500));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 500);
     let _session = Session::start_with_input(
         &hub,
         SessionId::random(),

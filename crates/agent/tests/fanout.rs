@@ -16,7 +16,7 @@ use common::Xvfb;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use vdesk_agent::codec::Codec;
-use vdesk_agent::media::{MediaHub, Rung};
+use vdesk_agent::media::Rung;
 use vdesk_agent::pipeline::CaptureMode;
 
 const RED: [u8; 3] = [255, 0, 0];
@@ -28,7 +28,7 @@ async fn viewers_share_one_encoder_and_do_not_hold_each_other_back() {
     gst::init().unwrap();
     let x = Xvfb::start();
     let painter = x.painter();
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 1500);
     let counters = hub.counters();
     let codecs = [Codec::H264];
 
@@ -108,7 +108,7 @@ async fn viewers_of_different_codecs_get_an_encoder_each_and_one_capture() {
     gst::init().unwrap();
     let x = Xvfb::start();
     let _painter = x.painter();
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 1500);
     let counters = hub.counters();
     let mut h264 = Peer::start("h264", &hub, &[Codec::H264]).await;
     let mut vp8 = Peer::start("vp8", &hub, &[Codec::Vp8]).await;
@@ -128,7 +128,7 @@ async fn a_viewer_on_a_bad_link_moves_to_the_low_rung_alone() {
     gst::init().unwrap();
     let x = Xvfb::start();
     let painter = x.painter();
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 1500);
     let counters = hub.counters();
     let mut good = Peer::start("good", &hub, &[Codec::H264]).await;
     let mut bad = Peer::start("bad", &hub, &[Codec::H264]).await;
@@ -179,7 +179,7 @@ async fn a_stuck_viewer_holds_nobody_back_and_its_backlog_stays_bounded() {
     gst::init().unwrap();
     let x = Xvfb::start();
     let painter = x.painter();
-    let hub = MediaHub::new(common::media(&x.display, CaptureMode::Damage, 1500));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 1500);
     let counters = hub.counters();
     let mut good = Peer::start("good", &hub, &[Codec::Vp8]).await;
     until(&mut [&mut good], 20, "good sees red", |p| p[0].sees(RED)).await;

@@ -119,8 +119,7 @@ async fn hostile_input_over_a_real_data_channel_does_not_take_the_agent_down() {
         permission: Permission::Control,
         ..SessionGrant::default()
     };
-    let hub =
-        vdesk_agent::media::MediaHub::new(common::media(&x.display, CaptureMode::Damage, 500));
+    let hub = common::hub(&x.display, CaptureMode::Damage, 500);
     let room = Room::default();
     let session = Session::start_with_input(
         &hub,

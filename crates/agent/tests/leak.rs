@@ -85,8 +85,8 @@ async fn one_session(display: &str, n: usize) {
     let mut brx = browser.candidates();
     let offer = browser.offer().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let media = common::media(display, CaptureMode::Damage, 500);
-    let session = Session::start(SessionId::random(), &offer, &[], &media, &[Codec::Vp8], tx)
+    let hub = common::hub(display, CaptureMode::Damage, 500);
+    let session = Session::start(&hub, SessionId::random(), &offer, &[], &[Codec::Vp8], tx)
         .unwrap_or_else(|e| panic!("session {n}: {e}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     while *browser.frames.lock().unwrap() == 0 {

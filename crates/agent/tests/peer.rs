@@ -2,7 +2,8 @@
 //! the browser (recvonly offer + data channel), over real ICE/DTLS/SRTP on loopback, while
 //! capturing a real Xvfb display. The "browser" decodes the video and checks the colour that was
 //! painted on the X display, so a fake answer or a blank stream cannot pass. Each test also
-//! checks that the agent timed its own stages for its own session's frames (see `STAGE_TIMES`).
+//! checks that the agent timed its own stages: each test's agent has a context of its own
+//! (`AgentContext`), so only its own session's frames can count, whatever runs beside it.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -21,19 +22,8 @@ use vdesk_agent::session::Session;
 use vdesk_agent::stage_timing::Stage;
 use vdesk_protocol::{AgentToController, SessionId};
 
-/// The agent's stage times are process-wide (`stage_timing::global()`), and `cargo test` runs this
-/// file's tests on parallel threads of one process (nextest runs each in a process of its own).
-/// Each test holds this lock from before its session starts until its session is dropped (which
-/// stops the pipeline and joins the capture thread), and reads how much the counters grew in
-/// between: its own session's frames only, whichever runner runs it.
-static STAGE_TIMES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     gst::init().unwrap();
-    let own_stage_times = STAGE_TIMES.lock().await;
-    let times = vdesk_agent::stage_timing::global();
-    let (encoded_before, encode_secs_before) = times.get(Stage::Encode);
-    let (captured_before, _) = times.get(Stage::Capture);
     let x = Xvfb::start();
     let painter = x.painter();
     let browser = Browser::new();
@@ -41,9 +31,16 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     let offer = browser.offer().await;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let media = common::media(&x.display, capture, 2000);
+    // This test's agent: its context is its own, so are its stage times.
+    let hub = common::hub(&x.display, capture, 2000);
+    let times = hub.context().stage_times().clone();
+    assert_eq!(
+        times.get(Stage::Encode).0,
+        0,
+        "a new agent has timed nothing"
+    );
     let id = SessionId::random();
-    let session = Session::start(id.clone(), &offer, &[], &media, &[codec], tx).unwrap();
+    let session = Session::start(&hub, id.clone(), &offer, &[], &[codec], tx).unwrap();
     assert_eq!(session.codec(), codec);
 
     let mut answered = false;
@@ -114,7 +111,6 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     assert!(*browser.frames.lock().unwrap() >= 2);
     // The agent timed its own stages for the frames this session sent (its /metrics shows them).
     let (encoded, encode_secs) = times.get(Stage::Encode);
-    let (encoded, encode_secs) = (encoded - encoded_before, encode_secs - encode_secs_before);
     assert!(
         encoded >= 2,
         "encode stage timed for {encoded} frames of this session"
@@ -122,14 +118,12 @@ async fn stream_and_check_colour(codec: Codec, capture: CaptureMode) {
     assert!(encode_secs > 0.0 && encode_secs / (encoded as f64) < 5.0);
     if capture == CaptureMode::Damage {
         let (captured, _) = times.get(Stage::Capture);
-        let captured = captured - captured_before;
         assert!(
             captured >= 1,
             "capture stage timed for {captured} frames of this session"
         );
     }
     drop(session);
-    drop(own_stage_times);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

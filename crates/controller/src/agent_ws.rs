@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{self as ws, Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use vdesk_protocol::{AgentToController, ControllerToAgent};
 
 use crate::error::AppError;
+use crate::io_with::{ReadThrough, With};
 use crate::state::{AgentCommand, AppState};
 
 /// Largest frame an agent may send once registered (an answer is at most 64 KiB of SDP).
@@ -98,9 +99,9 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> 
             }
         };
         let budget = Arc::new(AtomicUsize::new(PRE_HELLO_BYTES));
-        let io = ReadBudget {
+        let io = With {
             io: TokioIo::new(upgraded),
-            left: budget.clone(),
+            attached: ReadBudget(budget.clone()),
         };
         // A small read buffer: an idle or unauthenticated socket costs little memory.
         let config = WebSocketConfig::default()
@@ -155,21 +156,20 @@ fn from_tungstenite(m: ws::Message) -> Option<Message> {
     })
 }
 
-/// Reads through to `io` until `left` bytes were read, then fails; `usize::MAX` = no limit.
-struct ReadBudget<IO> {
-    io: IO,
-    left: Arc<AtomicUsize>,
-}
+/// Reads through to the socket until its budget of bytes is spent, then fails; `usize::MAX`:
+/// no limit (lifted once the agent is registered).
+struct ReadBudget(Arc<AtomicUsize>);
 
-impl<IO: AsyncRead + Unpin> AsyncRead for ReadBudget<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
+impl ReadThrough for ReadBudget {
+    fn poll_read_through<IO: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut IO,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let left = self.left.load(Ordering::Relaxed);
+        let left = self.0.load(Ordering::Relaxed);
         if left == usize::MAX {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
+            return Pin::new(io).poll_read(cx, buf);
         }
         if left == 0 {
             return Poll::Ready(Err(io::Error::new(
@@ -183,13 +183,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReadBudget<IO> {
         let mut tmp = [0u8; 1024];
         let n = left.min(tmp.len()).min(buf.remaining());
         let mut small = ReadBuf::new(&mut tmp[..n]);
-        match Pin::new(&mut self.io).poll_read(cx, &mut small) {
+        match Pin::new(io).poll_read(cx, &mut small) {
             Poll::Ready(Ok(())) => {
                 let got = small.filled();
                 buf.put_slice(got);
                 let used = got.len();
                 let _ = self
-                    .left
+                    .0
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
                         (l != usize::MAX).then(|| l.saturating_sub(used))
                     });
@@ -197,22 +197,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ReadBudget<IO> {
             }
             other => other,
         }
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for ReadBudget<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod extract;
+mod io_with;
 pub mod limits;
 pub mod metrics;
 pub mod qr;

@@ -8,21 +8,22 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 use tracing::{debug, warn};
+
+use crate::io_with::{ReadThrough, With};
 
 /// What the accept loop enforces.
 #[derive(Debug, Clone)]
@@ -95,47 +96,8 @@ impl Drop for Slot {
     }
 }
 
-/// A socket that holds its [`Slot`].
-struct Counted<IO> {
-    io: IO,
-    _slot: Slot,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Counted<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
+/// A connection slot is held by its socket ([`With`]), which reads straight through.
+impl ReadThrough for Slot {}
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting, runs
 /// `on_shutdown` (which ends the sessions, so event streams and agent sockets close), asks every
@@ -186,18 +148,18 @@ pub async fn run(
             let _done = done;
             match tls {
                 None => {
-                    let io = Counted {
+                    let io = With {
                         io: tcp,
-                        _slot: slot,
+                        attached: slot,
                     };
                     serve_connection(io, peer, app, header_timeout, stop).await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let io = Counted {
+                            let io = With {
                                 io: stream,
-                                _slot: slot,
+                                attached: slot,
                             };
                             serve_connection(io, peer, app, header_timeout, stop).await;
                         }

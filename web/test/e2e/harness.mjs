@@ -271,6 +271,68 @@ export const BIN_DIR = process.env.VDESK_BIN_DIR
 export const CONTROLLER_BIN = path.join(BIN_DIR, 'vdesk-controller');
 export const AGENT_BIN = path.join(BIN_DIR, 'vdesk-agent');
 
+/** The X-side witness of the input tests: `vdesk-xprobe`'s JSON lines (what the X client
+ *  received), read as they come. */
+export class XProbe {
+  events = [];
+  constructor(child) {
+    this.child = child;
+    let buf = '';
+    child.stdout.on('data', (chunk) => {
+      buf += chunk.toString();
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          this.events.push(JSON.parse(line));
+        } catch {
+          // not ours
+        }
+      }
+    });
+  }
+  /** Starts `vdesk-xprobe` on display `:n` with its window at `rect` ("x,y,w,h"); resolves once
+   *  it is ready. */
+  static async start(procs, n, rect) {
+    const child = procs.spawn('vdesk-xprobe', path.join(BIN_DIR, 'vdesk-xprobe'), ['--display', `:${n}`, '--rect', rect]);
+    const probe = new XProbe(child);
+    await waitFor('xprobe ready', () => {
+      procs.assertRunning(child);
+      return probe.events.some((e) => e.ev === 'ready');
+    });
+    return probe;
+  }
+  mark() {
+    return this.events.length;
+  }
+  /** The events since `mark`, of kind `ev` if given. */
+  since(mark, ev) {
+    return this.events.slice(mark).filter((e) => !ev || e.ev === ev);
+  }
+  buttons(mark) {
+    return this.since(mark, 'button');
+  }
+  /** The characters typed since `mark`. */
+  typed(mark) {
+    return this.since(mark, 'key')
+      .filter((e) => e.down && e.char !== null)
+      .map((e) => e.char)
+      .join('');
+  }
+  /** Keycodes and buttons down now (presses minus releases, over the whole run). */
+  held() {
+    const keys = new Set();
+    const buttons = new Set();
+    for (const e of this.events) {
+      if (e.ev === 'key') e.down ? keys.add(e.keycode) : keys.delete(e.keycode);
+      if (e.ev === 'button') e.down ? buttons.add(e.button) : buttons.delete(e.button);
+    }
+    return { keys: [...keys], buttons: [...buttons] };
+  }
+}
+
+
 /** A fresh controller secret (64 hex digits). */
 export function newSecret() {
   return randomBytes(32).toString('hex');

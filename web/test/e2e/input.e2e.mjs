@@ -31,6 +31,7 @@ import {
   startXvfb,
   viewerState,
   waitFor,
+  XProbe,
 } from './harness.mjs';
 
 const run = promisify(execFile);
@@ -86,49 +87,6 @@ async function cursorAndMarker(page, x, y, mx, my) {
   }, { x, y, mx, my, screen: SCREEN });
 }
 
-/** The probe's JSON lines, and what it holds pressed. */
-class Probe {
-  events = [];
-  constructor(child) {
-    let buf = '';
-    child.stdout.on('data', (chunk) => {
-      buf += chunk.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          // not ours
-        }
-      }
-    });
-  }
-  mark() {
-    return this.events.length;
-  }
-  since(mark, ev) {
-    return this.events.slice(mark).filter((e) => !ev || e.ev === ev);
-  }
-  typed(mark) {
-    return this.since(mark, 'key')
-      .filter((e) => e.down && e.char !== null)
-      .map((e) => e.char)
-      .join('');
-  }
-  /** Keycodes and buttons down now (presses minus releases, over the whole run). */
-  held() {
-    const keys = new Set();
-    const buttons = new Set();
-    for (const e of this.events) {
-      if (e.ev === 'key') e.down ? keys.add(e.keycode) : keys.delete(e.keycode);
-      if (e.ev === 'button') e.down ? buttons.add(e.button) : buttons.delete(e.button);
-    }
-    return { keys: [...keys], buttons: [...buttons] };
-  }
-}
-
 describe('remote control end to end (Xvfb + controller + agent + Chromium + vdesk-xprobe)', { skip }, () => {
   const procs = new Processes();
   const consoleLines = [];
@@ -179,12 +137,7 @@ describe('remote control end to end (Xvfb + controller + agent + Chromium + vdes
     try {
       display = await startXvfb(procs);
       await run('setxkbmap', ['-display', `:${display}`, 'us']);
-      const child = procs.spawn('vdesk-xprobe', XPROBE, ['--display', `:${display}`, '--rect', `0,0,${SCREEN.width},${SCREEN.height}`]);
-      probe = new Probe(child);
-      await waitFor('xprobe ready', () => {
-        procs.assertRunning(child);
-        return probe.events.some((e) => e.ev === 'ready');
-      });
+      probe = await XProbe.start(procs, display, `0,0,${SCREEN.width},${SCREEN.height}`);
       const pair = await startPair('control', 'control');
       firstPair = pair;
       base = pair.base;

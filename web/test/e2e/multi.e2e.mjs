@@ -34,6 +34,7 @@ import {
   videoPixel,
   viewerState,
   waitFor,
+  XProbe,
 } from './harness.mjs';
 
 const XPROBE = path.join(BIN_DIR, 'vdesk-xprobe');
@@ -42,33 +43,6 @@ const VIEWPORT = { width: 1000, height: 800 };
 const SCALE = VIEWPORT.width / SCREEN.width;
 const TOP = (VIEWPORT.height - SCREEN.height * SCALE) / 2;
 const toClient = (x, y) => ({ x: x * SCALE + SCALE / 2, y: TOP + y * SCALE + SCALE / 2 });
-
-/** The probe's JSON lines (what the X client received). */
-class Probe {
-  events = [];
-  constructor(child) {
-    let buf = '';
-    child.stdout.on('data', (chunk) => {
-      buf += chunk.toString();
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          this.events.push(JSON.parse(line));
-        } catch {
-          // not ours
-        }
-      }
-    });
-  }
-  mark() {
-    return this.events.length;
-  }
-  buttons(mark) {
-    return this.events.slice(mark).filter((e) => e.ev === 'button');
-  }
-}
 
 describe('many viewers, one encoder, one user in control (3 Chromium pages on one agent)', { skip }, () => {
   const procs = new Processes();
@@ -126,12 +100,7 @@ describe('many viewers, one encoder, one user in control (3 Chromium pages on on
     }
     try {
       display = await startXvfb(procs);
-      const child = procs.spawn('vdesk-xprobe', XPROBE, ['--display', `:${display}`, '--rect', `0,0,${SCREEN.width / 2},${SCREEN.height}`]);
-      probe = new Probe(child);
-      await waitFor('xprobe ready', () => {
-        procs.assertRunning(child);
-        return probe.events.some((e) => e.ev === 'ready');
-      });
+      probe = await XProbe.start(procs, display, `0,0,${SCREEN.width / 2},${SCREEN.height}`);
       ctl = await startController(procs, { vms: ['demo'] });
       const port = await freePort();
       metricsUrl = `http://127.0.0.1:${port}/metrics`;
@@ -219,7 +188,7 @@ describe('many viewers, one encoder, one user in control (3 Chromium pages on on
       assert.equal(await metric('vdesk_agent_encoders'), 1);
     }));
 
-  it('a view-only viewer shares the encoder, draws the cursor from messages and reaches nothing', () =>
+  it('a view-only viewer shares the encoder, draws the cursor from messages and reaches nothing; a control viewer not in control also sees the holder\'s pointer', () =>
     reportingFailures(reports, async () => {
       const { alice } = pages;
       const dave = await open('dave', 'view');
@@ -248,6 +217,19 @@ describe('many viewers, one encoder, one user in control (3 Chromium pages on on
       assert.ok(drawn, "dave's page draws the cursor over the video");
       // The element's corner is the pointer less the image's hotspot (a few pixels).
       assert.ok(Math.abs(drawn.left - at.x) < 40 && Math.abs(drawn.top - at.y) < 40, `cursor drawn at ${JSON.stringify(drawn)}, pointer at ${JSON.stringify(at)}`);
+      // Bob may control but does not hold control: he too sees where Alice's pointer is; Alice,
+      // the holder, draws no second cursor over her own.
+      const { bob } = pages;
+      await waitFor('bob (control, not holding it) is told where the pointer is', async () => {
+        const c = await bob.evaluate(() => window.vdeskViewer.input.cursorAt);
+        return c !== null && Math.abs(c.x - 300) <= 2 && Math.abs(c.y - 200) <= 2;
+      }, { timeoutMs: 5000 });
+      const remoteCursorShown = () => {
+        const el = document.querySelector('.vdesk-remote-cursor');
+        return !!el && el.style.display !== 'none';
+      };
+      assert.equal(await bob.evaluate(remoteCursorShown), true, "bob's page draws the holder's pointer");
+      assert.equal(await alice.evaluate(remoteCursorShown), false, "the holder's page draws no remote cursor");
       assert.deepEqual(await clickRefused(dave), [], "dave's click does not reach X");
       assert.equal(await metric('vdesk_agent_encoders'), 1);
     }));

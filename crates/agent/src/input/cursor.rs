@@ -1,7 +1,9 @@
 //! The VM's cursor image for the viewer: XFixes hands out premultiplied ARGB pixels; the viewer
 //! wants straight-alpha RGBA (what a canvas `ImageData` holds), base64 in a `cursor` message.
 //! `CursorWatch` is a view-only session's whole X side: the cursor image, where the pointer is,
-//! and the screen size, read on its own X connection that sends X nothing but queries.
+//! and the screen size, read on its own X connection that sends X nothing but queries. A session
+//! that may control but does not hold control gets where the pointer is from one too
+//! (`CursorWatch::positions`; its own X side sends the image and the size), while it does not.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,6 +20,13 @@ use x11rb::protocol::{randr, xfixes, Event};
 
 use super::Out;
 
+/// Whether a session is sent where the VM's pointer is (`cursorAt`): a view-only viewer always,
+/// a viewer who may control while someone else (or nobody) holds control, so that it sees the
+/// holder's pointer; not the holder, whose own pointer is the one on its screen.
+pub fn sends_pointer_position(permission: vdesk_protocol::Permission, holds_control: bool) -> bool {
+    !permission.may_control() || !holds_control
+}
+
 /// How often a view-only session reads where the pointer is (XFixes tells image changes, not
 /// motion): 30 times a second, a message only when it moved.
 const POINTER_POLL: Duration = Duration::from_millis(33);
@@ -32,7 +41,28 @@ pub(super) struct CursorWatch {
 }
 
 impl CursorWatch {
+    /// A view-only session's: the cursor image, the screen size and the pointer position.
     pub(super) fn start(id: &SessionId, x_display: &str, out: Arc<Out>) -> Result<Self, String> {
+        Self::open(id, x_display, out, None)
+    }
+
+    /// Only the pointer position, and only while `send` holds (a control session that does not
+    /// hold control). When `send` turns on, the position is sent at once.
+    pub(super) fn positions(
+        id: &SessionId,
+        x_display: &str,
+        out: Arc<Out>,
+        send: Arc<AtomicBool>,
+    ) -> Result<Self, String> {
+        Self::open(id, x_display, out, Some(send))
+    }
+
+    fn open(
+        id: &SessionId,
+        x_display: &str,
+        out: Arc<Out>,
+        positions_only: Option<Arc<AtomicBool>>,
+    ) -> Result<Self, String> {
         let (conn, screen) = x11rb::connect(Some(x_display))
             .map_err(|e| format!("cannot open X display {x_display}: {e}"))?;
         let root = conn.setup().roots[screen].root;
@@ -47,12 +77,16 @@ impl CursorWatch {
             .map_err(|e| e.to_string())?
             .reply()
             .map_err(|e| e.to_string())?;
-        conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)
-            .map_err(|e| e.to_string())?;
-        if conn
-            .extension_information(randr::X11_EXTENSION_NAME)
-            .map_err(|e| e.to_string())?
-            .is_some()
+        let full = positions_only.is_none();
+        if full {
+            conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)
+                .map_err(|e| e.to_string())?;
+        }
+        if full
+            && conn
+                .extension_information(randr::X11_EXTENSION_NAME)
+                .map_err(|e| e.to_string())?
+                .is_some()
         {
             use randr::ConnectionExt as _;
             let _ = conn.randr_query_version(1, 3).map(|c| c.reply());
@@ -60,18 +94,20 @@ impl CursorWatch {
                 .map_err(|e| e.to_string())?;
         }
         conn.flush().map_err(|e| e.to_string())?;
-        if let Ok(Ok(g)) = conn.get_geometry(root).map(|c| c.reply()) {
-            out.send(&AgentToViewer::ScreenSize {
-                width: u32::from(g.width),
-                height: u32::from(g.height),
-            });
-        }
-        match current(&conn) {
-            Ok(Some(c)) => {
-                out.send(&c);
+        if full {
+            if let Ok(Ok(g)) = conn.get_geometry(root).map(|c| c.reply()) {
+                out.send(&AgentToViewer::ScreenSize {
+                    width: u32::from(g.width),
+                    height: u32::from(g.height),
+                });
             }
-            Ok(None) => {}
-            Err(e) => debug!("no cursor image yet: {e}"),
+            match current(&conn) {
+                Ok(Some(c)) => {
+                    out.send(&c);
+                }
+                Ok(None) => {}
+                Err(e) => debug!("no cursor image yet: {e}"),
+            }
         }
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -105,6 +141,15 @@ impl CursorWatch {
                                 }
                             }
                         }
+                        if let Some(send) = &positions_only {
+                            if !send.load(Ordering::Relaxed) {
+                                // In control: its own pointer is the one it sees. Sent again
+                                // (moved or not) once it is not.
+                                at = None;
+                                std::thread::sleep(POINTER_POLL);
+                                continue;
+                            }
+                        }
                         let reply = conn
                             .query_pointer(root)
                             .map_err(x11rb::errors::ReplyError::from)
@@ -131,7 +176,11 @@ impl CursorWatch {
                 })
                 .map_err(|e| e.to_string())?
         };
-        info!(session = %id, display = %x_display, "view-only: cursor watch ready (no input)");
+        if full {
+            info!(session = %id, display = %x_display, "view-only: cursor watch ready (no input)");
+        } else {
+            debug!(session = %id, display = %x_display, "pointer position watch ready (while not in control)");
+        }
         Ok(CursorWatch {
             stop,
             thread: Some(thread),
@@ -212,6 +261,18 @@ pub fn current(conn: &impl Connection) -> Result<Option<AgentToViewer>, String> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_is_sent_the_pointer_position() {
+        use vdesk_protocol::Permission::*;
+        for holds in [false, true] {
+            assert!(sends_pointer_position(View, holds), "view-only: always");
+        }
+        for p in [Control, Admin] {
+            assert!(sends_pointer_position(p, false), "{p:?}, not holding: yes");
+            assert!(!sends_pointer_position(p, true), "{p:?}, holding: no");
+        }
+    }
 
     #[test]
     fn unpremultiplies_and_reorders() {

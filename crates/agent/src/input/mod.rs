@@ -144,13 +144,16 @@ pub struct SessionInput {
     clipboard: ClipboardPolicy,
     out: Arc<Out>,
     x: Option<XSide>,
-    /// A view-only session's cursor (image, position, screen size); `None` for control.
+    /// A view-only session's cursor (image, position, screen size); for control, the pointer
+    /// position while it does not hold control (`cursor::sends_pointer_position`).
     _cursor: Option<cursor::CursorWatch>,
     told_refused: AtomicBool,
     told_clipboard: AtomicBool,
     told_bad: AtomicBool,
     /// Told "not in control" since it last lost control.
     told_not_holder: Arc<AtomicBool>,
+    /// Whether the pointer position is sent now (see `InputSeat`).
+    pointer_position: Arc<AtomicBool>,
     clipboard_in: Mutex<ClipboardAssembler>,
     room: Room,
     name: Option<String>,
@@ -164,14 +167,22 @@ struct InputSeat {
     out: Arc<Out>,
     x: Option<mpsc::Sender<Cmd>>,
     told_not_holder: Arc<AtomicBool>,
+    permission: Permission,
+    /// Whether the session is sent the pointer position now (its `CursorWatch` reads it).
+    pointer_position: Arc<AtomicBool>,
 }
 
 impl Seat for InputSeat {
     fn send(&self, msg: &AgentToViewer) {
         if let AgentToViewer::Control { holder, you, .. } = msg {
-            if holder.as_ref() == Some(you) {
+            let holds = holder.as_ref() == Some(you);
+            if holds {
                 self.told_not_holder.store(false, Ordering::Relaxed);
             }
+            self.pointer_position.store(
+                cursor::sends_pointer_position(self.permission, holds),
+                Ordering::Relaxed,
+            );
         }
         self.out.send(msg);
     }
@@ -198,6 +209,8 @@ impl SessionInput {
     ) -> Arc<SessionInput> {
         let (permission, clipboard) = (grant.permission, grant.clipboard);
         let out = Arc::new(Out::new(clipboard));
+        // Off until the room says who holds control (the seat is told when it joins).
+        let pointer_position = Arc::new(AtomicBool::new(false));
         let cursor = match permission {
             Permission::View => {
                 match cursor::CursorWatch::start(&id, &settings.display, out.clone()) {
@@ -208,7 +221,21 @@ impl SessionInput {
                     }
                 }
             }
-            Permission::Control | Permission::Admin => None,
+            Permission::Control | Permission::Admin => {
+                // While it does not hold control, it sees where the holder's pointer is.
+                match cursor::CursorWatch::positions(
+                    &id,
+                    &settings.display,
+                    out.clone(),
+                    pointer_position.clone(),
+                ) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!(session = %id, "no pointer position while not in control: {e}");
+                        None
+                    }
+                }
+            }
         };
         let x = match permission {
             Permission::View => None,
@@ -233,6 +260,7 @@ impl SessionInput {
             told_clipboard: AtomicBool::new(false),
             told_bad: AtomicBool::new(false),
             told_not_holder: Arc::default(),
+            pointer_position,
             clipboard_in: Mutex::new(ClipboardAssembler::default()),
             room: room.clone(),
             name: grant.name.clone(),
@@ -253,6 +281,8 @@ impl SessionInput {
             out: self.out.clone(),
             x: self.x.as_ref().map(|x| x.tx.clone()),
             told_not_holder: self.told_not_holder.clone(),
+            permission: self.permission,
+            pointer_position: self.pointer_position.clone(),
         };
         *seat = Some(self.room.join(
             self.name.as_deref(),
@@ -746,6 +776,31 @@ mod tests {
             text: text.into(),
             more: false,
         }
+    }
+
+    #[test]
+    fn a_control_viewer_gets_the_pointer_position_only_while_it_does_not_hold_control() {
+        let seat = InputSeat {
+            out: Arc::new(Out::new(ClipboardPolicy::Both)),
+            x: None,
+            told_not_holder: Arc::default(),
+            permission: Permission::Control,
+            pointer_position: Arc::default(),
+        };
+        let control = |holder: Option<&str>| AgentToViewer::Control {
+            holder: holder.map(str::to_owned),
+            you: "me".into(),
+            viewers: Vec::new(),
+        };
+        let sent = || seat.pointer_position.load(Ordering::Relaxed);
+        seat.send(&control(Some("other")));
+        assert!(sent(), "someone else holds control: where their pointer is");
+        seat.send(&control(Some("me")));
+        assert!(!sent(), "the holder sees its own pointer");
+        seat.send(&control(None));
+        assert!(sent(), "nobody holds control");
+        seat.send(&AgentToViewer::CursorAt { x: 1, y: 2 });
+        assert!(sent(), "only control messages change it");
     }
 
     #[test]

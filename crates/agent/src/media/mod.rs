@@ -31,7 +31,8 @@ use gstreamer_app as gst_app;
 use tracing::{debug, info, warn};
 
 use crate::codec::Codec;
-use crate::encoder;
+use crate::context::AgentContext;
+use crate::encoder::{self, EncoderChoices};
 use crate::pipeline::{CaptureMode, MediaSettings, PipelineError, PipelineGuard, MEDIA_QUEUE};
 use crate::stats::EncoderCounters;
 pub use ladder::Rung;
@@ -96,6 +97,8 @@ pub struct MediaHub(Arc<Hub>);
 #[derive(Debug)]
 struct Hub {
     settings: MediaSettings,
+    /// The agent's encoder choices, metrics and stage times.
+    context: Arc<AgentContext>,
     counters: Arc<MediaCounters>,
     state: Mutex<State>,
     epoch: Instant,
@@ -161,9 +164,12 @@ impl Target {
 }
 
 impl MediaHub {
-    pub fn new(settings: MediaSettings) -> Self {
+    /// The media of the agent whose `context` it is (encoders from `context.encoders`, stage
+    /// times into `context`'s).
+    pub fn new(settings: MediaSettings, context: Arc<AgentContext>) -> Self {
         Self(Arc::new(Hub {
             settings,
+            context,
             counters: Arc::default(),
             state: Mutex::default(),
             epoch: Instant::now(),
@@ -172,6 +178,11 @@ impl MediaHub {
 
     pub fn settings(&self) -> &MediaSettings {
         &self.0.settings
+    }
+
+    /// The agent's context (encoder choices, metrics, stage times).
+    pub fn context(&self) -> &Arc<AgentContext> {
+        &self.0.context
     }
 
     pub fn counters(&self) -> Arc<MediaCounters> {
@@ -274,12 +285,14 @@ impl MediaHub {
             Rung::Full => settings.bitrate_kbps,
             Rung::Low => ladder::low_rung_kbps(settings.min_bitrate_kbps, settings.bitrate_kbps),
         };
-        let parts = build_encoder_with_fallback(key, kbps)?;
+        let parts = build_encoder_with_fallback(&self.0.context.encoders, key, kbps)?;
         let fanout = Arc::new(Fanout {
             key,
             viewers: Mutex::default(),
             gate: Mutex::new(KeyframeGate::new(KEYFRAME_WINDOW)),
             encoder: parts.encoder.clone(),
+            kind: parts.kind,
+            context: self.0.context.clone(),
             epoch: self.0.epoch,
             counters: self.0.counters.clone(),
             applied_kbps: AtomicU32::new(kbps),
@@ -311,7 +324,7 @@ impl MediaHub {
         crate::stage_timing::watch_encode(
             parts.input.upcast_ref(),
             &parts.encoder,
-            crate::stage_timing::global(),
+            self.0.context.stage_times().clone(),
         );
         fanout.watch_bus();
         let started = fanout
@@ -350,7 +363,11 @@ impl MediaHub {
     }
 
     fn start_capture(&self, pointer: bool, first: Target) -> Result<CaptureSource, MediaError> {
-        let (guard, restartable, sink) = source::build_capture(&self.0.settings, pointer)?;
+        let source::CaptureParts {
+            guard,
+            restartable,
+            output: sink,
+        } = source::build_capture(&self.0.settings, pointer, self.0.context.stage_times())?;
         let targets = Arc::new(Mutex::new(vec![first]));
         let t = targets.clone();
         sink.set_callbacks(
@@ -495,10 +512,11 @@ impl MediaHub {
 /// Builds the encoder pipeline of `key`. When its hardware encoder cannot be made, linked or
 /// opened, the codec switches to software for this and every later stream, and it is built again.
 fn build_encoder_with_fallback(
+    choices: &EncoderChoices,
     key: StreamKey,
     kbps: u32,
 ) -> Result<source::EncoderParts, MediaError> {
-    let kind = encoder::for_codec(key.codec);
+    let kind = choices.for_codec(key.codec);
     let failure = match source::build_encoder(key, kind, kbps) {
         Ok(parts) => match encoder::open(&parts.encoder) {
             Ok(()) => return Ok(parts),
@@ -507,10 +525,10 @@ fn build_encoder_with_fallback(
         Err(e) if kind.is_hardware() => e.to_string(),
         Err(e) => return Err(e.into()),
     };
-    encoder::mark_failed(kind, &failure);
+    choices.mark_failed(kind, &failure);
     Ok(source::build_encoder(
         key,
-        encoder::for_codec(key.codec),
+        choices.for_codec(key.codec),
         kbps,
     )?)
 }
@@ -773,6 +791,10 @@ struct Fanout {
     viewers: Mutex<Vec<(Arc<Viewer>, Arc<Inbox>)>>,
     gate: Mutex<KeyframeGate>,
     encoder: gst::Element,
+    /// Which encoder `encoder` is.
+    kind: encoder::Kind,
+    /// Where a failed hardware encoder is marked (`encoders`).
+    context: Arc<AgentContext>,
     epoch: Instant,
     counters: Arc<MediaCounters>,
     applied_kbps: AtomicU32,
@@ -872,6 +894,9 @@ impl Fanout {
             return;
         };
         let me = Arc::downgrade(self);
+        let context = self.context.clone();
+        // Weak: the handler lives in the encoder's own pipeline.
+        let (encoder, kind) = (self.encoder.downgrade(), self.kind);
         bus.set_sync_handler(move |_, msg| {
             crate::guard::catch("encoder bus", gst::BusSyncReply::Drop, || {
                 if let gst::MessageView::Error(err) = msg.view() {
@@ -884,14 +909,12 @@ impl Fanout {
                         err.error(),
                         err.debug()
                     );
-                    let kind = err
-                        .src()
-                        .filter(|s| s.name() == "encoder")
-                        .and_then(|s| s.downcast_ref::<gst::Element>())
-                        .and_then(|e| e.factory())
-                        .and_then(|f| encoder::Kind::from_factory(f.name().as_str()));
-                    if let Some(kind) = kind {
-                        encoder::mark_failed(kind, &err.error().to_string());
+                    // The encoder itself failed (its handle, not a name, says so).
+                    let from_encoder = encoder
+                        .upgrade()
+                        .is_some_and(|e| err.src() == Some(e.upcast_ref::<gst::Object>()));
+                    if from_encoder {
+                        context.encoders.mark_failed(kind, &err.error().to_string());
                     }
                     if let Some(me) = me.upgrade() {
                         me.fail(&format!("media pipeline failed: {}", err.error()));

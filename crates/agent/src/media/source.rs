@@ -4,6 +4,8 @@
 //! encoder -> `appsink` of encoded frames). Frames cross from one pipeline to the next as
 //! reference-counted buffers (no copy), restamped to the receiving pipeline's running time.
 
+use std::sync::Arc;
+
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -13,6 +15,7 @@ use crate::capture::{self, CaptureSettings};
 use crate::codec::Codec;
 use crate::encoder;
 use crate::pipeline::{make, CaptureMode, MediaSettings, PipelineError, PipelineGuard};
+use crate::stage_timing::StageTimes;
 
 /// The running time of `element`'s pipeline now, if it is playing.
 pub(crate) fn running_time(element: &gst::Element) -> Option<gst::ClockTime> {
@@ -69,12 +72,22 @@ fn add_and_link(pipeline: &gst::Pipeline, chain: &[gst::Element]) -> Result<(), 
     gst::Element::link_many(chain).map_err(|e| PipelineError::Link(e.to_string()))
 }
 
+/// The elements of the capture pipeline that the media part talks to.
+pub(crate) struct CaptureParts {
+    pub guard: PipelineGuard,
+    /// `ximagesrc`, which must be restarted after a screen size change (`None`: damage capture).
+    pub restartable: Option<gst::Element>,
+    /// Raw frames out.
+    pub output: gst_app::AppSink,
+}
+
 /// The capture pipeline: the screen into an `appsink` of raw BGRx frames. With `pointer` (or
 /// `--capture ximagesrc`) it is `ximagesrc`, which draws the X pointer into the picture.
 pub(crate) fn build_capture(
     settings: &MediaSettings,
     pointer: bool,
-) -> Result<(PipelineGuard, Option<gst::Element>, gst_app::AppSink), PipelineError> {
+    stage_times: &Arc<StageTimes>,
+) -> Result<CaptureParts, PipelineError> {
     let pipeline = gst::Pipeline::with_name(if pointer {
         "capture-pointer"
     } else {
@@ -107,6 +120,7 @@ pub(crate) fn build_capture(
                 idle: std::time::Duration::from_secs_f64(
                     1.0 / f64::from(settings.still_fps.max(1)),
                 ),
+                stage_times: stage_times.clone(),
             },
         )?;
         (vec![src.upcast()], Some(thread), None)
@@ -118,7 +132,11 @@ pub(crate) fn build_capture(
     sink.set_drop(true);
     chain.push(sink.clone().upcast());
     add_and_link(&pipeline, &chain)?;
-    Ok((guard, restartable, sink))
+    Ok(CaptureParts {
+        guard,
+        restartable,
+        output: sink,
+    })
 }
 
 /// Caps of the encoded stream each codec's pipeline puts out (and a session's `appsrc` takes).
@@ -141,6 +159,8 @@ pub(crate) struct EncoderParts {
     /// Scales the low rung (`None` on the full rung): its caps follow the screen size.
     pub scale_caps: Option<gst::Element>,
     pub encoder: gst::Element,
+    /// Which encoder `encoder` is.
+    pub kind: encoder::Kind,
     /// Encoded frames out.
     pub output: gst_app::AppSink,
 }
@@ -184,19 +204,13 @@ pub(crate) fn build_encoder(
     queue.set_property("max-size-time", 0u64);
     queue.set_property_from_str("leaky", "downstream");
     chain.extend([convert, i420, queue]);
-    let encoding = encoder::make(kind, kbps).map_err(PipelineError::Encoder)?;
-    for e in &encoding {
-        if e.factory().is_some_and(|f| f.name() == "h264parse") {
-            // SPS/PPS with every IDR: a viewer joining at a keyframe can decode it alone.
-            e.set_property("config-interval", -1i32);
-        }
+    let encoding = encoder::build(kind, kbps).map_err(PipelineError::Encoder)?;
+    if let Some(parse) = &encoding.parser {
+        // SPS/PPS with every IDR: a viewer joining at a keyframe can decode it alone.
+        parse.set_property("config-interval", -1i32);
     }
-    let encoder = encoding
-        .iter()
-        .find(|e| e.name() == "encoder")
-        .cloned()
-        .ok_or_else(|| PipelineError::Encoder("no encoder in the chain".into()))?;
-    chain.extend(encoding);
+    let encoder = encoding.encoder;
+    chain.extend(encoding.elements);
     let output = appsink(Some(encoded_caps(key.codec)));
     chain.push(output.clone().upcast());
     let guard = PipelineGuard::new(pipeline.clone(), None);
@@ -206,6 +220,7 @@ pub(crate) fn build_encoder(
         input,
         scale_caps,
         encoder,
+        kind,
         output,
     })
 }

@@ -14,6 +14,7 @@ use gstreamer::prelude::*;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
 use tokio::sync::mpsc;
+use vdesk_agent::media::MediaHub;
 use vdesk_agent::pipeline::{CaptureMode, MediaSettings};
 use vdesk_protocol::IceCandidate;
 use vdesk_xpaint::Painter;
@@ -29,6 +30,12 @@ pub fn media(display: &str, capture: CaptureMode, kbps: u32) -> MediaSettings {
         min_bitrate_kbps: 300,
         show_pointer: false,
     }
+}
+
+/// The shared media of a test agent with a context of its own (software encoders, its own
+/// metrics and stage times), with `media`'s settings.
+pub fn hub(display: &str, capture: CaptureMode, kbps: u32) -> MediaHub {
+    MediaHub::new(media(display, capture, kbps), Default::default())
 }
 
 /// An Xvfb server on a free display number, killed on drop.
