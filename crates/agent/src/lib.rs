@@ -20,3 +20,4 @@ pub mod signalling;
 pub mod stage_timing;
 pub mod stats;
 pub mod tls;
+pub mod wsmedia;

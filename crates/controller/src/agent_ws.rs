@@ -61,7 +61,7 @@ impl Default for AgentTiming {
     }
 }
 
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
@@ -127,7 +127,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> 
     resp
 }
 
-fn to_tungstenite(m: Message) -> ws::Message {
+pub(crate) fn to_tungstenite(m: Message) -> ws::Message {
     match m {
         Message::Text(t) => ws::Message::text(t.as_str()),
         Message::Binary(b) => ws::Message::Binary(b),
@@ -140,7 +140,7 @@ fn to_tungstenite(m: Message) -> ws::Message {
     }
 }
 
-fn from_tungstenite(m: ws::Message) -> Option<Message> {
+pub(crate) fn from_tungstenite(m: ws::Message) -> Option<Message> {
     Some(match m {
         ws::Message::Text(t) => Message::Text(t.as_str().into()),
         ws::Message::Binary(b) => Message::Binary(b),
@@ -156,9 +156,9 @@ fn from_tungstenite(m: ws::Message) -> Option<Message> {
 }
 
 /// Reads through to `io` until `left` bytes were read, then fails; `usize::MAX` = no limit.
-struct ReadBudget<IO> {
-    io: IO,
-    left: Arc<AtomicUsize>,
+pub(crate) struct ReadBudget<IO> {
+    pub(crate) io: IO,
+    pub(crate) left: Arc<AtomicUsize>,
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for ReadBudget<IO> {

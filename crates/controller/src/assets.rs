@@ -1,6 +1,6 @@
 //! The viewer's files (`web/`), compiled into the binary and served with their content type and
 //! `Cache-Control: no-cache`, so an upgraded controller never serves a stale viewer. It serves
-//! these seven files only: no directory is ever read at run time.
+//! these eight files only: no directory is ever read at run time.
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue};
@@ -12,6 +12,7 @@ pub const VIEWER_CSS: &str = include_str!("../../../web/viewer.css");
 pub const VDESK_JS: &str = include_str!("../../../web/vdesk.js");
 pub const INPUT_JS: &str = include_str!("../../../web/input.js");
 pub const STATS_JS: &str = include_str!("../../../web/stats.js");
+pub const WSPLAYER_JS: &str = include_str!("../../../web/wsplayer.js");
 pub const VDESK_D_TS: &str = include_str!("../../../web/vdesk.d.ts");
 
 pub const HTML: &str = "text/html; charset=utf-8";

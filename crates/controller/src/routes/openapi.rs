@@ -26,10 +26,12 @@ pub const UNDOCUMENTED: &[&str] = &[
     "/assets/vdesk.js",
     "/assets/input.js",
     "/assets/stats.js",
+    "/assets/wsplayer.js",
     "/assets/vdesk.d.ts",
     "/assets/viewer.js",
     "/assets/viewer.css",
     "/api/agent/ws",
+    "/api/agent/media",
 ];
 
 /// The error statuses any route may answer, each with the `{"error": {code, message}}` body.
@@ -76,6 +78,7 @@ const ERRORS: &[(u16, &str)] = &[
         super::session::candidates,
         super::admin::mint_link,
         super::admin::sessions,
+        crate::wsmedia::viewer::upgrade,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Common)
