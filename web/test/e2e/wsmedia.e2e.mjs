@@ -1,7 +1,9 @@
 // wsmedia.e2e.mjs: the WebSocket fallback end to end (Xvfb + controller + agent + Chromium +
 // vdesk-xprobe): with ?transport=ws the page streams over the controller's WebSocket, decodes
 // with WebCodecs onto a canvas that shows what X shows, the overlay names the transport, and
-// typing and clicking land in the X client (checked on the X side, as input.e2e.mjs does).
+// typing and clicking land in the X client (checked on the X side, as input.e2e.mjs does); a
+// view-only viewer's input is dropped by the agent; and the same through TLS (https + wss, the
+// agent's media link pinned to the certificate).
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/wsmedia.e2e.mjs (binaries from $VDESK_BIN_DIR).
 
@@ -16,6 +18,7 @@ import {
   CONTROLLER_BIN,
   closeTo,
   launchChromium,
+  makeCertificate,
   Processes,
   readRootPixel,
   recordConsole,
@@ -166,5 +169,37 @@ describe('WebSocket fallback end to end (?transport=ws)', { skip }, () => {
       throw e;
     }
     await page.close();
+  });
+});
+
+describe('WebSocket fallback through TLS (https page, wss media link)', { skip }, () => {
+  const procs = new Processes();
+  const lines = [];
+  let browser;
+
+  after(async () => {
+    await browser?.close();
+    await procs.stopAll();
+  });
+
+  it('streams over wss:// end to end', async () => {
+    const display = await startXvfb(procs);
+    const cert = await makeCertificate();
+    const ctl = await startController(procs, { vms: ['demo'], tls: cert });
+    assert.ok(ctl.base.startsWith('https://'));
+    await ctl.startAgent(procs, { vmId: 'demo', display });
+    browser = await launchChromium({ args: ['--ignore-certificate-errors'] });
+    const page = await browser.newPage();
+    recordConsole(page, 'wss', lines);
+    await page.goto(`${await ctl.pageUrl('demo')}&transport=ws`);
+    try {
+      await waitFor('a decoded frame over wss', () => page.evaluate(() => (window.vdeskWsPlayer?.stats.decoded ?? 0) > 0), { timeoutMs: 20000 });
+      assert.ok(await page.evaluate(() => window.vdeskWsPlayer.url.startsWith('wss://')));
+      const want = await readRootPixel(display, 100, 100);
+      await waitFor('the canvas shows the X screen', async () => closeTo(await canvasPixel(page, 100, 100), want), { timeoutMs: 10000 });
+    } catch (e) {
+      console.error(`${lines.join('\n')}\n${procs.report()}`);
+      throw e;
+    }
   });
 });
