@@ -56,6 +56,8 @@ async fn send(ws: &mut Ws, msg: &ControllerToAgent) {
 }
 
 /// Accepts the agent's next connection: challenge, hello, welcome, and its `resume` list.
+// The handshake callback's error type is tungstenite's (a whole HTTP response).
+#[allow(clippy::result_large_err)]
 async fn accept(listener: &TcpListener) -> (Ws, Vec<ResumedSession>) {
     // The signalling link only: the agent's media link (`/api/agent/media`) is turned away.
     let mut ws = loop {
