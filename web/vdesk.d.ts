@@ -581,3 +581,67 @@ export class VdeskViewer extends EventTarget {
     options?: boolean | EventListenerOptions,
   ): void;
 }
+
+// ---- The WebSocket fallback (wsplayer.js, re-exported here; docs/viewer.md) ----
+
+/** The page's transport: `?transport=ws` | `?transport=webrtc` | default `auto`. */
+export type Transport = 'auto' | 'ws' | 'webrtc';
+/** "UDP blocked: streaming over the controller connection". */
+export const FALLBACK_NOTICE: string;
+export function chooseTransport(search: string | null | undefined): Transport;
+/** Whether an `auto` page should give up on WebRTC now (ICE failed, or no path for 3 s). */
+export function shouldFallBack(o: {
+  transport: Transport;
+  errorCode?: string | null;
+  checkingSinceMs?: number | null;
+  nowMs?: number;
+  connected?: boolean;
+}): boolean;
+/** `ws(s)://host/api/vms/{vmId}/stream?token=...` for the page at `pageUrl`. */
+export function streamUrl(pageUrl: string, vmId: string, token?: string | null): string;
+/** One binary frame of the stream (docs/protocol.md "WebSocket media"), or null if malformed. */
+export function parseFrame(buffer: ArrayBuffer): null | {
+  keyframe: boolean;
+  /** The WebCodecs codec string. */
+  codec: string;
+  ptsUs: number;
+  captureUs: number;
+  data: Uint8Array;
+};
+export interface WsPlayerStats {
+  transport: 'websocket';
+  frames: number;
+  decoded: number;
+  /** Dropped in the browser (decoder behind, waiting for a keyframe). */
+  dropped: number;
+  /** Arrival to paint, ms (smoothed). */
+  decodeMs: number;
+  /** Frames waiting at the controller for this viewer. */
+  queue: number;
+  /** Frames the controller skipped for this viewer. */
+  serverDropped: number;
+  bytes: number;
+  width: number;
+  height: number;
+}
+/** Plays `/api/vms/{vmId}/stream` on a canvas (WebCodecs) and sends input from it.
+ *  Events: `state` ({state}), `welcome` ({grant, sessionId}), `message` (AgentToViewer),
+ *  `ended` ({code, reason}). */
+export class WsPlayer extends EventTarget {
+  constructor(canvas: HTMLCanvasElement, options: { vmId: string; token?: string | null; pageUrl?: string });
+  readonly stats: WsPlayerStats;
+  connect(): void;
+  close(): void;
+  /** Sends one ViewerToAgent message. */
+  send(msg: object): void;
+}
+/** Runs the page's transport choice for `viewer` (see docs/viewer.md). */
+export function startTransport(o: {
+  viewer: VdeskViewer;
+  video: HTMLVideoElement;
+  vmId: string;
+  token?: string | null;
+  transport: Transport;
+  onStreaming?: () => void;
+  onEnded?: (detail: { code: string; reason: string }) => void;
+}): { player(): WsPlayer | null };

@@ -15,6 +15,9 @@
 import { VdeskInput } from './input.js';
 // The grant rules the viewer follows (input.js), for pages that show them.
 export { ClipboardAssembler, clipboardFromVm, clipboardToVm, mayControl } from './input.js';
+export {
+  FALLBACK_NOTICE, WsPlayer, chooseTransport, parseFrame, shouldFallBack, startTransport, streamUrl,
+} from './wsplayer.js';
 
 export const STAGES = Object.freeze([
   'idle',

@@ -16,6 +16,7 @@ import {
   vmIdFromPath,
 } from './vdesk.js';
 import { StatsOverlay, isToggleKey } from './stats.js';
+import { chooseTransport, startTransport } from './wsplayer.js';
 import { controlView } from './input.js';
 
 const $ = (id) => document.getElementById(id);
@@ -219,5 +220,10 @@ if (!isValidVmId(vmId)) {
   });
 
   showStage('signalling');
-  viewer.connect();
+  // ?transport=ws streams over the controller's WebSocket at once; ?transport=webrtc never does;
+  // by default the page falls back to it by itself when ICE fails (wsplayer.js).
+  startTransport({
+    viewer, video, vmId, token, transport: chooseTransport(location.search),
+    onStreaming: () => { stopCountdown(); fadeOut(loading); fadeOut(errorPanel); },
+  });
 }

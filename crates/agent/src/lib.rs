@@ -23,3 +23,4 @@ pub mod stage_timing;
 pub mod stats;
 pub mod thumbnail;
 pub mod tls;
+pub mod wsmedia;

@@ -142,6 +142,8 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), FatalError> {
     let (tx, mut rx) = mpsc::unbounded_channel::<AgentToController>();
+    // The second link, for WebSocket viewers' media (stops when this returns).
+    let _media_link = crate::wsmedia::spawn(&config, &shared.media, &shared.room);
     let mut sessions = Sessions {
         map: HashMap::new(),
         media: shared.media,

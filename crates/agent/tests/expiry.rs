@@ -55,12 +55,30 @@ async fn send(ws: &mut Ws, msg: &ControllerToAgent) {
 }
 
 /// Accepts the agent's next connection: challenge, hello, welcome, and its `resume` list.
+// The handshake callback's error type is tungstenite's (a whole HTTP response).
+#[allow(clippy::result_large_err)]
 async fn accept(listener: &TcpListener) -> (Ws, Vec<ResumedSession>) {
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+    // The signalling link only: the agent's media link (`/api/agent/media`) is turned away.
+    let mut ws = loop {
+        let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+            .await
+            .expect("the agent did not connect")
+            .unwrap();
+        let path = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = path.clone();
+        let ws = tokio_tungstenite::accept_hdr_async(
+            tcp,
+            move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                *seen.lock().unwrap() = req.uri().path().to_owned();
+                Ok(resp)
+            },
+        )
         .await
-        .expect("the agent did not connect")
         .unwrap();
-    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        if path.lock().unwrap().ends_with("/api/agent/ws") {
+            break ws;
+        }
+    };
     // The controller speaks first (a nonce the hello proves the secret over); the proof itself is
     // the controller's business and not checked here.
     send(

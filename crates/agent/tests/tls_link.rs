@@ -97,7 +97,8 @@ fn online(state: &AppState) -> bool {
         .is_some_and(|v| v.online)
 }
 
-/// Runs the agent's link until the controller shows the VM online (or 10 s pass), then stops it.
+/// Runs the agent's links until the controller shows the VM online and its media link up (the
+/// WebSocket fallback's, over the same TLS) (or 10 s pass), then stops them.
 async fn registers(state: &AppState, config: Config) -> bool {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let link = tokio::spawn(vdesk_agent::signalling::run(config, async {
@@ -105,7 +106,7 @@ async fn registers(state: &AppState, config: Config) -> bool {
     }));
     let mut ok = false;
     for _ in 0..200 {
-        if online(state) {
+        if online(state) && state.wsmedia().has_link(&VmId::new("demo").unwrap()) {
             ok = true;
             break;
         }

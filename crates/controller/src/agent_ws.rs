@@ -62,7 +62,7 @@ impl Default for AgentTiming {
     }
 }
 
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+pub(crate) fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
@@ -128,7 +128,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> 
     resp
 }
 
-fn to_tungstenite(m: Message) -> ws::Message {
+pub(crate) fn to_tungstenite(m: Message) -> ws::Message {
     match m {
         Message::Text(t) => ws::Message::text(t.as_str()),
         Message::Binary(b) => ws::Message::Binary(b),
@@ -141,7 +141,7 @@ fn to_tungstenite(m: Message) -> ws::Message {
     }
 }
 
-fn from_tungstenite(m: ws::Message) -> Option<Message> {
+pub(crate) fn from_tungstenite(m: ws::Message) -> Option<Message> {
     Some(match m {
         ws::Message::Text(t) => Message::Text(t.as_str().into()),
         ws::Message::Binary(b) => Message::Binary(b),
@@ -157,8 +157,8 @@ fn from_tungstenite(m: ws::Message) -> Option<Message> {
 }
 
 /// Reads through to the socket until its budget of bytes is spent, then fails; `usize::MAX`:
-/// no limit (lifted once the agent is registered).
-struct ReadBudget(Arc<AtomicUsize>);
+/// no limit (lifted once the agent is registered). Also the media link's (`wsmedia::agent`).
+pub(crate) struct ReadBudget(pub(crate) Arc<AtomicUsize>);
 
 impl ReadThrough for ReadBudget {
     fn poll_read_through<IO: AsyncRead + Unpin>(

@@ -1,6 +1,6 @@
 //! The viewer's files (`web/`), compiled into the binary and served with their content type and
 //! `Cache-Control: no-cache`, so an upgraded controller never serves a stale viewer. It serves
-//! these files only (the viewer's seven, the admin page's three): no directory is ever read at
+//! these files only (the viewer's eight, the admin page's three): no directory is ever read at
 //! run time.
 
 use axum::body::Body;
@@ -13,6 +13,7 @@ pub const VIEWER_CSS: &str = include_str!("../../../web/viewer.css");
 pub const VDESK_JS: &str = include_str!("../../../web/vdesk.js");
 pub const INPUT_JS: &str = include_str!("../../../web/input.js");
 pub const STATS_JS: &str = include_str!("../../../web/stats.js");
+pub const WSPLAYER_JS: &str = include_str!("../../../web/wsplayer.js");
 pub const VDESK_D_TS: &str = include_str!("../../../web/vdesk.d.ts");
 pub const ADMIN_HTML: &str = include_str!("../../../web/admin.html");
 pub const ADMIN_JS: &str = include_str!("../../../web/admin.js");

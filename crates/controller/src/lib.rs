@@ -26,6 +26,7 @@ pub mod state;
 pub mod tls;
 pub mod turn;
 pub mod viewer_token;
+pub mod wsmedia;
 
 use std::future::Future;
 use std::time::Duration;

@@ -23,11 +23,9 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
         return e.into_response();
     }
     let snapshot = state.relay(|r, _| r.metrics());
-    (
-        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-        render(&snapshot),
-    )
-        .into_response()
+    let mut body = render(&snapshot);
+    state.wsmedia().render_metrics(&mut body);
+    ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], body).into_response()
 }
 
 /// The whole `/metrics` body.

@@ -131,6 +131,8 @@ struct Shared {
     hub: Mutex<Hub>,
     limiter: Mutex<RateLimiter>,
     next_conn: AtomicU64,
+    /// The WebSocket media path (agents' media links and WebSocket viewers).
+    wsmedia: Arc<crate::wsmedia::WsMedia>,
 }
 
 /// Cheap to clone; handed to every handler.
@@ -164,6 +166,7 @@ impl AppState {
                 streams: HashMap::new(),
             }),
             next_conn: AtomicU64::new(1),
+            wsmedia: Arc::default(),
         }))
     }
 
@@ -187,6 +190,11 @@ impl AppState {
     /// The rate limits (never held across an `.await`, never together with the hub).
     pub fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
         self.0.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The WebSocket media path's registry.
+    pub fn wsmedia(&self) -> Arc<crate::wsmedia::WsMedia> {
+        self.0.wsmedia.clone()
     }
 
     pub fn next_conn_id(&self) -> ConnId {

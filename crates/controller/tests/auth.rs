@@ -129,7 +129,10 @@ async fn every_route_of_the_router_refuses_requests_without_its_credential() {
             let resp = send(&app, request(r, &id, side)).await;
             if r.access == Access::AgentHello {
                 // No upgrade, no socket: the secret is checked in `hello` (tests/agent_ws.rs).
-                assert_eq!(r.path, "/api/agent/ws");
+                assert!(
+                    ["/api/agent/ws", "/api/agent/media"].contains(&r.path),
+                    "{what}"
+                );
                 assert_eq!(resp.status(), 400, "{what}");
                 continue;
             }

@@ -10,6 +10,7 @@ mod input;
 mod messages;
 pub mod metrics;
 mod validate;
+pub mod wsmedia;
 
 pub use hello_proof::{hello_proof, HELLO_PROOF_CONTEXT};
 pub use ids::{SessionId, VmId};

@@ -52,10 +52,23 @@ pub struct InputSettings {
     pub allow_resize: bool,
 }
 
+/// Where a WebSocket viewer's messages go (the agent's media link, `wsmedia.rs`): one
+/// `AgentToViewer` JSON text per call.
+#[derive(Clone)]
+pub struct TextSink(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for TextSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextSink")
+    }
+}
+
 /// Messages to the viewer, and what to replay when its `input` channel (re)appears.
 #[derive(Debug, Default)]
 struct ViewerOut {
     channel: Option<gst_webrtc::WebRTCDataChannel>,
+    /// A WebSocket viewer's way out instead of a data channel.
+    text: Option<TextSink>,
     cursor: Option<String>,
     cursor_at: Option<String>,
     screen: Option<String>,
@@ -106,7 +119,21 @@ impl Out {
                 debug!("could not send to the viewer: {e}");
             }
         }
+        if let Some(sink) = &out.text {
+            (sink.0)(&text);
+        }
         true
+    }
+
+    fn attach_text(&self, sink: TextSink) {
+        let mut out = self.lock();
+        for text in [&out.screen, &out.cursor, &out.cursor_at]
+            .into_iter()
+            .flatten()
+        {
+            (sink.0)(text);
+        }
+        out.text = Some(sink);
     }
 
     fn attach(&self, ch: gst_webrtc::WebRTCDataChannel) {
@@ -353,6 +380,23 @@ impl SessionInput {
         }
     }
 
+    /// Wires a WebSocket viewer (the agent's media link): like its `input` channel opening, with
+    /// messages to the viewer going to `sink`. Its messages come in through `on_message`, under
+    /// the same rules as a data channel's.
+    pub fn attach_text(&self, sink: TextSink) {
+        self.take_seat();
+        self.out.attach_text(sink);
+        if let Some(seat) = self.seat() {
+            self.out.send(&self.room.message(seat));
+        }
+        if self.permission.may_control() && self.x.is_none() {
+            self.out.send(&AgentToViewer::Notice {
+                code: "input_unavailable".into(),
+                message: "this VM's agent cannot inject input (no X or no XTEST)".into(),
+            });
+        }
+    }
+
     fn bad(&self, why: &str) {
         if !self.told_bad.swap(true, Ordering::Relaxed) {
             warn!(session = %self.id, "dropping input: {why} (logged once)");
@@ -472,7 +516,11 @@ impl Drop for SessionInput {
         if let Some(seat) = self.seat() {
             self.room.leave(seat);
         }
-        self.out.lock().channel = None;
+        {
+            let mut out = self.out.lock();
+            out.channel = None;
+            out.text = None;
+        }
         if let Some(x) = self.x.take() {
             x.stop();
         }

@@ -16,6 +16,7 @@
 //!   `KeyframeGate`, which forces at most one keyframe per stream per `KEYFRAME_WINDOW`.
 //! - An encoder runs while it has a subscriber; the capture while it has an encoder.
 
+pub mod frames;
 pub mod ladder;
 pub mod queue;
 pub mod source;

@@ -88,6 +88,9 @@ pub static ROUTES: &[Route] = &[
     route(Method::GET, "/assets/stats.js", Access::Public, |m| {
         on(m, || async { file(JAVASCRIPT, assets::STATS_JS) })
     }),
+    route(Method::GET, "/assets/wsplayer.js", Access::Public, |m| {
+        on(m, || async { file(JAVASCRIPT, assets::WSPLAYER_JS) })
+    }),
     route(Method::GET, "/assets/vdesk.d.ts", Access::Public, |m| {
         on(m, || async { file(TYPESCRIPT, assets::VDESK_D_TS) })
     }),
@@ -178,6 +181,12 @@ pub static ROUTES: &[Route] = &[
     }),
     route(Method::GET, "/api/agent/ws", Access::AgentHello, |m| {
         on(m, crate::agent_ws::upgrade)
+    }),
+    route(Method::GET, "/api/vms/{vmId}/stream", Access::Viewer, |m| {
+        on(m, crate::wsmedia::viewer::upgrade)
+    }),
+    route(Method::GET, "/api/agent/media", Access::AgentHello, |m| {
+        on(m, crate::wsmedia::agent::upgrade)
     }),
 ];
 

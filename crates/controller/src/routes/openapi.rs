@@ -29,10 +29,12 @@ pub const UNDOCUMENTED: &[&str] = &[
     "/assets/vdesk.js",
     "/assets/input.js",
     "/assets/stats.js",
+    "/assets/wsplayer.js",
     "/assets/vdesk.d.ts",
     "/assets/viewer.js",
     "/assets/viewer.css",
     "/api/agent/ws",
+    "/api/agent/media",
 ];
 
 /// The error statuses any route may answer, each with the `{"error": {code, message}}` body.
@@ -83,6 +85,7 @@ const ERRORS: &[(u16, &str)] = &[
         super::admin::revoke_link,
         super::admin::vms,
         super::admin::thumbnail,
+        crate::wsmedia::viewer::upgrade,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Common)

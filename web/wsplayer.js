@@ -1,0 +1,295 @@
+// wsplayer.js: the WebSocket fallback of the vdesk viewer (docs/viewer.md "When UDP is blocked").
+// When WebRTC cannot connect, the page streams over a WebSocket to the controller
+// (`/api/vms/{vmId}/stream`): encoded frames (H.264 Annex B, VP8 or VP9) decoded by WebCodecs'
+// VideoDecoder and painted on a canvas as soon as each is decoded; input, clipboard and control
+// messages go over the same socket as the data channels' JSON. The pure parts (framing,
+// transport choice, fallback rule, input messages) are exported for node tests.
+
+/** The notice shown when the page falls back by itself. */
+export const FALLBACK_NOTICE = 'UDP blocked: streaming over the controller connection';
+
+/** How long WebRTC may look for a working path before the page falls back (ms). */
+export const FALLBACK_AFTER_MS = 3000;
+
+/** `?transport=` of the page: 'ws' forces the WebSocket, 'webrtc' forbids it, else 'auto'. */
+export function chooseTransport(search) {
+  const t = new URLSearchParams(search ?? '').get('transport');
+  return t === 'ws' || t === 'webrtc' ? t : 'auto';
+}
+
+/**
+ * Whether an 'auto' page should give up on WebRTC now: on an ICE failure (`ice_failed`,
+ * `connect_timeout` errors), or when ICE has been checking for `FALLBACK_AFTER_MS` without a
+ * candidate pair (never 'connected').
+ */
+export function shouldFallBack({ transport, errorCode = null, checkingSinceMs = null, nowMs = 0, connected = false }) {
+  if (transport !== 'auto' || connected) return false;
+  if (errorCode === 'ice_failed' || errorCode === 'connect_timeout') return true;
+  return checkingSinceMs !== null && nowMs - checkingSinceMs >= FALLBACK_AFTER_MS;
+}
+
+const CODECS = Object.freeze({ 1: 'avc1.42e034', 2: 'vp8', 3: 'vp09.00.10.08' });
+
+/** The WebCodecs codec string of a frame's codec byte, or null. */
+export function codecString(byte) {
+  return CODECS[byte] ?? null;
+}
+
+/**
+ * One binary frame (docs/protocol.md "WebSocket media"): kind 1, flags (bit 0 keyframe), codec,
+ * session id length n, n bytes, pts µs and capture time µs (u64 big-endian), then the frame.
+ * Returns null for anything malformed.
+ */
+export function parseFrame(buffer) {
+  if (!(buffer instanceof ArrayBuffer) || buffer.byteLength < 4) return null;
+  const v = new DataView(buffer);
+  if (v.getUint8(0) !== 1) return null;
+  const codec = codecString(v.getUint8(2));
+  const n = v.getUint8(3);
+  if (codec === null || buffer.byteLength < 4 + n + 16) return null;
+  const at = 4 + n;
+  return {
+    keyframe: (v.getUint8(1) & 1) === 1,
+    codec,
+    ptsUs: Number(v.getBigUint64(at)),
+    captureUs: Number(v.getBigUint64(at + 8)),
+    data: new Uint8Array(buffer, at + 16),
+  };
+}
+
+/** The stream's address for `vmId`: ws(s):// on the page's own host, with the viewer token. */
+export function streamUrl(pageUrl, vmId, token) {
+  const u = new URL(`/api/vms/${encodeURIComponent(vmId)}/stream`, pageUrl);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  if (token) u.searchParams.set('token', token);
+  return u.toString();
+}
+
+/** A position on the canvas (CSS px) as frame pixels, clamped. */
+export function framePoint(clientX, clientY, rect, w, h) {
+  const x = Math.round(((clientX - rect.left) / Math.max(1, rect.width)) * w);
+  const y = Math.round(((clientY - rect.top) / Math.max(1, rect.height)) * h);
+  return { x: Math.min(w - 1, Math.max(0, x)), y: Math.min(h - 1, Math.max(0, y)) };
+}
+
+/** DOM mouse button -> X button number. */
+export function xButton(domButton) {
+  return [1, 2, 3, 8, 9][domButton] ?? null;
+}
+
+/** The decoder stays at most this many frames behind; beyond, it skips to the next keyframe. */
+export const MAX_DECODE_QUEUE = 4;
+
+/**
+ * Plays the WebSocket stream of `vmId` on `canvas` and sends input from it. Events: 'state'
+ * ({state: 'connecting'|'streaming'|'ended'}), 'message' (every agent message, e.g. `control`),
+ * 'welcome' ({grant}), 'ended' ({code, reason}).
+ */
+export class WsPlayer extends EventTarget {
+  #ws = null;
+  #decoder = null;
+  #codec = null;
+  #waitKey = true;
+  #pending = new Map(); // pts -> arrival time, for the decode time
+  stats = { transport: 'websocket', frames: 0, decoded: 0, dropped: 0, decodeMs: 0, queue: 0, serverDropped: 0, bytes: 0, width: 0, height: 0 };
+
+  constructor(canvas, { vmId, token, pageUrl = globalThis.location?.href }) {
+    super();
+    this.canvas = canvas;
+    this.ctx = canvas.getContext('2d');
+    this.url = streamUrl(pageUrl, vmId, token);
+  }
+
+  connect() {
+    this.#emit('state', { state: 'connecting' });
+    const ws = new WebSocket(this.url);
+    ws.binaryType = 'arraybuffer';
+    this.#ws = ws;
+    ws.onmessage = (ev) => (typeof ev.data === 'string' ? this.#onText(ev.data) : this.#onFrame(ev.data));
+    ws.onclose = () => this.#emit('state', { state: 'ended' });
+    this.#wireInput();
+  }
+
+  close() {
+    this.#ws?.close();
+    try { this.#decoder?.close(); } catch { /* already closed */ }
+  }
+
+  /** Sends one ViewerToAgent message (JSON) if the socket is open. */
+  send(msg) {
+    if (this.#ws?.readyState === 1) this.#ws.send(JSON.stringify(msg));
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #onText(text) {
+    let msg;
+    try { msg = JSON.parse(text); } catch { return; }
+    if (msg?.type === 'wsWelcome') this.#emit('welcome', { grant: msg.grant, sessionId: msg.sessionId });
+    else if (msg?.type === 'wsStats') { this.stats.queue = msg.queue; this.stats.serverDropped = msg.dropped; }
+    else if (msg?.type === 'wsEnded') this.#emit('ended', { code: msg.code, reason: msg.reason });
+    else this.#emit('message', msg);
+  }
+
+  #decoderFor(codec) {
+    if (this.#decoder && this.#codec === codec && this.#decoder.state !== 'closed') return this.#decoder;
+    try { this.#decoder?.close(); } catch { /* closed */ }
+    this.#codec = codec;
+    this.#decoder = new VideoDecoder({
+      output: (frame) => this.#paint(frame),
+      error: () => { this.#waitKey = true; this.#decoder = null; this.send({ type: 'wsKeyframe' }); },
+    });
+    this.#decoder.configure({ codec, optimizeForLatency: true, hardwareAcceleration: 'no-preference' });
+    return this.#decoder;
+  }
+
+  #onFrame(buffer) {
+    const f = parseFrame(buffer);
+    if (!f) return;
+    this.stats.frames += 1;
+    this.stats.bytes += buffer.byteLength;
+    if (this.#waitKey && !f.keyframe) { this.stats.dropped += 1; return; }
+    let decoder;
+    try { decoder = this.#decoderFor(f.codec); } catch { return; }
+    if (decoder.decodeQueueSize > MAX_DECODE_QUEUE && !f.keyframe) {
+      // The decoder is behind: skip to the next keyframe rather than fall further behind.
+      this.#waitKey = true;
+      this.stats.dropped += 1;
+      this.send({ type: 'wsKeyframe' });
+      return;
+    }
+    this.#waitKey = false;
+    this.#pending.set(f.ptsUs, performance.now());
+    if (this.#pending.size > 64) this.#pending.clear();
+    try {
+      decoder.decode(new EncodedVideoChunk({ type: f.keyframe ? 'key' : 'delta', timestamp: f.ptsUs, data: f.data }));
+    } catch {
+      this.#waitKey = true;
+    }
+  }
+
+  #paint(frame) {
+    const t0 = this.#pending.get(frame.timestamp);
+    if (t0 !== undefined) {
+      this.#pending.delete(frame.timestamp);
+      const ms = performance.now() - t0;
+      this.stats.decodeMs = this.stats.decodeMs ? this.stats.decodeMs * 0.9 + ms * 0.1 : ms;
+    }
+    const w = frame.displayWidth;
+    const h = frame.displayHeight;
+    if (this.canvas.width !== w || this.canvas.height !== h) {
+      this.canvas.width = w;
+      this.canvas.height = h;
+    }
+    this.ctx.drawImage(frame, 0, 0);
+    frame.close();
+    this.stats.decoded += 1;
+    this.stats.width = w;
+    this.stats.height = h;
+    if (this.stats.decoded === 1) this.#emit('state', { state: 'streaming' });
+  }
+
+  #wireInput() {
+    const c = this.canvas;
+    if (c.dataset.wsInput) return;
+    c.dataset.wsInput = '1';
+    c.tabIndex = 0;
+    const at = (ev) => {
+      const w = c.width || 1;
+      const h = c.height || 1;
+      return { ...framePoint(ev.clientX, ev.clientY, c.getBoundingClientRect(), w, h), w, h };
+    };
+    c.addEventListener('pointermove', (ev) => this.send({ type: 'pointerMove', ...at(ev) }));
+    for (const [name, down] of [['pointerdown', true], ['pointerup', false]]) {
+      c.addEventListener(name, (ev) => {
+        const button = xButton(ev.button);
+        if (button === null) return;
+        if (down) c.focus();
+        ev.preventDefault();
+        this.send({ type: 'pointerButton', button, down, ...at(ev) });
+      });
+    }
+    c.addEventListener('contextmenu', (ev) => ev.preventDefault());
+    c.addEventListener('wheel', (ev) => {
+      ev.preventDefault();
+      const dy = Math.sign(ev.deltaY);
+      const dx = Math.sign(ev.deltaX);
+      if (dx || dy) this.send({ type: 'wheel', dx, dy, ...at(ev) });
+    }, { passive: false });
+    for (const [name, down] of [['keydown', true], ['keyup', false]]) {
+      c.addEventListener(name, (ev) => {
+        ev.preventDefault();
+        this.send({ type: 'key', key: ev.key.slice(0, 32), code: ev.code.slice(0, 32), down });
+      });
+    }
+    c.addEventListener('blur', () => this.send({ type: 'releaseAll' }));
+  }
+}
+
+/**
+ * Runs the page's transport choice: 'ws' plays the WebSocket stream at once; 'webrtc' only
+ * connects `viewer` (an ICE failure shows its error); 'auto' connects `viewer` and switches to
+ * the WebSocket when `shouldFallBack` says so, showing `FALLBACK_NOTICE`. `onStreaming` runs
+ * when the WebSocket stream shows its first frame. Returns a handle with `player()`.
+ */
+export function startTransport({ viewer, video, vmId, token, transport, onStreaming = () => {}, onEnded = () => {} }) {
+  let player = null;
+  let checkingSince = null;
+  let connected = false;
+  let timer = null;
+  const doc = video.ownerDocument;
+  const switchToWs = (notice) => {
+    if (player) return;
+    clearInterval(timer);
+    if (transport !== 'ws') viewer.close();
+    const canvas = doc.createElement('canvas');
+    canvas.id = 'ws-screen';
+    canvas.className = video.className;
+    canvas.setAttribute('aria-label', 'VM desktop');
+    canvas.style.cssText = 'width:100%;height:100%;object-fit:contain;display:block;outline:none';
+    video.hidden = true;
+    video.parentNode.insertBefore(canvas, video);
+    const bar = doc.createElement('div');
+    bar.id = 'ws-stats';
+    bar.setAttribute('role', 'status');
+    bar.style.cssText = 'position:absolute;left:8px;bottom:8px;font:12px monospace;color:#ddd;background:#000a;padding:4px 6px;border-radius:4px;z-index:5;pointer-events:none';
+    video.parentNode.appendChild(bar);
+    player = new WsPlayer(canvas, { vmId, token });
+    const paint = () => {
+      const s = player.stats;
+      bar.dataset.transport = s.transport;
+      bar.textContent = `${notice ? `${notice} · ` : ''}transport: ${s.transport} · ${s.width}x${s.height} · decode ${s.decodeMs.toFixed(1)} ms · queue ${s.queue} · dropped ${s.dropped + s.serverDropped}`;
+    };
+    paint();
+    setInterval(paint, 500);
+    player.addEventListener('state', ({ detail: { state } }) => {
+      if (state === 'streaming') {
+        canvas.focus();
+        onStreaming();
+      }
+    });
+    player.addEventListener('ended', ({ detail }) => onEnded(detail));
+    player.connect();
+    globalThis.vdeskWsPlayer = player;
+  };
+  if (transport === 'ws') {
+    switchToWs('');
+  } else {
+    viewer.addEventListener('stage', ({ detail: { stage } }) => {
+      if (stage === 'ice-checking' && checkingSince === null) checkingSince = performance.now();
+      if (stage === 'dtls' || stage === 'connected' || stage === 'streaming') connected = true;
+    });
+    viewer.addEventListener('error', ({ detail }) => {
+      if (shouldFallBack({ transport, errorCode: detail?.code, connected })) switchToWs(FALLBACK_NOTICE);
+    });
+    timer = setInterval(() => {
+      if (shouldFallBack({ transport, checkingSinceMs: checkingSince, nowMs: performance.now(), connected })) {
+        switchToWs(FALLBACK_NOTICE);
+      }
+    }, 250);
+    viewer.connect();
+  }
+  return { player: () => player };
+}
