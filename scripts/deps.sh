@@ -19,6 +19,9 @@ packages=(
   python3
   # Schemathesis (scripts/schemathesis.sh) goes in a venv under target/
   python3-venv
+  # the controller cluster (--cluster, tests/cluster.rs, cluster.e2e.mjs): NATS with JetStream,
+  # and nginx as the load balancer in front
+  nats-server nginx-light
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

@@ -131,6 +131,8 @@ struct Shared {
     hub: Mutex<Hub>,
     limiter: Mutex<RateLimiter>,
     next_conn: AtomicU64,
+    /// Set once when the controller joins a cluster (`--cluster`); empty in a single process.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Cheap to clone; handed to every handler.
@@ -164,6 +166,7 @@ impl AppState {
                 streams: HashMap::new(),
             }),
             next_conn: AtomicU64::new(1),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -187,6 +190,22 @@ impl AppState {
     /// The rate limits (never held across an `.await`, never together with the hub).
     pub fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
         self.0.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This node's cluster handle, if it joined one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.0.cluster.get()
+    }
+
+    /// Joins the cluster at `url` (`--cluster`): connects to NATS (in the background if it is
+    /// down) and starts the node's leases and service. Call before [`crate::app`].
+    pub async fn join_cluster(&self, url: &str) -> Result<(), String> {
+        let cluster = crate::cluster::Cluster::connect(url).await?;
+        if self.0.cluster.set(cluster.clone()).is_err() {
+            return Err("already in a cluster".into());
+        }
+        cluster.start(self.clone());
+        Ok(())
     }
 
     pub fn next_conn_id(&self) -> ConnId {
