@@ -286,7 +286,7 @@ pub struct Args {
 
     /// Run as one node of a cluster of controllers sharing state over NATS with JetStream
     /// (docs/operations.md, "Running a cluster"): `nats://HOST:PORT`, `tls://HOST:PORT`, with
-    /// `user:password@` or a `?token=` if the NATS server wants them; several servers
+    /// `user:password@` or `TOKEN@` if the NATS server wants them; several servers
     /// comma-separated. Without it the controller keeps everything in memory (one process).
     #[arg(
         long,

@@ -28,6 +28,10 @@ struct Nats {
 impl Nats {
     /// `None` (skip) when nats-server is not installed and CI is not set.
     fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -37,6 +41,7 @@ impl Nats {
         let spawned = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -292,4 +297,37 @@ async fn a_viewer_on_one_node_reaches_the_agent_on_another_and_nats_loss_is_a_qu
             .contains("cluster is unavailable"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn credentials_in_the_cluster_url_reach_nats() {
+    let Some(nats) = Nats::start_with(&["--user", "vdesk", "--pass", "p@ss word"]) else {
+        return;
+    };
+    let with = node(&format!(
+        "nats://vdesk:p%40ss%20word@127.0.0.1:{}",
+        nats.port
+    ))
+    .await;
+    let without = node(&nats.url()).await;
+    let viewer = viewer_client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = viewer
+            .get(format!("http://{with}/api/vms/demo"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 503 {
+            break; // the buckets opened: NATS accepted the URL's user and password
+        }
+        assert!(Instant::now() < deadline, "never authenticated to NATS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = viewer
+        .get(format!("http://{without}/api/vms/demo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "no credentials, no cluster");
 }

@@ -74,12 +74,19 @@ pub fn check_url(raw: &str) -> Result<(), String> {
         if !scheme_ok || p.bytes().any(|b| b.is_ascii_control() || b == b' ') {
             return Err(
                 "each URL must be nats://HOST:PORT, tls://HOST:PORT, ws:// or wss:// (with \
-                 user:password@ or ?token= if the NATS server wants them)"
+                 user:password@ or TOKEN@ if the NATS server wants them)"
                     .into(),
             );
         }
     }
     Ok(())
+}
+
+fn percent(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// The two key-value buckets, once NATS answered.
@@ -119,13 +126,31 @@ impl Cluster {
     /// returns the node's handle. `url` is the `--cluster` value.
     pub async fn connect(url: &str) -> Result<Arc<Self>, String> {
         let node = format!("{:016x}", rand::random::<u64>());
-        let client = async_nats::ConnectOptions::new()
+        // Credentials in the URL (`user:password@`, or `TOKEN@`) become NATS credentials; the
+        // addresses go to the client without them.
+        let mut options = async_nats::ConnectOptions::new();
+        let mut servers = Vec::new();
+        for raw in url.split(',').map(str::trim) {
+            let mut u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+            let user = percent(u.username());
+            match u.password().map(percent) {
+                Some(pass) if !user.is_empty() => {
+                    options = options.user_and_password(user, pass);
+                }
+                None if !user.is_empty() => options = options.token(user),
+                _ => {}
+            }
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            servers.push(u.to_string());
+        }
+        let client = options
             .name(format!("vdesk-controller {node}"))
             .connection_timeout(Duration::from_secs(2))
             .request_timeout(Some(NATS_DEADLINE))
             .retry_on_initial_connect()
             .event_callback(|ev| async move { info!(event = %ev, "NATS") })
-            .connect(url)
+            .connect(servers.join(","))
             .await
             .map_err(|e| format!("cannot connect to NATS: {e}"))?;
         Ok(Arc::new(Self {
