@@ -331,3 +331,36 @@ async fn credentials_in_the_cluster_url_reach_nats() {
         .unwrap();
     assert_eq!(r.status(), 503, "no credentials, no cluster");
 }
+
+#[tokio::test]
+async fn when_the_agent_moves_to_another_node_the_lease_follows_within_a_second() {
+    let Some(nats) = Nats::start() else { return };
+    let a = node(&nats.url()).await;
+    let b = node(&nats.url()).await;
+    let viewer = viewer_client();
+    let ws = agent(a).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(ws); // the link to A drops (A died, say); the agent registers on B
+    let mut ws = agent(b).await;
+    let t0 = Instant::now();
+    // A session created through A reaches the agent on B.
+    loop {
+        let r = viewer
+            .post(format!("http://{a}/api/webrtc/session"))
+            .header("content-type", "application/json")
+            .body(json!({"vmId": "demo", "offer": {"type": "offer", "sdp": OFFER}}).to_string())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "lease did not follow the agent: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(recv_ws(&mut ws).await["type"], "offer");
+}
