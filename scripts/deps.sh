@@ -21,6 +21,9 @@ packages=(
   python3-venv
   # admin.e2e.mjs decodes the admin page's QR code with zbarimg
   zbar-tools
+  # the controller cluster (--cluster, tests/cluster.rs, cluster.e2e.mjs): NATS with JetStream,
+  # and nginx as the load balancer in front
+  nats-server nginx-light
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

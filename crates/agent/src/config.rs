@@ -36,7 +36,11 @@ pub struct Args {
     /// Base URL of the controller, e.g. http://192.168.100.1:8080 or https://vdesk.example.org
     /// (the agent connects out to it; the VM needs no open port). https:// (or wss://) encrypts
     /// the link; without --ca-cert or --cert-sha256 the system's CA store decides whom to trust.
-    #[arg(long, env = "VDESK_CONTROLLER", value_name = "URL")]
+    /// Several controllers of a cluster: comma-separated URLs (all http(s) alike); the agent
+    /// connects to the first that answers and moves to the next when its link drops, resuming
+    /// its sessions there. A host name resolving to several addresses is tried address by
+    /// address too.
+    #[arg(long, env = "VDESK_CONTROLLER", value_name = "URL[,URL...]")]
     pub controller: String,
 
     /// With an https:// controller: trust only certificates issued by the CA(s) in this PEM
@@ -202,6 +206,8 @@ pub struct Args {
 pub struct Config {
     /// `ws://…/api/agent/ws` (or `wss://`).
     pub ws_url: Url,
+    /// Every controller's WebSocket URL (`--controller a,b,c`), `ws_url` first.
+    pub ws_urls: Vec<Url>,
     /// What a `wss://` link trusts (`None` for `ws://`).
     pub trust: Option<crate::tls::Trust>,
     /// The TLS configuration built from `trust`, once, at start-up.
@@ -236,7 +242,23 @@ fn bad(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// Validates `args`; `env_display` is `$DISPLAY`, used when `--display` is not given.
     pub fn from_args(args: &Args, env_display: Option<String>) -> Result<Config, ConfigError> {
-        let ws_url = agent_ws_url(&args.controller)?;
+        let ws_urls = args
+            .controller
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(agent_ws_url)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ws_url = ws_urls
+            .first()
+            .cloned()
+            .ok_or_else(|| bad("--controller", "give the controller's URL"))?;
+        if ws_urls.iter().any(|u| u.scheme() != ws_url.scheme()) {
+            return Err(bad(
+                "--controller",
+                "several controllers must all be http:// or all https://",
+            ));
+        }
         let pinned = match (&args.ca_cert, &args.cert_sha256) {
             (Some(path), _) => Some(crate::tls::Trust::CaFile(path.clone())),
             (None, Some(fp)) => Some(crate::tls::Trust::Fingerprint(
@@ -318,6 +340,7 @@ impl Config {
         }
         Ok(Config {
             ws_url,
+            ws_urls,
             trust,
             tls,
             vm_id,
@@ -408,6 +431,29 @@ mod tests {
         assert_eq!(c.codecs, vec![Codec::H264, Codec::Vp8]);
         let c = Config::from_args(&args(&["--display", ":3"]), Some(":7".into())).unwrap();
         assert_eq!(c.media.display, ":3");
+    }
+
+    #[test]
+    fn several_controllers_are_comma_separated_and_alike() {
+        let mut a = args(&[]);
+        a.controller = "http://10.0.0.1:8080, http://10.0.0.2:8080".into();
+        let c = Config::from_args(&a, Some(":0".into())).unwrap();
+        let urls: Vec<&str> = c.ws_urls.iter().map(|u| u.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "ws://10.0.0.1:8080/api/agent/ws",
+                "ws://10.0.0.2:8080/api/agent/ws"
+            ]
+        );
+        assert_eq!(c.ws_url, c.ws_urls[0]);
+        a.controller = "http://10.0.0.1:8080,https://10.0.0.2".into();
+        assert_eq!(
+            Config::from_args(&a, Some(":0".into())).unwrap_err().flag,
+            "--controller"
+        );
+        a.controller = " , ".into();
+        assert!(Config::from_args(&a, Some(":0".into())).is_err());
     }
 
     #[test]

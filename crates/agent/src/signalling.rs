@@ -151,10 +151,14 @@ pub async fn run_with(
     };
     let mut offline = Offline::default();
     let mut backoff = BACKOFF_START;
+    // Which of the controllers (`--controller a,b,c`) this attempt goes to.
+    let mut which = 0usize;
     tokio::pin!(shutdown);
     loop {
+        let url = config.ws_urls.get(which).unwrap_or(&config.ws_url).clone();
         let outcome = connect_and_serve(
             &config,
+            &url,
             &tx,
             &mut rx,
             &mut sessions,
@@ -189,7 +193,11 @@ pub async fn run_with(
                 );
             }
         }
-        let wake = Instant::now() + backoff;
+        // Another controller of the cluster is tried at once; the back-off grows only once
+        // every one of them failed.
+        which = (which + 1) % config.ws_urls.len().max(1);
+        let pause = if which != 0 { BACKOFF_START } else { backoff };
+        let wake = Instant::now() + pause;
         loop {
             let give_up = offline.keep_until;
             tokio::select! {
@@ -211,7 +219,9 @@ pub async fn run_with(
                 Some(msg) = rx.recv() => offline.take(msg, &mut sessions),
             }
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if which == 0 {
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
     }
 }
 
@@ -230,8 +240,11 @@ enum Disconnect {
 
 /// One connection: hello, welcome, resume, then serve until it drops (`Err`) or `shutdown`
 /// resolves (`Ok`, after telling the controller that every session ends).
+// The loop's state, passed by reference; `url` is this attempt's controller of the cluster.
+#[allow(clippy::too_many_arguments)]
 async fn connect_and_serve(
     config: &Config,
+    url: &url::Url,
     tx: &mpsc::UnboundedSender<AgentToController>,
     rx: &mut mpsc::UnboundedReceiver<AgentToController>,
     sessions: &mut Sessions,
@@ -242,12 +255,12 @@ async fn connect_and_serve(
     let retry = |what: &str, e: &dyn std::fmt::Display| Disconnect::Retry(format!("{what}: {e}"));
     let connect = timeout(
         HANDSHAKE_TIMEOUT,
-        crate::tls::connect(&config.ws_url, config.tls.as_ref()),
+        crate::tls::connect(url, config.tls.as_ref()),
     );
     let ws = tokio::select! {
         r = connect => r
-            .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?
-            .map_err(|e| retry(&format!("connecting to {}", config.ws_url), &e))?,
+            .map_err(|e| retry(&format!("connecting to {url}"), &e))?
+            .map_err(|e| retry(&format!("connecting to {url}"), &e))?,
         () = &mut shutdown => return Ok(()),
     };
     let (mut sink, mut stream) = ws.split();

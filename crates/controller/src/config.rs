@@ -283,6 +283,18 @@ pub struct Args {
         value_name = "BYTES"
     )]
     pub max_body_bytes: usize,
+
+    /// Run as one node of a cluster of controllers sharing state over NATS with JetStream
+    /// (docs/operations.md, "Running a cluster"): `nats://HOST:PORT`, `tls://HOST:PORT`, with
+    /// `user:password@` or `TOKEN@` if the NATS server wants them; several servers
+    /// comma-separated. Without it the controller keeps everything in memory (one process).
+    #[arg(
+        long,
+        env = "VDESK_CLUSTER",
+        hide_env_values = true,
+        value_name = "NATS_URL"
+    )]
+    pub cluster: Option<Password>,
 }
 
 /// A password read from the command line; `Debug` never shows it.
@@ -357,6 +369,8 @@ pub enum ConfigError {
     Tls(String),
     #[error("--header-timeout must be between 1 and 300 seconds")]
     HeaderTimeout,
+    #[error("--cluster: {0}")]
+    Cluster(String),
     #[error("--max-streams-per-session must be between 1 and 64")]
     MaxStreams,
     #[error("--max-sessions must be at least 1")]
@@ -400,6 +414,8 @@ pub struct Config {
     pub max_conns_per_ip: usize,
     /// Event streams open at once per session.
     pub max_streams_per_session: usize,
+    /// NATS server URL(s) of the cluster (`--cluster`); `None` = single process, in memory.
+    pub cluster: Option<Password>,
 }
 
 impl Config {
@@ -428,6 +444,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             max_conns_per_ip: 64,
             max_streams_per_session: 4,
+            cluster: None,
         }
     }
 
@@ -550,6 +567,9 @@ impl Config {
         if !(1..=3600).contains(&args.connect_timeout) {
             return Err(ConfigError::ConnectTimeout);
         }
+        if let Some(url) = &args.cluster {
+            crate::cluster::check_url(&url.0).map_err(ConfigError::Cluster)?;
+        }
         Ok(Self {
             listen,
             secret,
@@ -572,6 +592,7 @@ impl Config {
             header_timeout: Duration::from_secs(args.header_timeout),
             max_conns_per_ip: args.max_conns_per_ip,
             max_streams_per_session: args.max_streams_per_session,
+            cluster: args.cluster,
         })
     }
 }
@@ -630,6 +651,7 @@ impl fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("max_conns_per_ip", &self.max_conns_per_ip)
             .field("max_streams_per_session", &self.max_streams_per_session)
+            .field("cluster", &self.cluster.is_some())
             .finish()
     }
 }

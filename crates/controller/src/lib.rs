@@ -10,6 +10,7 @@ pub mod agent_ws;
 pub mod assets;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod error;
@@ -52,8 +53,15 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// routes and methods, and `Referrer-Policy: no-referrer` on every response.
 pub fn app(state: AppState) -> Router {
     let max_body = state.config().max_body_bytes;
+    let mut router = routes::router();
+    if let Some(cluster) = state.cluster() {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            (state.clone(), cluster.clone()),
+            cluster::route,
+        ));
+    }
     Router::new()
-        .merge(routes::router())
+        .merge(router)
         .fallback(|method: Method, uri: Uri| async move {
             AppError::not_found(format!("no route for {method} {}", uri.path()))
         })

@@ -110,8 +110,20 @@ async fn main() -> anyhow::Result<()> {
         "vdesk controller listening; mint viewer links with `vdesk-controller mint-link --vm ID`"
     );
 
+    let cluster_url = config.cluster.as_ref().map(|u| u.0.clone());
+    let state = AppState::new(config);
+    if let Some(url) = cluster_url {
+        state
+            .join_cluster(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+        info!(
+            node = state.cluster().map_or("", |c| c.node()),
+            "cluster node: shared state in NATS"
+        );
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(serve(listener, AppState::new(config), async {
+    let mut server = tokio::spawn(serve(listener, state, async {
         let _ = stopped.await;
     }));
     tokio::select! {

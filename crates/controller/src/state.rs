@@ -133,6 +133,8 @@ struct Shared {
     next_conn: AtomicU64,
     /// The WebSocket media path (agents' media links and WebSocket viewers).
     wsmedia: Arc<crate::wsmedia::WsMedia>,
+    /// Set once when the controller joins a cluster (`--cluster`); empty in a single process.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Cheap to clone; handed to every handler.
@@ -167,6 +169,7 @@ impl AppState {
             }),
             next_conn: AtomicU64::new(1),
             wsmedia: Arc::default(),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -195,6 +198,22 @@ impl AppState {
     /// The WebSocket media path's registry.
     pub fn wsmedia(&self) -> Arc<crate::wsmedia::WsMedia> {
         self.0.wsmedia.clone()
+    }
+
+    /// This node's cluster handle, if it joined one.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.0.cluster.get()
+    }
+
+    /// Joins the cluster at `url` (`--cluster`): connects to NATS (in the background if it is
+    /// down) and starts the node's leases and service. Call before [`crate::app`].
+    pub async fn join_cluster(&self, url: &str) -> Result<(), String> {
+        let cluster = crate::cluster::Cluster::connect(url).await?;
+        if self.0.cluster.set(cluster.clone()).is_err() {
+            return Err("already in a cluster".into());
+        }
+        cluster.start(self.clone());
+        Ok(())
     }
 
     pub fn next_conn_id(&self) -> ConnId {
