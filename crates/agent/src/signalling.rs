@@ -112,7 +112,10 @@ pub struct Shared {
 impl Shared {
     /// The media for `config`, its counters reported at the agent's `/metrics`, and an empty room.
     pub fn new(config: &Config) -> Self {
-        let media = MediaHub::new(config.media.clone());
+        let media = MediaHub::with_audio(
+            config.media.clone(),
+            crate::media::audio::from_mode(config.audio),
+        );
         crate::metrics::global().set_media(media.counters());
         Shared {
             media,
