@@ -19,6 +19,8 @@ packages=(
   python3
   # Schemathesis (scripts/schemathesis.sh) goes in a venv under target/
   python3-venv
+  # the VM's sound (agent --audio) and its e2e test (web/test/e2e/audio.e2e.mjs)
+  pulseaudio pulseaudio-utils gstreamer1.0-pulseaudio
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

@@ -182,7 +182,13 @@ pub struct Args {
     /// Send the VM's sound (the default sink's monitor, Opus) to viewers whose page asks for it.
     /// auto: on when a PulseAudio (or PipeWire-Pulse) server is reachable at start-up, else off
     /// with one log line; on: always (a viewer gets no sound while there is no server); off.
-    #[arg(long, env = "VDESK_AUDIO", value_enum, default_value = "auto", value_name = "MODE")]
+    #[arg(
+        long,
+        env = "VDESK_AUDIO",
+        value_enum,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
     pub audio: crate::media::audio::AudioMode,
     /// Seconds the running sessions are kept streaming when the link to the controller drops
     /// (e.g. while the controller restarts); on reconnecting they are resumed. 0 ends them at once.

@@ -51,7 +51,10 @@ pub fn probe_server() -> Result<String, String> {
     let src = gst::ElementFactory::make("pulsesrc")
         .property("device", DEFAULT_MONITOR)
         .build()
-        .map_err(|_| "GStreamer element pulsesrc is missing (apt-get install gstreamer1.0-pulseaudio)".to_owned())?;
+        .map_err(|_| {
+            "GStreamer element pulsesrc is missing (apt-get install gstreamer1.0-pulseaudio)"
+                .to_owned()
+        })?;
     let opened = src.set_state(gst::State::Ready);
     let _ = src.set_state(gst::State::Null);
     match opened {
@@ -128,11 +131,15 @@ pub fn add_branch(
     pt: u8,
 ) -> Result<gst_app::AppSrc, PipelineError> {
     let src = live_appsrc("audio", AUDIO_QUEUE);
-    src.set_caps(Some(&opus_caps()));
+    // No caps of its own: the encoder's (in each sample) are the full ones rtpopuspay needs.
     let pay = make("rtpopuspay", None)?;
     pay.set_property("pt", u32::from(pt));
+    // A fixed SSRC, as for video: webrtcbin declares it in the answer.
+    let ssrc = crate::pipeline::random_ssrc();
+    pay.set_property("ssrc", ssrc);
     let rtp = gst::Caps::builder("application/x-rtp")
         .field("media", "audio")
+        .field("ssrc", ssrc)
         .field("encoding-name", "OPUS")
         .field("payload", i32::from(pt))
         .field("clock-rate", 48000i32)
@@ -144,8 +151,11 @@ pub fn add_branch(
         .add_many(&chain)
         .map_err(|e| PipelineError::Link(e.to_string()))?;
     gst::Element::link_many(&chain).map_err(|e| PipelineError::Link(e.to_string()))?;
+    // With the caps: webrtcbin then knows the transceiver's kind and codec before the offer is
+    // applied, and matches it to the offer's audio m-line.
     let sink = webrtc
-        .request_pad_simple("sink_%u")
+        .pad_template("sink_%u")
+        .and_then(|t| webrtc.request_pad(&t, None, Some(&rtp)))
         .ok_or_else(|| PipelineError::Link("webrtcbin gave no audio pad".into()))?;
     filter
         .static_pad("src")
@@ -158,12 +168,6 @@ pub fn add_branch(
         t.set_property("codec-preferences", &rtp);
     }
     Ok(src)
-}
-
-fn opus_caps() -> gst::Caps {
-    gst::Caps::builder("audio/x-opus")
-        .field("channel-mapping-family", 0i32)
-        .build()
 }
 
 /// The audio counters of one viewer, for `/metrics`.
@@ -271,7 +275,13 @@ impl AudioHub {
             *state = Some(self.start()?);
         }
         if let Some(running) = state.as_ref() {
-            lock(&running.listeners).insert(id, Listener { src: sink, counters });
+            lock(&running.listeners).insert(
+                id,
+                Listener {
+                    src: sink,
+                    counters,
+                },
+            );
         }
         Ok(AudioSubscription {
             hub: self.clone(),
@@ -414,10 +424,15 @@ mod tests {
         let video_only = CHROME_OFFER.split("m=audio").next().unwrap();
         assert_eq!(offered_opus(video_only), None);
         assert_eq!(
-            offered_opus(&CHROME_OFFER.replace("a=recvonly\r\na=rtpmap:111", "a=sendonly\r\na=rtpmap:111")),
+            offered_opus(
+                &CHROME_OFFER.replace("a=recvonly\r\na=rtpmap:111", "a=sendonly\r\na=rtpmap:111")
+            ),
             None
         );
-        assert_eq!(offered_opus(&CHROME_OFFER.replace("opus/48000/2", "PCMU/8000")), None);
+        assert_eq!(
+            offered_opus(&CHROME_OFFER.replace("opus/48000/2", "PCMU/8000")),
+            None
+        );
         // A video line's rtpmap never counts.
         assert_eq!(
             offered_opus("m=video 9 X 111\r\na=rtpmap:111 opus/48000/2\r\n"),
@@ -425,7 +440,9 @@ mod tests {
         );
         // Malformed numbers are ignored, not trusted.
         assert_eq!(
-            offered_opus("m=audio 9 X 1\r\na=rtpmap:999 opus/48000/2\r\na=rtpmap:5 opus/48000/2\r\n"),
+            offered_opus(
+                "m=audio 9 X 1\r\na=rtpmap:999 opus/48000/2\r\na=rtpmap:5 opus/48000/2\r\n"
+            ),
             None
         );
     }
