@@ -846,8 +846,10 @@ export class VdeskViewer extends EventTarget {
       v.muted = true;
       v.autoplay = true;
       v.playsInline = true;
-      const stream = new MediaStream([ev.track]);
-      if (a.audioTrack) stream.addTrack(a.audioTrack);
+      const stream = ev.streams?.[0] ?? new MediaStream([ev.track]);
+      if (a.audioTrack && typeof stream.addTrack === 'function' && !stream.getAudioTracks().includes(a.audioTrack)) {
+        stream.addTrack(a.audioTrack);
+      }
       v.srcObject = stream;
       this.#log('log', '[WebRTC] Video stream attached to element');
       this.#watchFirstFrame(a);
