@@ -2,8 +2,8 @@
 // runtime dir and socket, a null sink as the VM's speakers; it never touches a user's server),
 // Xvfb, vdesk-controller, vdesk-agent (--audio auto finds the server) and headless Chromium.
 // The page gets the audio track (muted until the unmute button is clicked); silence is found as
-// silence by an AnalyserNode. A 1 kHz tone found at 1 kHz (and /metrics counting the session's
-// audio packets) is a todo: the audio does not flow yet (see the test).
+// silence by an AnalyserNode; a 1 kHz tone played into the sink is found at 1 kHz, and /metrics
+// counts the session's audio packets.
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/audio.e2e.mjs (binaries from $VDESK_BIN_DIR).
 // Needs pulseaudio (+ pulseaudio-utils, gstreamer1.0-pulseaudio): skipped without it, except
@@ -159,10 +159,7 @@ describe('audio end to end (PulseAudio null sink + agent + Chromium)', { skip },
     });
   });
 
-  // TODO (issue 15): the Opus packets reach the session's audio appsrc but its streaming thread
-  // never starts (no "audio:src" thread in the agent; the appsrc drops its oldest packet on
-  // every push), so the browser's track stays silent. Kept as a todo until that is fixed.
-  it('hears a 1 kHz tone played into the sink at 1 kHz; /metrics counts the packets', { todo: 'audio branch of the session pipeline does not flow yet' }, async () => {
+  it('hears a 1 kHz tone played into the sink at 1 kHz; /metrics counts the packets', async () => {
     const logs = recordConsole(page);
     await reportingFailures(() => `${procs.report()}\n${logs.join('\n')}`, async () => {
 

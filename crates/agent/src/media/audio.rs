@@ -152,11 +152,21 @@ pub fn add_branch(
         .map_err(|e| PipelineError::Link(e.to_string()))?;
     gst::Element::link_many(&chain).map_err(|e| PipelineError::Link(e.to_string()))?;
     // With the caps: webrtcbin then knows the transceiver's kind and codec before the offer is
-    // applied, and matches it to the offer's audio m-line.
+    // applied, and matches it to the offer's audio m-line. By name: the video pad was requested
+    // as `sink_0`, which does not advance webrtcbin's own counter, so an unnamed request would
+    // get a second `sink_0` that webrtcbin cannot add ("not unique"): a pad outside the element,
+    // never activated, on which every push returns FLUSHING and the appsrc stops for good.
+    let name = free_sink_pad_name(webrtc);
     let sink = webrtc
         .pad_template("sink_%u")
-        .and_then(|t| webrtc.request_pad(&t, None, Some(&rtp)))
+        .and_then(|t| webrtc.request_pad(&t, Some(&name), Some(&rtp)))
         .ok_or_else(|| PipelineError::Link("webrtcbin gave no audio pad".into()))?;
+    if sink.parent().as_ref() != Some(webrtc.upcast_ref::<gst::Object>()) {
+        return Err(PipelineError::Link(format!(
+            "webrtcbin did not add its audio pad {}",
+            sink.name()
+        )));
+    }
     filter
         .static_pad("src")
         .ok_or_else(|| PipelineError::Link("capsfilter has no src pad".into()))?
@@ -168,6 +178,19 @@ pub fn add_branch(
         t.set_property("codec-preferences", &rtp);
     }
     Ok(src)
+}
+
+/// The first `sink_N` name webrtcbin has no pad for.
+fn free_sink_pad_name(webrtc: &gst::Element) -> String {
+    let taken: Vec<String> = webrtc
+        .sink_pads()
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    (0..)
+        .map(|n| format!("sink_{n}"))
+        .find(|n| !taken.contains(n))
+        .unwrap_or_else(|| "sink_1".to_owned())
 }
 
 /// The audio counters of one viewer, for `/metrics`.
@@ -413,6 +436,48 @@ mod tests {
         a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
         a=rtpmap:63 red/48000/2\r\n\
         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+
+    #[test]
+    fn the_audio_branch_links_into_a_pad_of_webrtcbins_own_next_to_the_video_one() {
+        gst::init().expect("GStreamer initializes");
+        let choice = crate::codec::CodecChoice {
+            codec: crate::codec::Codec::Vp8,
+            payload_type: 96,
+            profile_level_id: None,
+            mline: 0,
+            playout_delay_ext: None,
+            twcc_ext: None,
+        };
+        let (guard, webrtc, _video) =
+            crate::pipeline::build("audio-branch-test", &choice).expect("session pipeline");
+        let src = add_branch(guard.pipeline(), &webrtc, 111).expect("audio branch");
+        // An unnamed request used to give a second `sink_0` that webrtcbin could not add: the
+        // branch was linked to a pad outside the element and never flowed.
+        let names: Vec<String> = webrtc
+            .sink_pads()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
+        assert_eq!(names, ["sink_0", "sink_1"]);
+        let audio_pad = webrtc.static_pad("sink_1").expect("sink_1");
+        let upstream = audio_pad.peer().expect("sink_1 is linked");
+        let filter = upstream.parent_element().expect("capsfilter");
+        let pay = filter
+            .static_pad("sink")
+            .and_then(|p| p.peer())
+            .and_then(|p| p.parent_element())
+            .expect("payloader");
+        assert_eq!(
+            pay.factory().map(|f| f.name().to_string()).as_deref(),
+            Some("rtpopuspay")
+        );
+        let first = pay
+            .static_pad("sink")
+            .and_then(|p| p.peer())
+            .and_then(|p| p.parent_element())
+            .expect("appsrc");
+        assert_eq!(&first, src.upcast_ref::<gst::Element>());
+    }
 
     #[test]
     fn the_offers_opus_payload_type_is_found_on_its_audio_line() {
