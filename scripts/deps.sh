@@ -24,6 +24,8 @@ packages=(
   # the controller cluster (--cluster, tests/cluster.rs, cluster.e2e.mjs): NATS with JetStream,
   # and nginx as the load balancer in front
   nats-server nginx-light
+  # the VM's sound (agent --audio) and its e2e test (web/test/e2e/audio.e2e.mjs)
+  pulseaudio pulseaudio-utils gstreamer1.0-pulseaudio
 )
 # Extra packages a caller needs (bench/run.sh adds the noVNC side of the benchmark).
 read -r -a extra <<<"${VDESK_BENCH_DEPS:-}"

@@ -21,6 +21,7 @@ export function summarize(report, prevRaw = null) {
   const all = Array.isArray(report) ? report : typeof report?.values === 'function' ? [...report.values()] : [];
   const byId = new Map(all.map((s) => [s.id, s]));
   const inbound = all.find((s) => s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) === 'video');
+  const audioIn = all.find((s) => s.type === 'inbound-rtp' && (s.kind ?? s.mediaType) === 'audio');
   const transport = all.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
   const pair =
     byId.get(transport?.selectedCandidatePairId) ??
@@ -39,6 +40,10 @@ export function summarize(report, prevRaw = null) {
     jitterBufferDelay: num(inbound?.jitterBufferDelay),
     jitterBufferEmittedCount: num(inbound?.jitterBufferEmittedCount),
     totalDecodeTime: num(inbound?.totalDecodeTime),
+    audioTimestamp: num(audioIn?.timestamp),
+    audioBytes: num(audioIn?.bytesReceived),
+    audioLost: num(audioIn?.packetsLost),
+    audioPackets: num(audioIn?.packetsReceived),
   };
   const delta = (k) => {
     const a = prevRaw?.[k];
@@ -82,8 +87,41 @@ export function summarize(report, prevRaw = null) {
       decodeMs: decodeMs === null ? null : decodeMs * 1000,
       fps,
     }),
+    audio: audioIn ? summarizeAudio(raw, prevRaw, num(audioIn.jitter)) : null,
     raw,
   };
+}
+
+/**
+ * The VM's sound as the browser receives it: kbit/s and loss over the interval since `prevRaw`
+ * (loss since the start without one), and the RTP jitter (RFC 3550, the browser's estimate) in ms.
+ */
+export function summarizeAudio(raw, prevRaw, jitterSecs) {
+  const d = (k) => (prevRaw?.[k] == null || raw[k] == null ? null : raw[k] - prevRaw[k]);
+  const secs = d('audioTimestamp') !== null ? d('audioTimestamp') / 1000 : null;
+  const bytes = d('audioBytes');
+  const kbps = bytes !== null && secs && secs > 0 ? (bytes * 8) / 1000 / secs : null;
+  let lost = d('audioLost');
+  let got = d('audioPackets');
+  if (lost === null || got === null) {
+    lost = raw.audioLost ?? 0;
+    got = raw.audioPackets ?? 0;
+  }
+  lost = Math.max(0, lost);
+  const lossPct = lost + got > 0 ? (lost * 100) / (lost + got) : 0;
+  return { kbps, jitterMs: jitterSecs === null ? null : jitterSecs * 1000, lossPct };
+}
+
+/** The overlay's Audio row: "64 kbit/s · jitter 3 ms · loss 0.0 %", or '–' without sound. */
+export function formatAudio(a) {
+  if (!a) return '–';
+  return `${fmt(a.kbps, 0, ' kbit/s')} · jitter ${fmt(a.jitterMs, 0, ' ms')} · loss ${fmt(a.lossPct, 1, ' %')}`;
+}
+
+/** The sound button's text and whether it is pressed, for `muted` and `volume` (0-1). */
+export function soundButton(muted, volume) {
+  if (muted || volume <= 0) return { label: 'unmute', pressed: false, icon: '🔇' };
+  return { label: 'mute', pressed: true, icon: volume < 0.5 ? '🔉' : '🔊' };
 }
 
 /**
@@ -116,6 +154,7 @@ export function formatSummary(s) {
     ['Packet loss', fmt(s.lossPct, 1, ' %')],
     ['Jitter buffer', fmt(s.jitterBufferMs, 0, ' ms')],
     ['Decode', fmt(s.decodeMs, 1, ' ms')],
+    ['Audio', formatAudio(s.audio)],
     ['Glass to glass', s.glassToGlassMs === null ? '–' : `≈ ${s.glassToGlassMs.toFixed(0)} ms (estimate)`],
   ];
 }

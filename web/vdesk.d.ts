@@ -438,6 +438,9 @@ export interface VdeskViewerOptions {
   iceTransportPolicy?: RTCIceTransportPolicy;
   /** Remote control (input.js): false for a watch-only viewer. Default {}. */
   input?: false | VdeskInputOptions;
+  /** Ask for the VM's sound (a recvonly audio m-line; played through the video element, which
+   *  stays muted until the page unmutes it). Default true. */
+  audio?: boolean;
 }
 
 export interface VdeskInputOptions {
@@ -518,6 +521,8 @@ export class VdeskInput extends EventTarget {
 
 export interface VdeskViewerEventMap {
   stage: CustomEvent<{ stage: Stage }>;
+  /** The VM's sound arrived (its track is added to the video element's stream). */
+  audio: CustomEvent<{ track: MediaStreamTrack }>;
   error: CustomEvent<ViewerErrorDetail>;
   retrying: CustomEvent<{ attempt: number; delayMs: number }>;
   firstframe: CustomEvent<{ msSinceConnect: number }>;

@@ -607,13 +607,14 @@ export class VdeskViewer extends EventTarget {
       logger = globalThis.console,
       iceTransportPolicy = 'all',
       token = null,
+      audio = true,
     } = options;
     if (typeof vmId !== 'string' || !vmId) throw new TypeError('VdeskViewer: options.vmId is required');
     if (iceTransportPolicy !== 'all' && iceTransportPolicy !== 'relay') {
       throw new TypeError("VdeskViewer: options.iceTransportPolicy must be 'all' or 'relay'");
     }
     this.#video = videoElement;
-    this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, iceTransportPolicy, token };
+    this.#opts = { vmId, baseUrl, connectTimeoutMs, autoRetry, retryDelayMs, logger, iceTransportPolicy, token, audio };
     // Remote control (input.js); `input: false` makes a watch-only viewer.
     if (options.input !== false) this.#input = new VdeskInput(videoElement, { logger, ...(options.input ?? {}) });
   }
@@ -766,6 +767,9 @@ export class VdeskViewer extends EventTarget {
     a.pc = pc;
     this.#wirePeer(a, pc);
     pc.addTransceiver('video', { direction: 'recvonly' });
+    // The VM's sound (the agent answers it when it has a sound server); after video, so video
+    // stays the first m-line. Played through the video element, muted until the user unmutes.
+    if (this.#opts.audio !== false) pc.addTransceiver('audio', { direction: 'recvonly' });
     if (this.#input) a.pointerDc = pc.createDataChannel('pointer', { ordered: false, maxRetransmits: 0 });
     a.dc = pc.createDataChannel('input');
     this.#input?.attach(a.dc, a.pointerDc);
@@ -829,6 +833,15 @@ export class VdeskViewer extends EventTarget {
     pc.ontrack = (ev) => {
       if (a.dead) return;
       this.#log('log', `[WebRTC] Received remote track: ${ev.track.kind}`);
+      if (ev.track.kind === 'audio') {
+        // Same element as the picture: one clock plays both (the element stays muted until the
+        // page unmutes it; browsers refuse sound before a click).
+        a.audioTrack = ev.track;
+        const s = this.#video.srcObject;
+        if (s && typeof s.addTrack === 'function' && !s.getAudioTracks().includes(ev.track)) s.addTrack(ev.track);
+        this.#emit('audio', { track: ev.track });
+        return;
+      }
       if (ev.track.kind !== 'video') return;
       const r = ev.receiver;
       // Low latency: no extra jitter buffering or playout delay (where the browser has these).
@@ -846,7 +859,11 @@ export class VdeskViewer extends EventTarget {
       v.muted = true;
       v.autoplay = true;
       v.playsInline = true;
-      v.srcObject = ev.streams?.[0] ?? new MediaStream([ev.track]);
+      const stream = ev.streams?.[0] ?? new MediaStream([ev.track]);
+      if (a.audioTrack && typeof stream.addTrack === 'function' && !stream.getAudioTracks().includes(a.audioTrack)) {
+        stream.addTrack(a.audioTrack);
+      }
+      v.srcObject = stream;
       this.#log('log', '[WebRTC] Video stream attached to element');
       this.#watchFirstFrame(a);
       v.play?.()?.catch?.((e) => this.#log('warn', '[WebRTC] video.play() refused:', e?.message ?? e));

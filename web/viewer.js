@@ -15,7 +15,7 @@ import {
   tokenStorageKey,
   vmIdFromPath,
 } from './vdesk.js';
-import { StatsOverlay, isToggleKey } from './stats.js';
+import { StatsOverlay, isToggleKey, soundButton } from './stats.js';
 import { chooseTransport, startTransport } from './wsplayer.js';
 import { controlView } from './input.js';
 
@@ -206,6 +206,31 @@ if (!isValidVmId(vmId)) {
     ev.stopImmediatePropagation();
     swallowKeyUp = null;
   }, { capture: true });
+
+  // Sound: the video element plays it, muted until a click (browsers' autoplay policy).
+  const screen = $('screen');
+  const soundToggle = $('sound-toggle');
+  const volume = $('volume');
+  const showSound = () => {
+    const b = soundButton(screen.muted, screen.volume);
+    soundToggle.textContent = `${b.icon} ${b.label}`;
+    soundToggle.setAttribute('aria-pressed', String(b.pressed));
+  };
+  viewer.addEventListener('audio', () => {
+    $('sound').hidden = false;
+    showSound();
+  });
+  soundToggle.addEventListener('click', () => {
+    screen.muted = !screen.muted;
+    if (!screen.muted && screen.volume === 0) screen.volume = volume.valueAsNumber = 1;
+    screen.play?.()?.catch?.(() => {});
+    showSound();
+  });
+  volume.addEventListener('input', () => {
+    screen.volume = volume.valueAsNumber;
+    if (screen.volume > 0) screen.muted = false;
+    showSound();
+  });
 
   // A view-only link: say so (the viewer sends no keys, mouse or clipboard).
   viewer.addEventListener('grant', ({ detail: { grant } }) => {

@@ -348,7 +348,8 @@ class FakePeerConnection {
     FakePeerConnection.last = this;
   }
   addTransceiver(kind, init) {
-    this.transceiver = { kind, init };
+    this.transceiver ??= { kind, init };
+    (this.transceivers ??= []).push({ kind, init });
   }
   createDataChannel(label) {
     this.channel = { label, close() {} };
@@ -502,6 +503,8 @@ describe('VdeskViewer flow (fake browser APIs)', () => {
       const pc = FakePeerConnection.last;
       assert.deepEqual(pc.config.iceServers, fx('rtcConfig').iceServers);
       assert.deepEqual(pc.transceiver, { kind: 'video', init: { direction: 'recvonly' } });
+      // The VM's sound: a recvonly audio m-line after the video one.
+      assert.deepEqual(pc.transceivers[1], { kind: 'audio', init: { direction: 'recvonly' } });
       assert.equal(pc.channel.label, 'input');
       assert.equal(viewer.sessionId, SID);
       const create = requests.find((r) => r.method === 'POST' && r.url === '/api/webrtc/session');

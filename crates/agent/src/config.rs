@@ -186,6 +186,18 @@ pub struct Args {
     /// keeps pointer motion local and lets every viewer share one encoder.
     #[arg(long, env = "VDESK_STREAM_CURSOR")]
     pub stream_cursor: bool,
+
+    /// Send the VM's sound (the default sink's monitor, Opus) to viewers whose page asks for it.
+    /// auto: on when a PulseAudio (or PipeWire-Pulse) server is reachable at start-up, else off
+    /// with one log line; on: always (a viewer gets no sound while there is no server); off.
+    #[arg(
+        long,
+        env = "VDESK_AUDIO",
+        value_enum,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    pub audio: crate::media::audio::AudioMode,
     /// Seconds the running sessions are kept streaming when the link to the controller drops
     /// (e.g. while the controller restarts); on reconnecting they are resumed. 0 ends them at once.
     #[arg(
@@ -222,6 +234,8 @@ pub struct Config {
     /// How long sessions outlive a lost controller link (`--resume-grace`).
     pub resume_grace: std::time::Duration,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--audio`.
+    pub audio: crate::media::audio::AudioMode,
 }
 
 /// A flag that is wrong, and why.
@@ -363,6 +377,7 @@ impl Config {
             max_sessions: args.max_sessions,
             resume_grace: std::time::Duration::from_secs(args.resume_grace),
             metrics_listen: args.metrics_listen,
+            audio: args.audio,
         })
     }
 }

@@ -16,6 +16,7 @@ use vdesk_protocol::metrics::{
 };
 use vdesk_protocol::{SessionId, SessionStats};
 
+use crate::media::audio::AudioViewerCounters;
 use crate::media::MediaCounters;
 use crate::stage_timing::StageTimes;
 
@@ -27,6 +28,8 @@ pub struct Registry {
     sessions: Arc<Mutex<BTreeMap<SessionId, SessionStats>>>,
     media: Arc<Mutex<Option<Arc<MediaCounters>>>>,
     stage_times: Arc<StageTimes>,
+    /// Each session's audio counters (sessions that receive sound).
+    audio: Arc<Mutex<BTreeMap<SessionId, Arc<AudioViewerCounters>>>>,
 }
 
 impl Registry {
@@ -45,6 +48,20 @@ impl Registry {
 
     pub fn remove(&self, id: &SessionId) {
         self.lock().remove(id);
+        self.audio
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Session `id`'s audio counters (made on first call), reported until `remove`.
+    pub fn audio_counters(&self, id: &SessionId) -> Arc<AudioViewerCounters> {
+        self.audio
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .clone()
     }
 
     /// The agent's shared media, whose encoders and captures are reported.
@@ -59,6 +76,11 @@ impl Registry {
         if let Some(media) = &*self.media.lock().unwrap_or_else(|p| p.into_inner()) {
             render_media(&mut out, media);
         }
+        render_audio(
+            &mut out,
+            vm,
+            &self.audio.lock().unwrap_or_else(|p| p.into_inner()),
+        );
         self.stage_times.render(&mut out);
         out
     }
@@ -125,6 +147,49 @@ pub fn render_media(out: &mut String, media: &MediaCounters) {
         ),
     ] {
         write_family(out, name, kind, help, &[(String::new(), value)]);
+    }
+}
+
+/// Each session's audio counters, labelled like its other metrics.
+pub fn render_audio(
+    out: &mut String,
+    vm: &str,
+    sessions: &BTreeMap<SessionId, Arc<AudioViewerCounters>>,
+) {
+    if sessions.is_empty() {
+        return;
+    }
+    type Field = fn(&AudioViewerCounters) -> &std::sync::atomic::AtomicU64;
+    let families: [(&str, &str, Field); 3] = [
+        (
+            "vdesk_agent_audio_packets_total",
+            "Opus packets sent to the session.",
+            |c| &c.packets,
+        ),
+        (
+            "vdesk_agent_audio_bytes_total",
+            "Opus payload bytes sent to the session.",
+            |c| &c.bytes,
+        ),
+        (
+            "vdesk_agent_audio_packets_dropped_total",
+            "Opus packets the session's full queue dropped.",
+            |c| &c.dropped,
+        ),
+    ];
+    for (name, help, field) in families {
+        let values: Vec<(String, f64)> = sessions
+            .iter()
+            .map(|(id, c)| {
+                let short: String = id.as_str().chars().take(8).collect();
+                (
+                    // Both are [A-Za-z0-9._-] (checked ids): nothing to escape.
+                    format!("{{vm=\"{vm}\",session=\"{short}\"}}"),
+                    field(c).load(Ordering::Relaxed) as f64,
+                )
+            })
+            .collect();
+        write_family(out, name, "counter", help, &values);
     }
 }
 

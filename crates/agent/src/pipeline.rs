@@ -210,7 +210,7 @@ pub const MEDIA_QUEUE: u64 = 2;
 
 /// A random SSRC (RFC 3550 wants it random), without a random-number crate: std's hasher is
 /// seeded randomly per process, and the time and a counter make each call differ.
-fn random_ssrc() -> u32 {
+pub(crate) fn random_ssrc() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();

@@ -90,6 +90,17 @@ struct SessionMedia {
     viewer: Arc<Viewer>,
     src: gstreamer_app::AppSrc,
     subscription: Mutex<Option<Subscription>>,
+    /// The session's audio branch, when the offer wants sound and the agent has it.
+    audio: Option<SessionAudio>,
+}
+
+/// A session's place on the shared audio (`media::audio`).
+#[derive(Debug)]
+struct SessionAudio {
+    hub: media::audio::AudioHub,
+    src: gstreamer_app::AppSrc,
+    counters: Arc<media::audio::AudioViewerCounters>,
+    subscription: Mutex<Option<media::audio::AudioSubscription>>,
 }
 
 impl SessionMedia {
@@ -101,6 +112,17 @@ impl SessionMedia {
                 self.hub
                     .subscribe(self.key, &self.viewer, self.src.clone())?,
             );
+        }
+        drop(sub);
+        if let Some(a) = &self.audio {
+            let mut sub = lock(&a.subscription);
+            if sub.is_none() {
+                // No sound is not worth ending the picture for.
+                match a.hub.subscribe(a.src.clone(), a.counters.clone()) {
+                    Ok(s) => *sub = Some(s),
+                    Err(e) => warn!("no audio for this viewer: {e}"),
+                }
+            }
         }
         Ok(())
     }
@@ -206,6 +228,15 @@ impl Session {
             src,
             rtpbin,
         } = pipeline::build(&format!("session-{short}"), &choice)?;
+        let audio = match (hub.audio(), media::audio::offered_opus(offer_sdp)) {
+            (Some(audio), Some(pt)) => Some(SessionAudio {
+                hub: audio.clone(),
+                src: media::audio::add_branch(guard.pipeline(), &webrtc, pt)?,
+                counters: hub.context().metrics.audio_counters(&id),
+                subscription: Mutex::new(None),
+            }),
+            _ => None,
+        };
         let input = input.map(|(s, room)| {
             SessionInput::start(id.clone(), &grant, s, hub.capture_restarter(), room)
         });
@@ -246,6 +277,7 @@ impl Session {
             viewer: viewer.clone(),
             src,
             subscription: Mutex::new(None),
+            audio,
         });
         let remote = Arc::new(Mutex::new(RemoteCandidates::Pending(Vec::new())));
         let sdp = Arc::new(Mutex::new(Descriptions {

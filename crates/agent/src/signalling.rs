@@ -112,10 +112,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The media for `config` in the agent's `context`, its counters reported at that context's
-    /// `/metrics`, and an empty room.
+    /// The media for `config` in the agent's `context` (with the VM's sound per `--audio`), its
+    /// counters reported at that context's `/metrics`, and an empty room.
     pub fn new(config: &Config, context: Arc<AgentContext>) -> Self {
-        let media = MediaHub::new(config.media.clone(), context);
+        let media = MediaHub::with_audio(
+            config.media.clone(),
+            context,
+            crate::media::audio::from_mode(config.audio),
+        );
         media.context().metrics.set_media(media.counters());
         Shared {
             media,

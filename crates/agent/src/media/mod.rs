@@ -16,6 +16,7 @@
 //!   `KeyframeGate`, which forces at most one keyframe per stream per `KEYFRAME_WINDOW`.
 //! - An encoder runs while it has a subscriber; the capture while it has an encoder.
 
+pub mod audio;
 pub mod frames;
 pub mod ladder;
 pub mod queue;
@@ -103,6 +104,8 @@ struct Hub {
     counters: Arc<MediaCounters>,
     state: Mutex<State>,
     epoch: Instant,
+    /// The VM's sound, shared the same way (`None`: `--audio off`, or no sound server).
+    audio: Option<audio::AudioHub>,
 }
 
 #[derive(Debug, Default)]
@@ -166,15 +169,30 @@ impl Target {
 
 impl MediaHub {
     /// The media of the agent whose `context` it is (encoders from `context.encoders`, stage
-    /// times into `context`'s).
+    /// times into `context`'s), without sound.
     pub fn new(settings: MediaSettings, context: Arc<AgentContext>) -> Self {
+        Self::with_audio(settings, context, None)
+    }
+
+    /// `new`, with the VM's sound (`audio::from_mode`) for the viewers whose offer wants it.
+    pub fn with_audio(
+        settings: MediaSettings,
+        context: Arc<AgentContext>,
+        audio: Option<audio::AudioHub>,
+    ) -> Self {
         Self(Arc::new(Hub {
             settings,
             context,
             counters: Arc::default(),
             state: Mutex::default(),
             epoch: Instant::now(),
+            audio,
         }))
+    }
+
+    /// The shared audio, if the agent sends sound.
+    pub fn audio(&self) -> Option<&audio::AudioHub> {
+        self.0.audio.as_ref()
     }
 
     pub fn settings(&self) -> &MediaSettings {
