@@ -70,7 +70,11 @@ impl Xvfb {
             let display = format!(":{n}");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                // The socket appears before the server takes clients: wait for a real
+                // connection, so that a test's first X client (ximagesrc, XTEST) never races it.
+                if std::path::Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                    && x11rb::connect(Some(&display)).is_ok()
+                {
                     return Xvfb { child, display };
                 }
                 std::thread::sleep(Duration::from_millis(20));
