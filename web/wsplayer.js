@@ -91,7 +91,7 @@ export class WsPlayer extends EventTarget {
   #codec = null;
   #waitKey = true;
   #pending = new Map(); // pts -> arrival time, for the decode time
-  stats = { transport: 'websocket', frames: 0, decoded: 0, dropped: 0, decodeMs: 0, queue: 0, serverDropped: 0, bytes: 0, width: 0, height: 0 };
+  stats = { transport: 'websocket', frames: 0, decoded: 0, dropped: 0, decodeMs: 0, queue: 0, serverDropped: 0, bytes: 0, width: 0, height: 0, firstFrameMs: null };
 
   constructor(canvas, { vmId, token, pageUrl = globalThis.location?.href }) {
     super();
@@ -188,6 +188,8 @@ export class WsPlayer extends EventTarget {
     this.stats.decoded += 1;
     this.stats.width = w;
     this.stats.height = h;
+    // performance.now() of the first painted frame: ms since the page started loading.
+    if (this.stats.decoded === 1) this.stats.firstFrameMs = performance.now();
     if (this.stats.decoded === 1) this.#emit('state', { state: 'streaming' });
   }
 
