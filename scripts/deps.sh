@@ -15,8 +15,9 @@ packages=(
   coturn iproute2
   # the package tier (scripts/package-test.sh): dpkg-shlibdeps for cargo-deb, systemd-analyze
   dpkg-dev systemd adduser
-  # network e2e: namespaces (iproute2) and the user-space link emulator (python3)
-  python3
+  # network e2e: namespaces (iproute2) and the user-space link emulator (python3); iptables
+  # inside a namespace for wsfallback.e2e.mjs (only TCP to the controller gets through)
+  python3 iptables
   # Schemathesis (scripts/schemathesis.sh) goes in a venv under target/
   python3-venv
   # admin.e2e.mjs decodes the admin page's QR code with zbarimg

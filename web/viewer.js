@@ -238,17 +238,27 @@ if (!isValidVmId(vmId)) {
   });
   viewer.addEventListener('error', ({ detail }) => showError(detail));
   viewer.addEventListener('retrying', ({ detail: { delayMs } }) => startCountdown(delayMs));
+  let transport = null;
   retryButton.addEventListener('click', () => {
     stopCountdown();
     countdown.textContent = 'reconnecting…';
-    viewer.retry();
+    // On the WebSocket stream: a fresh connection of it; else a fresh WebRTC attempt.
+    const player = transport?.player();
+    if (player) player.connect();
+    else viewer.retry();
   });
 
   showStage('signalling');
   // ?transport=ws streams over the controller's WebSocket at once; ?transport=webrtc never does;
   // by default the page falls back to it by itself when ICE fails (wsplayer.js).
-  startTransport({
+  transport = startTransport({
     viewer, video, vmId, token, transport: chooseTransport(location.search),
     onStreaming: () => { stopCountdown(); fadeOut(loading); fadeOut(errorPanel); },
+    // The WebSocket stream ended: its reason, and the countdown to the fresh attempt.
+    onEnded: ({ code, reason, willRetry, retryInMs }) => {
+      const shown = code === 'vm_offline' ? 'agent_offline' : code ?? 'network';
+      showError({ ...describeError(shown, { vmId, detail: reason ?? '', willRetry }), willRetry });
+      if (willRetry) startCountdown(retryInMs);
+    },
   });
 }

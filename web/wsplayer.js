@@ -77,6 +77,20 @@ export function xButton(domButton) {
   return [1, 2, 3, 8, 9][domButton] ?? null;
 }
 
+/** wsEnded codes after which a fresh attempt cannot help (the link is no longer valid). */
+const FINAL_CODES = new Set(['link_expired', 'link_revoked', 'unauthorized', 'forbidden', 'not_found']);
+
+/**
+ * What to do when the stream ended with `code` (a wsEnded code, or null when the socket closed
+ * without one) after `failures` attempts in a row without a frame (1 = the first): a fresh
+ * attempt after `delayMs` (1 s, doubling, at most 10 s), or none.
+ */
+export function wsReconnectPlan(code, failures) {
+  if (FINAL_CODES.has(code)) return { retry: false, delayMs: 0 };
+  const n = Math.max(1, Math.floor(failures));
+  return { retry: true, delayMs: Math.min(10000, 1000 * 2 ** Math.min(n - 1, 20)) };
+}
+
 /** The decoder stays at most this many frames behind; beyond, it skips to the next keyframe. */
 export const MAX_DECODE_QUEUE = 4;
 
@@ -91,7 +105,9 @@ export class WsPlayer extends EventTarget {
   #codec = null;
   #waitKey = true;
   #pending = new Map(); // pts -> arrival time, for the decode time
-  stats = { transport: 'websocket', frames: 0, decoded: 0, dropped: 0, decodeMs: 0, queue: 0, serverDropped: 0, bytes: 0, width: 0, height: 0 };
+  #painted = false; // a frame of this connection was painted
+  #ended = null; // this connection's wsEnded {code, reason}
+  stats = { transport: 'websocket', frames: 0, decoded: 0, dropped: 0, decodeMs: 0, queue: 0, serverDropped: 0, bytes: 0, width: 0, height: 0, firstFrameMs: null };
 
   constructor(canvas, { vmId, token, pageUrl = globalThis.location?.href }) {
     super();
@@ -100,17 +116,35 @@ export class WsPlayer extends EventTarget {
     this.url = streamUrl(pageUrl, vmId, token);
   }
 
+  /** Opens the stream; called again after 'ended', a fresh connection (same canvas and input). */
   connect() {
+    if (this.#ws) {
+      this.#ws.onmessage = null;
+      this.#ws.onclose = null;
+      this.#ws.close();
+    }
+    this.#waitKey = true;
+    this.#pending.clear();
+    this.#painted = false;
+    this.#ended = null;
     this.#emit('state', { state: 'connecting' });
     const ws = new WebSocket(this.url);
     ws.binaryType = 'arraybuffer';
     this.#ws = ws;
     ws.onmessage = (ev) => (typeof ev.data === 'string' ? this.#onText(ev.data) : this.#onFrame(ev.data));
-    ws.onclose = () => this.#emit('state', { state: 'ended' });
+    // 'ended' carries the wsEnded code and reason (none when the socket just closed).
+    ws.onclose = () => {
+      if (this.#ws === ws) this.#emit('state', { state: 'ended', ...(this.#ended ?? { code: null, reason: '' }) });
+    };
     this.#wireInput();
   }
 
+  /** Ends the stream for good (no 'ended' event, so no fresh attempt). */
   close() {
+    if (this.#ws) {
+      this.#ws.onclose = null;
+      this.#ws.onmessage = null;
+    }
     this.#ws?.close();
     try { this.#decoder?.close(); } catch { /* already closed */ }
   }
@@ -129,7 +163,10 @@ export class WsPlayer extends EventTarget {
     try { msg = JSON.parse(text); } catch { return; }
     if (msg?.type === 'wsWelcome') this.#emit('welcome', { grant: msg.grant, sessionId: msg.sessionId });
     else if (msg?.type === 'wsStats') { this.stats.queue = msg.queue; this.stats.serverDropped = msg.dropped; }
-    else if (msg?.type === 'wsEnded') this.#emit('ended', { code: msg.code, reason: msg.reason });
+    else if (msg?.type === 'wsEnded') {
+      this.#ended = { code: msg.code, reason: msg.reason };
+      this.#emit('ended', this.#ended);
+    }
     else this.#emit('message', msg);
   }
 
@@ -188,7 +225,12 @@ export class WsPlayer extends EventTarget {
     this.stats.decoded += 1;
     this.stats.width = w;
     this.stats.height = h;
-    if (this.stats.decoded === 1) this.#emit('state', { state: 'streaming' });
+    // performance.now() of the first painted frame: ms since the page started loading.
+    if (this.stats.decoded === 1) this.stats.firstFrameMs = performance.now();
+    if (!this.#painted) {
+      this.#painted = true;
+      this.#emit('state', { state: 'streaming' });
+    }
   }
 
   #wireInput() {
@@ -232,7 +274,9 @@ export class WsPlayer extends EventTarget {
  * Runs the page's transport choice: 'ws' plays the WebSocket stream at once; 'webrtc' only
  * connects `viewer` (an ICE failure shows its error); 'auto' connects `viewer` and switches to
  * the WebSocket when `shouldFallBack` says so, showing `FALLBACK_NOTICE`. `onStreaming` runs
- * when the WebSocket stream shows its first frame. Returns a handle with `player()`.
+ * when the WebSocket stream shows its first frame (again after a reconnect); `onEnded({code,
+ * reason, willRetry, retryInMs})` when it ends (see `wsReconnectPlan`). Returns a handle with
+ * `player()`.
  */
 export function startTransport({ viewer, video, vmId, token, transport, onStreaming = () => {}, onEnded = () => {} }) {
   let player = null;
@@ -264,13 +308,31 @@ export function startTransport({ viewer, video, vmId, token, transport, onStream
     };
     paint();
     setInterval(paint, 500);
-    player.addEventListener('state', ({ detail: { state } }) => {
-      if (state === 'streaming') {
+    // When the stream ends (agent gone, controller restarted, network): a fresh attempt after a
+    // backoff, as the WebRTC viewer does, unless the link is no longer valid.
+    let failures = 0;
+    let expiresAt = null;
+    let retryTimer = null;
+    player.addEventListener('welcome', ({ detail }) => {
+      expiresAt = Number.isFinite(detail?.grant?.expiresAt) ? detail.grant.expiresAt : null;
+    });
+    player.addEventListener('state', ({ detail }) => {
+      // A connection under way (the timer's, or "Retry now"): no other one pending.
+      if (detail.state === 'connecting') clearTimeout(retryTimer);
+      if (detail.state === 'streaming') {
+        failures = 0;
         canvas.focus();
         onStreaming();
+      } else if (detail.state === 'ended') {
+        failures += 1;
+        // The controller refuses an expired link before the upgrade, which a page cannot see:
+        // past the grant's expiresAt, the end is the link's.
+        const code = expiresAt !== null && Date.now() >= expiresAt ? 'link_expired' : detail.code;
+        const plan = wsReconnectPlan(code, failures);
+        onEnded({ code, reason: detail.reason, willRetry: plan.retry, retryInMs: plan.delayMs });
+        if (plan.retry) retryTimer = setTimeout(() => player.connect(), plan.delayMs);
       }
     });
-    player.addEventListener('ended', ({ detail }) => onEnded(detail));
     player.connect();
     globalThis.vdeskWsPlayer = player;
   };

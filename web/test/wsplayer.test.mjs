@@ -1,10 +1,11 @@
 // Unit tests of wsplayer.js's pure parts: the frame header, the transport choice and the rule
-// that makes an 'auto' page fall back to the WebSocket stream, the stream URL, input mapping.
+// that makes an 'auto' page fall back to the WebSocket stream, the stream URL, input mapping,
+// and when an ended stream is tried again.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
   parseFrame, codecString, chooseTransport, shouldFallBack, streamUrl, framePoint, xButton,
-  FALLBACK_AFTER_MS, FALLBACK_NOTICE,
+  FALLBACK_AFTER_MS, FALLBACK_NOTICE, wsReconnectPlan,
 } from '../wsplayer.js';
 
 function frame({ kind = 1, flags = 1, codec = 1, session = '', pts = 42n, capture = 7n, payload = [0, 0, 0, 1, 0x67] } = {}) {
@@ -72,4 +73,16 @@ test('pointer positions map to frame pixels, clamped; buttons to X numbers', () 
   assert.deepEqual(framePoint(110, 70, rect, 400, 200), { x: 200, y: 100 });
   assert.deepEqual(framePoint(-50, 999, rect, 400, 200), { x: 0, y: 199 });
   assert.deepEqual([0, 1, 2, 3, 4, 5].map(xButton), [1, 2, 3, 8, 9, null]);
+});
+
+test('an ended WebSocket stream is tried again with a backoff, unless the link is no longer valid', () => {
+  for (const code of ['vm_offline', 'agent_error', null, 'something_new']) {
+    assert.deepEqual(wsReconnectPlan(code, 1), { retry: true, delayMs: 1000 }, String(code));
+  }
+  assert.equal(wsReconnectPlan('vm_offline', 2).delayMs, 2000);
+  assert.equal(wsReconnectPlan('vm_offline', 4).delayMs, 8000);
+  assert.equal(wsReconnectPlan('vm_offline', 50).delayMs, 10000);
+  for (const code of ['link_expired', 'link_revoked', 'unauthorized', 'forbidden', 'not_found']) {
+    assert.equal(wsReconnectPlan(code, 1).retry, false, code);
+  }
 });

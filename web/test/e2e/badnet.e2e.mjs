@@ -280,7 +280,7 @@ describe('bad networks (an impaired link between the agent and Chromium in its o
       await startAgent(codec);
       page = await browser.newPage();
       recordConsole(page, 'viewer', consoleLines);
-      await page.goto(`${base}/vm/demo?token=${await vmTok()}`);
+      await page.goto(`${base}/vm/demo?transport=webrtc&token=${await vmTok()}`);
       const sdp = await waitFor('the answer', () => page.evaluate(() => window.vdeskViewer?.pc?.remoteDescription?.sdp));
       if (process.env.VDESK_NET_SDP) console.log(sdp.split('\n').map((l) => `# sdp: ${l}`).join('\n'));
       await waitFor('the viewer connected and decoding', () =>

@@ -361,14 +361,15 @@ export function mintToken(secret, vmId, { permission = 'control', ttl = '1h', bi
  * env})}`. `pageUrl` mints a new token (control, 1 h unless `opts` say otherwise) for each page,
  * so tests need not know about auth at all.
  */
-export async function startController(procs, { vms = [], args = [], env = {}, bin = CONTROLLER_BIN, agentBin = AGENT_BIN, tls = null } = {}) {
+export async function startController(procs, { vms = [], args = [], env = {}, bin = CONTROLLER_BIN, agentBin = AGENT_BIN, tls = null, host = '127.0.0.1' } = {}) {
   const port = await freePort();
   // `tls`: {cert, key, sha256} (see makeCertificate): HTTPS and wss://, agents pin the certificate.
-  const base = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  // `host`: the address it listens on (e.g. the host end of a test's veth pair).
+  const base = `${tls ? 'https' : 'http'}://${host}:${port}`;
   const secret = newSecret();
   const adminToken = newSecret();
   const child = procs.spawn('vdesk-controller', bin, [
-    '--listen', `127.0.0.1:${port}`,
+    '--listen', `${host}:${port}`,
     ...(tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : []),
     ...vms.flatMap((v) => ['--vm', v]),
     ...args,

@@ -186,7 +186,7 @@ describe('network path breaks between browser and VM (network namespaces)', { sk
     reportingFailures(reports, async () => {
       page = await browser.newPage();
       recordConsole(page, 'viewer', consoles);
-      await page.goto(`${base}/vm/demo?token=${await vmTok()}`);
+      await page.goto(`${base}/vm/demo?transport=webrtc&token=${await vmTok()}`);
       await recordViewerErrors(page);
       await waitFor('streaming', async () => {
         const st = await viewerState(page);

@@ -142,7 +142,7 @@ describe('TURN relay end to end (coturn on loopback, viewer forced to relay)', {
     const page = await browser.newPage();
     consoles.push(`--- console of the relay-only viewer (${transport}) ---`);
     recordConsole(page, `viewer ${transport}`, consoles);
-    await page.goto(`${base}/vm/demo?relay=1&token=${await vmTok()}`);
+    await page.goto(`${base}/vm/demo?relay=1&transport=webrtc&token=${await vmTok()}`);
     await recordViewerErrors(page);
     await waitFor('streaming through TURN', async () => {
       const st = await viewerState(page);

@@ -2,7 +2,8 @@
 // vdesk-xprobe): with ?transport=ws the page streams over the controller's WebSocket, decodes
 // with WebCodecs onto a canvas that shows what X shows, the overlay names the transport, and
 // typing and clicking land in the X client (checked on the X side, as input.e2e.mjs does); a
-// view-only viewer's input is dropped by the agent; and the same through TLS (https + wss, the
+// view-only viewer's input is dropped by the agent; after the agent goes and comes back the same
+// page reconnects by itself (error panel, countdown, frames again); and the same through TLS (https + wss, the
 // agent's media link pinned to the certificate).
 //
 // Run: node --test --test-concurrency=1 web/test/e2e/wsmedia.e2e.mjs (binaries from $VDESK_BIN_DIR).
@@ -86,6 +87,7 @@ describe('WebSocket fallback end to end (?transport=ws)', { skip }, () => {
   let browser;
   let probe;
   let ctl;
+  let agent;
   const reports = () => `${lines.join('\n')}\n${procs.report()}`;
 
   before(async () => {
@@ -97,7 +99,7 @@ describe('WebSocket fallback end to end (?transport=ws)', { skip }, () => {
     probe = new Probe(child);
     await waitFor('xprobe ready', () => probe.events.some((e) => e.ev === 'ready'));
     ctl = await startController(procs, { vms: ['demo'] });
-    await ctl.startAgent(procs, { vmId: 'demo', display });
+    agent = await ctl.startAgent(procs, { vmId: 'demo', display });
     browser = await launchChromium();
   });
 
@@ -167,6 +169,32 @@ describe('WebSocket fallback end to end (?transport=ws)', { skip }, () => {
       await new Promise((r) => setTimeout(r, 500));
       assert.deepEqual(probe.since(m, 'key'), []);
       assert.deepEqual(probe.since(m, 'button'), []);
+    } catch (e) {
+      console.error(reports());
+      throw e;
+    }
+    await page.close();
+  });
+  // Last in this block: it stops the agent.
+  it('reconnects by itself after the stream ended (agent gone and back), on the same page', async () => {
+    const page = await browser.newPage();
+    await page.setViewportSize(VIEWPORT);
+    recordConsole(page, 'ws-again', lines);
+    await page.goto(`${await ctl.pageUrl('demo')}&transport=ws`);
+    const errorShown = () => page.evaluate(() => !document.getElementById('error').hidden);
+    try {
+      await waitFor('a decoded frame', () => page.evaluate(() => (window.vdeskWsPlayer?.stats.decoded ?? 0) > 0), { timeoutMs: 15000 });
+      await page.evaluate(() => { window.firstPlayer = window.vdeskWsPlayer; });
+      await procs.kill(agent);
+      await waitFor('the error panel with a countdown', async () => (await errorShown())
+        && /retrying in \d+s|reconnecting/.test(await page.textContent('#retry-countdown')), { timeoutMs: 15000 });
+      const before = await page.evaluate(() => window.vdeskWsPlayer.stats.decoded);
+      agent = await ctl.startAgent(procs, { vmId: 'demo', display });
+      await waitFor('frames again on the same page', () => page.evaluate((n) => window.vdeskWsPlayer.stats.decoded > n + 5, before), { timeoutMs: 30000 });
+      assert.equal(await page.evaluate(() => window.vdeskWsPlayer === window.firstPlayer), true, 'the same page and player');
+      await waitFor('the error panel gone', async () => !(await errorShown()), { timeoutMs: 5000 });
+      const want = await readRootPixel(display, 640, 360);
+      await waitFor('the canvas shows the X screen', async () => closeTo(await canvasPixel(page, 640, 360), want), { timeoutMs: 10000 });
     } catch (e) {
       console.error(reports());
       throw e;
