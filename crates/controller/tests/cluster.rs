@@ -364,3 +364,78 @@ async fn when_the_agent_moves_to_another_node_the_lease_follows_within_a_second(
     }
     assert_eq!(recv_ws(&mut ws).await["type"], "offer");
 }
+
+#[tokio::test]
+async fn a_link_revoked_on_one_node_is_refused_and_its_sessions_end_on_another_within_a_second() {
+    let Some(nats) = Nats::start() else { return };
+    let a = node(&nats.url()).await;
+    let b = node(&nats.url()).await;
+    let http = reqwest::Client::new();
+    // The agent is on B: B serves the link's sessions itself and must learn of the revocation.
+    let mut ws = agent(b).await;
+    let minted: Value = http
+        .post(format!("http://{a}/api/admin/links"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"vmId": "demo", "permission": "control", "ttl": "1h", "name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (token, link) = (
+        minted["token"].as_str().unwrap().to_owned(),
+        minted["id"].as_str().unwrap().to_owned(),
+    );
+    let create = || {
+        http.post(format!("http://{b}/api/webrtc/session"))
+            .bearer_auth(&token)
+            .json(&json!({"vmId": "demo", "offer": {"type": "offer", "sdp": OFFER}}))
+            .send()
+    };
+    // (Each node opens its JetStream buckets once NATS answered: until then, 503.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = create().await.unwrap();
+        if r.status() != 503 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(recv_ws(&mut ws).await["type"], "offer");
+
+    let r = http
+        .post(format!("http://{a}/api/admin/links/{link}/revoke"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let t0 = Instant::now();
+    // B ends the link's live session: the agent is told.
+    let end = recv_ws(&mut ws).await;
+    assert_eq!(end["type"], "endSession", "{end}");
+    assert_eq!(end["code"], "forbidden"); // link_revoked, in a code every agent knows
+    assert_eq!(end["sessionId"], id.as_str());
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    // And B refuses the link from then on (it is B's own check: nothing is forwarded).
+    let r = create().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "link_revoked"
+    );
+    let r = http
+        .get(format!("http://{b}/api/webrtc/config"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+}

@@ -15,6 +15,9 @@
 //! node that holds its VM, run through that node's own router, access checks included) and
 //! `vdesk.node.{node}.sse` (an event stream opened on the holder and its bytes streamed to the
 //! entry node on a subject of its own, `vdesk.sse.{random}`, with heartbeats both ways).
+//! `vdesk.revoke` carries link revocations (`{"node", "link"}`): every node applies one that
+//! another node published through [`AppState::revoke_link`], so a revoked link is refused and
+//! its sessions end on every node (nothing is forwarded: no loop).
 //! While NATS is unreachable, requests that need the cluster get 503 at once; event streams
 //! already open stay open (the media is peer to peer and never needed the controller).
 
@@ -55,6 +58,8 @@ pub const NATS_DEADLINE: Duration = Duration::from_secs(3);
 const SSE_BEAT: Duration = Duration::from_secs(2);
 const SSE_SILENCE: Duration = Duration::from_secs(6);
 const LEASES: &str = "vdesk_leases";
+/// Subject of link revocations, published by the node that revoked, applied by the others.
+const REVOKE: &str = "vdesk.revoke";
 const SESSIONS: &str = "vdesk_sessions";
 /// A session's VM is remembered this long after it was written (longer than a link lives).
 const SESSION_KEY_AGE: Duration = Duration::from_secs(31 * 24 * 3600);
@@ -253,9 +258,70 @@ impl Cluster {
     /// with the runtime.
     pub fn start(self: &Arc<Self>, state: AppState) {
         let router = crate::app(state.clone());
-        tokio::spawn(self.clone().keep_leases(state));
+        tokio::spawn(self.clone().keep_leases(state.clone()));
         tokio::spawn(self.clone().serve_http(router.clone()));
         tokio::spawn(self.clone().serve_sse(router));
+        tokio::spawn(self.clone().serve_revocations(state));
+    }
+
+    /// Tells every other node that link `link_id` was revoked here (they end its sessions and
+    /// refuse it). Fails with 503 when NATS does not take it within [`NATS_DEADLINE`].
+    pub async fn publish_revocation(&self, link_id: &str) -> Result<(), AppError> {
+        if !self.connected() {
+            return Err(unavailable(
+                "NATS is unreachable: the link is revoked on this controller only; try again",
+            ));
+        }
+        let msg = serde_json::json!({"node": self.node, "link": link_id}).to_string();
+        let sent = async {
+            self.client.publish(REVOKE, msg.into()).await.ok()?;
+            self.client.flush().await.ok()
+        };
+        match tokio::time::timeout(NATS_DEADLINE, sent).await {
+            Ok(Some(())) => Ok(()),
+            _ => Err(unavailable(
+                "the revocation did not reach NATS: the link is revoked on this controller \
+                 only; try again",
+            )),
+        }
+    }
+
+    /// Applies the revocations other nodes publish.
+    async fn serve_revocations(self: Arc<Self>, state: AppState) {
+        let mut sub = loop {
+            match self.client.subscribe(REVOKE).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    warn!("cluster: cannot subscribe to {REVOKE}: {e}");
+                    tokio::time::sleep(RENEW).await;
+                }
+            }
+        };
+        while let Some(msg) = sub.next().await {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) else {
+                warn!("cluster: malformed revocation dropped");
+                continue;
+            };
+            let (Some(node), Some(link)) = (v["node"].as_str(), v["link"].as_str()) else {
+                warn!("cluster: malformed revocation dropped");
+                continue;
+            };
+            if node == self.node {
+                continue; // applied already, by the route that published it
+            }
+            let valid = link.len() == 16
+                && link
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !valid {
+                warn!("cluster: revocation of a malformed link id dropped");
+                continue;
+            }
+            match state.revoke_link(link) {
+                Ok((ended, _)) => info!(link, from = node, ended, "cluster: link revoked"),
+                Err(e) => warn!(link, from = node, "cluster: revocation not applied: {e}"),
+            }
+        }
     }
 
     /// Opens the buckets, then claims and renews a lease for every VM whose agent link is on
@@ -568,6 +634,11 @@ async fn create(
             Ok(_) => {}
             Err(e) => return e.into_response(),
         }
+    }
+    // The session's VM must be recorded: without the buckets (NATS just came up), refuse
+    // before the agent is offered a session that would end at once.
+    if cluster.stores().is_none() {
+        return unavailable("JetStream not ready").into_response();
     }
     let resp = next.run(req).await;
     if resp.status() != StatusCode::CREATED {

@@ -189,12 +189,18 @@ pub struct Revoked {
     params(("linkId" = String, Path, description = "The link's id (16 lowercase hex digits)",
         pattern = "^[0-9a-f]{16}$")),
     responses((status = 200, description = "The link is revoked: its sessions ended, and it is \
-        refused until it would have expired", body = Revoked)))]
+        refused until it would have expired (on every controller of a cluster)", body = Revoked),
+        (status = 503, description = "In a cluster, NATS did not take the revocation: it holds \
+        on this controller only; try again")))]
 pub(crate) async fn revoke_link(
     State(state): State<AppState>,
     AdminLinkId(link_id): AdminLinkId,
 ) -> Result<Json<Revoked>, AppError> {
     let (sessions_ended, refused_until) = state.revoke_link(&link_id)?;
+    // In a cluster, every other controller ends the link's sessions and refuses it too.
+    if let Some(cluster) = state.cluster() {
+        cluster.publish_revocation(&link_id).await?;
+    }
     Ok(Json(Revoked {
         link_id,
         sessions_ended,
