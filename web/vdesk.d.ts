@@ -601,6 +601,8 @@ export function shouldFallBack(o: {
   checkingSinceMs?: number | null;
   nowMs?: number;
   connected?: boolean;
+  /** WebCodecs' VideoDecoder exists on this page (false: never fall back). Default true. */
+  canDecode?: boolean;
 }): boolean;
 /** `ws(s)://host/api/vms/{vmId}/stream?token=...` for the page at `pageUrl`. */
 export function streamUrl(pageUrl: string, vmId: string, token?: string | null): string;

@@ -118,6 +118,10 @@ const TIMEOUT_HINTS = {
 export const ERROR_TEXTS = Object.freeze({
   // The viewer's own codes.
   timeout: { message: 'Connection timed out', hint: TIMEOUT_HINTS.signalling },
+  ws_unsupported: {
+    message: 'This page cannot decode the WebSocket stream',
+    hint: 'The WebSocket fallback decodes with WebCodecs, which browsers offer only on https:// pages (or localhost): open the viewer over https://, or allow UDP for WebRTC.',
+  },
   ice_failed: {
     message: 'No network path to the VM',
     hint: `ICE failed: ${ICE_HINT}.`,

@@ -22,8 +22,10 @@ export function chooseTransport(search) {
  * `connect_timeout` errors), or when ICE has been checking for `FALLBACK_AFTER_MS` without a
  * candidate pair (never 'connected').
  */
-export function shouldFallBack({ transport, errorCode = null, checkingSinceMs = null, nowMs = 0, connected = false }) {
-  if (transport !== 'auto' || connected) return false;
+export function shouldFallBack({ transport, errorCode = null, checkingSinceMs = null, nowMs = 0, connected = false, canDecode = true }) {
+  // Without WebCodecs (a plain http:// page off localhost) the stream could not be shown:
+  // staying on WebRTC keeps its own clear ICE-failure words instead of a blank canvas.
+  if (transport !== 'auto' || connected || !canDecode) return false;
   if (errorCode === 'ice_failed' || errorCode === 'connect_timeout') return true;
   return checkingSinceMs !== null && nowMs - checkingSinceMs >= FALLBACK_AFTER_MS;
 }
@@ -284,6 +286,8 @@ export function startTransport({ viewer, video, vmId, token, transport, onStream
   let connected = false;
   let timer = null;
   const doc = video.ownerDocument;
+  const canDecode = typeof globalThis.VideoDecoder === 'function';
+  if (!canDecode) console.warn('vdesk: no WebCodecs VideoDecoder here (needs https:// or localhost): no WebSocket fallback');
   const switchToWs = (notice) => {
     if (player) return;
     clearInterval(timer);
@@ -336,7 +340,9 @@ export function startTransport({ viewer, video, vmId, token, transport, onStream
     player.connect();
     globalThis.vdeskWsPlayer = player;
   };
-  if (transport === 'ws') {
+  if (transport === 'ws' && !canDecode) {
+    onEnded({ code: 'ws_unsupported', reason: '', willRetry: false, retryInMs: 0 });
+  } else if (transport === 'ws') {
     switchToWs('');
   } else {
     viewer.addEventListener('stage', ({ detail: { stage } }) => {
@@ -344,10 +350,10 @@ export function startTransport({ viewer, video, vmId, token, transport, onStream
       if (stage === 'dtls' || stage === 'connected' || stage === 'streaming') connected = true;
     });
     viewer.addEventListener('error', ({ detail }) => {
-      if (shouldFallBack({ transport, errorCode: detail?.code, connected })) switchToWs(FALLBACK_NOTICE);
+      if (shouldFallBack({ transport, errorCode: detail?.code, connected, canDecode })) switchToWs(FALLBACK_NOTICE);
     });
     timer = setInterval(() => {
-      if (shouldFallBack({ transport, checkingSinceMs: checkingSince, nowMs: performance.now(), connected })) {
+      if (shouldFallBack({ transport, checkingSinceMs: checkingSince, nowMs: performance.now(), connected, canDecode })) {
         switchToWs(FALLBACK_NOTICE);
       }
     }, 250);

@@ -59,6 +59,8 @@ test('an auto page falls back on ICE failure or a long ICE check, never once con
   assert.equal(shouldFallBack({ transport: 'auto', checkingSinceMs: 1000, nowMs: 1000 + FALLBACK_AFTER_MS - 1 }), false);
   assert.equal(shouldFallBack({ transport: 'auto', checkingSinceMs: null, nowMs: 1e9 }), false);
   assert.equal(shouldFallBack({ transport: 'auto', errorCode: 'ice_failed', connected: true }), false);
+  // No WebCodecs (http:// off localhost): the page keeps WebRTC's own error instead of a blank canvas.
+  assert.equal(shouldFallBack({ transport: 'auto', errorCode: 'ice_failed', canDecode: false }), false);
   assert.ok(FALLBACK_AFTER_MS <= 4000, 'the desktop must show within 5 s of page load');
   assert.match(FALLBACK_NOTICE, /UDP blocked/);
 });
