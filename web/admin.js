@@ -62,17 +62,36 @@ function fact(label, value) {
   return el('span', {}, `${label} `, el('b', { text: value }));
 }
 
+// The transport of a session: the local ICE candidate type of its selected pair (WebRTC), or
+// the WebSocket fallback through the controller.
+export function formatTransport(s) {
+  if (s.transport === 'websocket') return 'WebSocket';
+  if (!s.connected) return 'connecting';
+  if (s.transport === 'relay') return 'WebRTC via TURN (relay)';
+  if (['host', 'srflx', 'prflx'].includes(s.transport)) return `WebRTC direct (${s.transport})`;
+  return 'WebRTC';
+}
+
+// Who holds control: the agent says so (holdsControl); an older agent does not, and then only
+// the link's permission is known.
+export function formatControl(s) {
+  if (s.holdsControl === true) return 'in control';
+  if (s.permission === 'view') return 'watches';
+  return s.holdsControl === false ? 'not in control' : 'may take control';
+}
+
 function sessionRow(s) {
   const perm = el('span', { class: `pill ${s.permission}`, text: s.permission });
-  const state = el('span', {}, el('span', { class: `dot ${s.connected ? 'ok' : ''}` }), s.connected ? 'WebRTC' : 'connecting');
-  const end = el('button', { class: 'small ghost', type: 'button', text: 'End session', 'data-action': 'end',
+  const state = el('span', {}, el('span', { class: `dot ${s.connected ? 'ok' : ''}` }), formatTransport(s));
+  // WebSocket viewers are not in the relay's sessions: they end when their page closes.
+  const end = s.transport === 'websocket' ? null : el('button', { class: 'small ghost', type: 'button', text: 'End session', 'data-action': 'end',
     onclick: () => act(() => api('DELETE', `/api/admin/sessions/${s.sessionId}`)) });
   const revoke = s.linkId ? el('button', { class: 'small danger', type: 'button', text: 'Revoke link', 'data-action': 'revoke',
     onclick: () => act(() => api('POST', `/api/admin/links/${s.linkId}/revoke`)) }) : null;
   return el('tr', { 'data-session': s.sessionId },
     el('td', { class: 'viewer', text: s.name ?? `viewer ${s.sessionId.slice(0, 6)}` }),
     el('td', {}, perm),
-    el('td', { text: s.permission === 'view' ? 'watches' : 'may take control' }),
+    el('td', { class: s.holdsControl ? 'control holder' : 'control', text: formatControl(s) }),
     el('td', {}, state),
     el('td', { text: formatBitrate(s.bitrateKbps) }),
     el('td', { text: s.rttMs != null ? `${Math.round(s.rttMs)} ms` : '—' }),

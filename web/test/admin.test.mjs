@@ -1,10 +1,10 @@
-// admin.test.mjs: the /admin page's pure helpers (how uptime and bitrate read); the page itself
+// admin.test.mjs: the /admin page's pure helpers (how uptime, bitrate, transport and control read); the page itself
 // is tested in Chromium by e2e/admin.e2e.mjs.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { formatBitrate, formatUptime } from '../admin.js';
+import { formatBitrate, formatControl, formatTransport, formatUptime } from '../admin.js';
 
 describe('admin page helpers', () => {
   it('reads uptime in the two largest units', () => {
@@ -18,5 +18,19 @@ describe('admin page helpers', () => {
     assert.equal(formatBitrate(null), '—');
     assert.equal(formatBitrate(812.4), '812 kbit/s');
     assert.equal(formatBitrate(2450), '2.5 Mbit/s');
+  });
+  it('reads the transport from the selected candidate type, or WebSocket', () => {
+    assert.equal(formatTransport({ connected: false }), 'connecting');
+    assert.equal(formatTransport({ connected: true }), 'WebRTC', 'an older agent says no type');
+    assert.equal(formatTransport({ connected: true, transport: 'host' }), 'WebRTC direct (host)');
+    assert.equal(formatTransport({ connected: true, transport: 'srflx' }), 'WebRTC direct (srflx)');
+    assert.equal(formatTransport({ connected: true, transport: 'relay' }), 'WebRTC via TURN (relay)');
+    assert.equal(formatTransport({ connected: true, transport: 'websocket' }), 'WebSocket');
+  });
+  it('says who holds control, or what the link allows when the agent does not say', () => {
+    assert.equal(formatControl({ permission: 'control', holdsControl: true }), 'in control');
+    assert.equal(formatControl({ permission: 'admin', holdsControl: false }), 'not in control');
+    assert.equal(formatControl({ permission: 'view', holdsControl: false }), 'watches');
+    assert.equal(formatControl({ permission: 'control', holdsControl: null }), 'may take control');
   });
 });

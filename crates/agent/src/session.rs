@@ -158,18 +158,32 @@ impl Outbox {
     }
 }
 
-/// A session's stats go to the controller (`sessionStats`) and to the agent's metrics registry.
-impl StatsSink for Outbox {
-    fn report(&self, stats: vdesk_protocol::SessionStats) {
-        self.metrics.set(&self.id, stats.clone());
-        self.send(AgentToController::SessionStats {
-            session_id: self.id.clone(),
+/// Where a session's stats go: the controller (`sessionStats`, with whether the viewer holds
+/// control, from its input's seat in the room) and the agent's metrics registry.
+#[derive(Debug)]
+struct StatsOut {
+    out: Outbox,
+    /// Weak: the session owns its input; a session without input never holds control.
+    input: Option<std::sync::Weak<SessionInput>>,
+}
+
+impl StatsSink for StatsOut {
+    fn report(&self, mut stats: vdesk_protocol::SessionStats) {
+        stats.holds_control = Some(
+            self.input
+                .as_ref()
+                .and_then(std::sync::Weak::upgrade)
+                .is_some_and(|i| i.holds_control()),
+        );
+        self.out.metrics.set(&self.out.id, stats.clone());
+        self.out.send(AgentToController::SessionStats {
+            session_id: self.out.id.clone(),
             stats,
         });
     }
 
     fn ended(&self) {
-        self.metrics.remove(&self.id);
+        self.out.metrics.remove(&self.out.id);
     }
 }
 
@@ -317,7 +331,10 @@ impl Session {
                 min_kbps: settings.min_bitrate_kbps,
                 max_kbps: settings.bitrate_kbps,
             },
-            out.clone(),
+            StatsOut {
+                out: out.clone(),
+                input: input.as_ref().map(Arc::downgrade),
+            },
         );
 
         let expiry = {

@@ -108,6 +108,35 @@ pub fn read(reply: &gst::StructureRef) -> Snapshot {
     snap
 }
 
+/// The type of the local ICE candidate of the selected pair (`host`, `srflx`, `prflx`,
+/// `relay`) in a `get-stats` reply, as webrtcbin 1.22 lays it out: the `transport` stats name
+/// their `selected-candidate-pair-id`, that `candidate-pair` its `local-candidate-id`, and that
+/// `local-candidate` its `candidate-type`. `None` until a pair is selected, or when a link is
+/// missing; anything but the four types is `None` too.
+pub fn selected_local_candidate_type(reply: &gst::StructureRef) -> Option<String> {
+    use gst_webrtc::WebRTCStatsType as T;
+    fn by_id<'a>(reply: &'a gst::StructureRef, id: &str) -> Option<&'a gst::StructureRef> {
+        reply.value(id).ok()?.get::<&gst::StructureRef>().ok()
+    }
+    fn text(s: &gst::StructureRef, field: &str) -> Option<String> {
+        s.get::<String>(field).ok()
+    }
+    let pair = reply.iter().find_map(|(_, value)| {
+        let s = value.get::<&gst::StructureRef>().ok()?;
+        if s.get::<T>("type").ok()? != T::Transport {
+            return None;
+        }
+        let pair = by_id(reply, &text(s, "selected-candidate-pair-id")?)?;
+        (pair.get::<T>("type").ok()? == T::CandidatePair).then_some(pair)
+    })?;
+    let local = by_id(reply, &text(pair, "local-candidate-id")?)?;
+    if local.get::<T>("type").ok()? != T::LocalCandidate {
+        return None;
+    }
+    let kind = text(local, "candidate-type")?;
+    matches!(kind.as_str(), "host" | "srflx" | "prflx" | "relay").then_some(kind)
+}
+
 /// Reads one `twcc-stats` structure (`RTPTWCCStats`: bitrate-sent and bitrate-recv in bit/s,
 /// packets-sent). `None` when a field is missing or the window is empty.
 pub fn read_twcc(s: &gst::StructureRef) -> Option<TwccReport> {
@@ -390,6 +419,9 @@ fn run(
                 pli_count: snap.pli_count,
                 fir_count: snap.fir_count,
                 keyframes_forced: counters.keyframes_forced.load(Ordering::Relaxed),
+                // The sink knows whether the viewer holds control.
+                holds_control: None,
+                transport: selected_local_candidate_type(&reply),
             });
             // Rates are averaged over the whole reporting period.
             last = Some((now, snap, frames));
@@ -401,6 +433,74 @@ fn run(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A `get-stats` reply laid out as webrtcbin 1.22 does (gstwebrtcstats.c): transport ->
+    /// selected candidate pair -> local candidate, plus an outbound stream to skip over.
+    fn reply_with_pair(local_type: &str, with_pair_ids: bool) -> gst::Structure {
+        use gst_webrtc::WebRTCStatsType as T;
+        let local = gst::Structure::builder("ice-candidate-local_0_10.0.0.5_50000")
+            .field("type", T::LocalCandidate)
+            .field("address", "10.0.0.5")
+            .field("port", 50000u32)
+            .field("candidate-type", local_type)
+            .build();
+        let remote = gst::Structure::builder("ice-candidate-remote_0_10.0.0.9_40000")
+            .field("type", T::RemoteCandidate)
+            .field("candidate-type", "host")
+            .build();
+        let mut pair = gst::Structure::builder("ice-candidate-pair_transport0")
+            .field("type", T::CandidatePair)
+            .build();
+        if with_pair_ids {
+            pair.set("local-candidate-id", "ice-candidate-local_0_10.0.0.5_50000");
+            pair.set(
+                "remote-candidate-id",
+                "ice-candidate-remote_0_10.0.0.9_40000",
+            );
+        }
+        let transport = gst::Structure::builder("transport-stats_dtls0")
+            .field("type", T::Transport)
+            .field(
+                "selected-candidate-pair-id",
+                "ice-candidate-pair_transport0",
+            )
+            .build();
+        let outbound = gst::Structure::builder("rtp-outbound-stream-stats_1")
+            .field("type", T::OutboundRtp)
+            .field("packets-sent", 10u64)
+            .build();
+        gst::Structure::builder("application/x-webrtc-stats")
+            .field("rtp-outbound-stream-stats_1", outbound)
+            .field("transport-stats_dtls0", transport)
+            .field("ice-candidate-pair_transport0", pair)
+            .field("ice-candidate-local_0_10.0.0.5_50000", local)
+            .field("ice-candidate-remote_0_10.0.0.9_40000", remote)
+            .build()
+    }
+
+    #[test]
+    fn reads_the_local_candidate_type_of_the_selected_pair() {
+        gst::init().unwrap();
+        for kind in ["host", "srflx", "prflx", "relay"] {
+            assert_eq!(
+                selected_local_candidate_type(&reply_with_pair(kind, true)).as_deref(),
+                Some(kind)
+            );
+        }
+        // No pair selected yet: webrtcbin leaves the candidate ids out.
+        assert_eq!(
+            selected_local_candidate_type(&reply_with_pair("host", false)),
+            None
+        );
+        // Not one of the four types.
+        assert_eq!(
+            selected_local_candidate_type(&reply_with_pair("<b>bogus</b>", true)),
+            None
+        );
+        // A reply without transport stats (before negotiation).
+        let empty = gst::Structure::builder("application/x-webrtc-stats").build();
+        assert_eq!(selected_local_candidate_type(&empty), None);
+    }
 
     #[test]
     fn reads_the_rtp_sessions_twcc_stats() {

@@ -1,5 +1,6 @@
 //! `GET /api/admin/sessions` (admin token): every live session with its VM, the viewer's name and
-//! permission from its link, and the agent's last bitrate and RTT; never a token or owner tag.
+//! permission from its link, and the agent's last bitrate, RTT, who holds control and the
+//! transport (only ICE candidate types kept); never a token or owner tag.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -38,7 +39,8 @@ async fn admin_sessions_list_the_live_sessions_with_grant_and_stats() {
     agent.send(json!({"type": "sessionStats", "sessionId": id, "stats": {
         "codec": "H264", "bitrateKbps": 1800.5, "targetKbps": 2000, "fps": 29.5,
         "rttMs": 104.0, "packetsSent": 900, "bytesSent": 1000000, "nackCount": 0,
-        "pliCount": 0, "firCount": 0, "keyframesForced": 0}}));
+        "pliCount": 0, "firCount": 0, "keyframesForced": 0,
+        "holdsControl": true, "transport": "relay"}}));
     let mut list = sessions(&app).await;
     for _ in 0..100 {
         if list["sessions"][0]["bitrateKbps"].is_number() {
@@ -57,8 +59,41 @@ async fn admin_sessions_list_the_live_sessions_with_grant_and_stats() {
     assert_eq!(s["codec"], "H264");
     assert_eq!(s["bitrateKbps"], 1800.5);
     assert_eq!(s["rttMs"], 104.0);
+    assert_eq!(s["holdsControl"], true);
+    assert_eq!(s["transport"], "relay");
     let text = list.to_string();
     assert!(!text.contains(&token) && !text.contains("owner"), "{text}");
+
+    // An older agent says neither; a transport that is not an ICE candidate type is dropped.
+    agent.send(json!({"type": "sessionStats", "sessionId": id, "stats": {
+        "codec": "H264", "bitrateKbps": 900.0, "targetKbps": 2000, "fps": 29.5,
+        "packetsSent": 900, "bytesSent": 1000000, "nackCount": 0,
+        "pliCount": 0, "firCount": 0, "keyframesForced": 0}}));
+    list = sessions(&app).await;
+    for _ in 0..100 {
+        if list["sessions"][0]["bitrateKbps"] == 900.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        list = sessions(&app).await;
+    }
+    assert_eq!(list["sessions"][0]["bitrateKbps"], 900.0, "{list}");
+    assert!(list["sessions"][0]["holdsControl"].is_null(), "{list}");
+    assert!(list["sessions"][0]["transport"].is_null(), "{list}");
+    agent.send(json!({"type": "sessionStats", "sessionId": id, "stats": {
+        "codec": "H264", "bitrateKbps": 901.0, "targetKbps": 2000, "fps": 29.5,
+        "packetsSent": 900, "bytesSent": 1000000, "nackCount": 0,
+        "pliCount": 0, "firCount": 0, "keyframesForced": 0,
+        "holdsControl": false, "transport": "<img src=x>"}}));
+    for _ in 0..100 {
+        if list["sessions"][0]["bitrateKbps"] == 901.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        list = sessions(&app).await;
+    }
+    assert_eq!(list["sessions"][0]["holdsControl"], false, "{list}");
+    assert!(list["sessions"][0]["transport"].is_null(), "{list}");
 
     // A viewer token is not enough.
     let resp = send(&app, bearer(anon_get("/api/admin/sessions"), &token)).await;

@@ -428,6 +428,13 @@ pub struct SessionStats {
     pub fir_count: u64,
     /// Keyframes the encoder was asked for (the viewer's PLI/FIR reaching it).
     pub keyframes_forced: u64,
+    /// Whether this viewer holds control now (the agent's room). Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds_control: Option<bool>,
+    /// The type of the local ICE candidate of the selected pair: `host`, `srflx`, `prflx` or
+    /// `relay` (TURN). Absent from older agents and before a pair is selected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// What a controller sends an agent.

@@ -319,6 +319,11 @@ impl SessionInput {
         ));
     }
 
+    /// Whether this viewer holds control now (false before it took its seat).
+    pub fn holds_control(&self) -> bool {
+        self.seat().is_some_and(|id| self.room.is_holder(id))
+    }
+
     fn seat(&self) -> Option<ViewerId> {
         *self.seat.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -70,6 +70,15 @@ pub struct SessionView {
     pub codec: Option<String>,
     pub bitrate_kbps: Option<f64>,
     pub rtt_ms: Option<f64>,
+    /// Whether this viewer holds control now (the agent's last `sessionStats`; absent from
+    /// older agents, and for WebSocket viewers).
+    pub holds_control: Option<bool>,
+    /// How the media travels: `host`, `srflx`, `prflx` (WebRTC, directly) or `relay` (WebRTC
+    /// through TURN): the local candidate type of the selected pair, from the agent's last
+    /// `sessionStats`; `websocket` for the WebSocket fallback through the controller. Absent
+    /// until known.
+    #[schema(pattern = "^(host|srflx|prflx|relay|websocket)$")]
+    pub transport: Option<String>,
     /// The id of the viewer link that created the session (for `POST
     /// /api/admin/links/{linkId}/revoke`); absent for sessions adopted after a restart.
     pub link_id: Option<String>,

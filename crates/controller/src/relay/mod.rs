@@ -44,6 +44,8 @@ pub const AGENT_GRACE: Duration = Duration::from_secs(10);
 pub const CONNECTED_STATES: [&str; 3] = ["peer:connected", "ice:connected", "ice:completed"];
 /// Most sessions one `resume` may name (an agent streams a handful).
 pub const MAX_RESUMED_SESSIONS: usize = 64;
+/// The `transport` values a `sessionStats` may carry (ICE candidate types); others are dropped.
+pub const ICE_CANDIDATE_TYPES: [&str; 4] = ["host", "srflx", "prflx", "relay"];
 
 /// One agent WebSocket connection, numbered by the adapter. A VM's agent may reconnect, so
 /// messages go to a connection, not to a VM.
@@ -295,6 +297,8 @@ impl Relay {
                 codec: s.stats.as_ref().map(|st| st.codec.clone()),
                 bitrate_kbps: s.stats.as_ref().map(|st| st.bitrate_kbps),
                 rtt_ms: s.stats.as_ref().and_then(|st| st.rtt_ms),
+                holds_control: s.stats.as_ref().and_then(|st| st.holds_control),
+                transport: s.stats.as_ref().and_then(|st| st.transport.clone()),
                 link_id: s.link_id.clone(),
             })
             .collect();
@@ -735,7 +739,7 @@ impl Relay {
         Ok(())
     }
 
-    /// Keeps the last stats of a session for `/metrics` (nothing is relayed to the viewer).
+    /// Keeps the last stats of a session for `/metrics` and `GET /api/admin/sessions` (nothing is relayed to the viewer).
     fn session_stats(&mut self, id: &SessionId, mut stats: SessionStats) {
         // The codec becomes a metric label: keep it short and plain.
         stats.codec = stats
@@ -744,6 +748,10 @@ impl Relay {
             .filter(char::is_ascii_alphanumeric)
             .take(16)
             .collect();
+        // Shown to the admin: only the four candidate types are kept.
+        stats.transport = stats
+            .transport
+            .filter(|t| ICE_CANDIDATE_TYPES.contains(&t.as_str()));
         if let Some(s) = self.sessions.get_mut(id) {
             s.stats = Some(stats);
         }

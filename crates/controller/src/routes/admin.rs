@@ -143,14 +143,16 @@ pub struct SessionViews {
 
 #[utoipa::path(get, path = "/api/admin/sessions", tag = "admin", security(("bearer" = [])),
     responses((status = 200, description = "Every live session: VM, viewer name, permission, \
-        whether it connected, and the agent's last bitrate and RTT", body = SessionViews)))]
+        whether it connected, who holds control, the transport, and the agent's last bitrate and \
+        RTT; WebSocket viewers too", body = SessionViews)))]
 pub(crate) async fn sessions(
     State(state): State<AppState>,
     _admin: access::AdminToken,
 ) -> Json<SessionViews> {
-    Json(SessionViews {
-        sessions: state.relay(|r, _| r.session_views()),
-    })
+    let mut sessions = state.relay(|r, _| r.session_views());
+    sessions.extend(state.wsmedia().session_views());
+    sessions.sort_by(|a, b| (&a.vm_id, &a.session_id).cmp(&(&b.vm_id, &b.session_id)));
+    Json(SessionViews { sessions })
 }
 
 /// `{linkId}`: a viewer link's id, 16 lowercase hex digits (the token's `n`). The admin token

@@ -307,6 +307,31 @@ impl WsMedia {
         }
     }
 
+    /// Every WebSocket viewer as `GET /api/admin/sessions` shows it (`transport: "websocket"`;
+    /// no stats, no link id).
+    pub fn session_views(&self) -> Vec<crate::relay::SessionView> {
+        let inner = self.lock();
+        inner
+            .viewers
+            .iter()
+            .map(|(id, slot)| crate::relay::SessionView {
+                session_id: id.clone(),
+                vm_id: slot.vm.clone(),
+                permission: slot.grant.permission,
+                name: slot.grant.name.clone(),
+                expires_at: slot.grant.expires_at,
+                connected: true,
+                agent_attached: inner.links.contains_key(&slot.vm),
+                codec: None,
+                bitrate_kbps: None,
+                rtt_ms: None,
+                holds_control: None,
+                transport: Some("websocket".into()),
+                link_id: None,
+            })
+            .collect()
+    }
+
     /// `(media links, viewers)` now.
     pub fn sizes(&self) -> (usize, usize) {
         let inner = self.lock();
@@ -373,5 +398,39 @@ impl WsMedia {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use vdesk_protocol::Permission;
+
+    #[test]
+    fn websocket_viewers_are_listed_for_the_admin_with_transport_websocket() {
+        let media = WsMedia::default();
+        let vm = VmId::new("demo").unwrap();
+        let (_id, _rx) = media.attach_link(&vm);
+        let grant = SessionGrant {
+            permission: Permission::View,
+            name: Some("Cleo".into()),
+            owner: Some("secret-owner-tag".into()),
+            ..SessionGrant::default()
+        };
+        let open = media.open_viewer(&vm, grant, 4).unwrap();
+        let views = media.session_views();
+        assert_eq!(views.len(), 1);
+        let v = &views[0];
+        assert_eq!(v.session_id, open.id);
+        assert_eq!(v.vm_id, vm);
+        assert_eq!(v.permission, Permission::View);
+        assert_eq!(v.name.as_deref(), Some("Cleo"));
+        assert_eq!(v.transport.as_deref(), Some("websocket"));
+        assert!(v.agent_attached && v.connected);
+        let text = serde_json::to_string(&views).unwrap();
+        assert!(!text.contains("secret-owner-tag"), "{text}");
+        media.close_viewer(&open.id);
+        assert!(media.session_views().is_empty());
     }
 }
