@@ -109,7 +109,14 @@ pub async fn run(args: &Args, env_display: Option<String>) -> Report {
         .map(|c| c.codecs.clone())
         .unwrap_or_else(|| args.codecs.clone());
     checks.extend(gstreamer(codecs, args.encoder.clone()).await);
-    checks.push(pulseaudio(None).await);
+    // `--audio on`: a missing sound server fails; `auto`: a warning (the agent starts without
+    // sound); `off`: not checked.
+    let audio = match config.as_ref().map_or(args.audio, |c| c.audio) {
+        crate::media::audio::AudioMode::Auto => None,
+        crate::media::audio::AudioMode::On => Some(true),
+        crate::media::audio::AudioMode::Off => Some(false),
+    };
+    checks.push(pulseaudio(audio).await);
     match &config {
         Some(c) => checks.extend(controller(c).await),
         None => checks.push(Check::warn(
@@ -398,8 +405,8 @@ fn none_if_empty(v: &[String]) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// Whether a PulseAudio (or PipeWire-Pulse) server answers, via `pactl info`. `audio` is the
-/// agent's audio setting: `None` while the agent has none (a missing server is a warning),
-/// `Some(true)` when audio is on (then it fails), `Some(false)` when off (not checked).
+/// agent's `--audio`: `None` for `auto` (a missing server is a warning: the agent starts without
+/// sound), `Some(true)` for `on` (then it fails), `Some(false)` for `off` (not checked).
 pub async fn pulseaudio(audio: Option<bool>) -> Check {
     if audio == Some(false) {
         return Check::ok("pulseaudio", "audio is off: not checked");
