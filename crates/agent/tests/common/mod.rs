@@ -62,7 +62,17 @@ impl Xvfb {
             }
             #[allow(clippy::zombie_processes)] // waited for in Drop
             let child = Command::new("Xvfb")
-                .args([&format!(":{n}"), "-screen", "0", size, "-nolisten", "tcp"])
+                // -noreset: an X server resets when its last client leaves, and a client that
+                // connects during the reset is refused; the readiness probe below is a client.
+                .args([
+                    &format!(":{n}"),
+                    "-screen",
+                    "0",
+                    size,
+                    "-nolisten",
+                    "tcp",
+                    "-noreset",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
