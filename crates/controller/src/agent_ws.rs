@@ -71,10 +71,49 @@ pub(crate) fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
+pub(crate) async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
+    // A small read buffer: an idle or unauthenticated socket costs little memory.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    upgrade_agent_socket(
+        req,
+        "the agents' WebSocket",
+        config,
+        |socket, budget| async move {
+            let (sink, stream) = socket.split();
+            let sink = Box::pin(sink.with(|m: Message| async move {
+                Ok::<_, tokio_tungstenite::tungstenite::Error>(to_tungstenite(m))
+            }));
+            let stream = stream.filter_map(|r| async move { r.map(from_tungstenite).transpose() });
+            let lift = move || budget.store(usize::MAX, Ordering::Relaxed);
+            run_with(state, sink, Box::pin(stream), AgentTiming::default(), lift).await;
+        },
+    )
+}
+
+/// An agent's socket as `AgentSocket` hands it over: the upgraded connection behind a byte
+/// budget of [`PRE_HELLO_BYTES`] (the `Arc`, lifted to `usize::MAX` once the hello is good).
+pub(crate) type AgentSocket = WebSocketStream<With<TokioIo<hyper::upgrade::Upgraded>, ReadBudget>>;
+
+/// The upgrade of an agent link (signalling, `/api/agent/ws`, or media, `/api/agent/media`):
+/// Origin, upgrade headers and version checked (a 400 naming `what` otherwise), then `serve`
+/// gets the socket with `config` and its pre-hello byte budget; the secret is checked in the
+/// hello, by `serve`.
+pub(crate) fn upgrade_agent_socket<F, Fut>(
+    mut req: Request,
+    what: &'static str,
+    config: WebSocketConfig,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(AgentSocket, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let headers = req.headers();
     if let Err(e) = crate::access::check_origin(headers) {
-        warn!("agent WebSocket refused: Origin does not match Host");
+        warn!("{what} refused: Origin does not match Host");
         return e.into_response();
     }
     let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -83,7 +122,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> 
         && header_has(headers, header::UPGRADE, "websocket");
     let on_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
     let (Some(key), Some(on_upgrade), true) = (key, on_upgrade, is_upgrade) else {
-        return AppError::bad_request("this route is the agents' WebSocket: it needs an upgrade")
+        return AppError::bad_request(format!("this route is {what}: it needs an upgrade"))
             .into_response();
     };
     if req.headers().get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
@@ -94,7 +133,7 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> 
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                debug!(error = %e, "agent WebSocket upgrade failed");
+                debug!(error = %e, "{what}: upgrade failed");
                 return;
             }
         };
@@ -103,19 +142,8 @@ pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> 
             io: TokioIo::new(upgraded),
             attached: ReadBudget(budget.clone()),
         };
-        // A small read buffer: an idle or unauthenticated socket costs little memory.
-        let config = WebSocketConfig::default()
-            .read_buffer_size(16 * 1024)
-            .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES));
         let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        let (sink, stream) = socket.split();
-        let sink = Box::pin(sink.with(|m: Message| async move {
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(to_tungstenite(m))
-        }));
-        let stream = stream.filter_map(|r| async move { r.map(from_tungstenite).transpose() });
-        let lift = move || budget.store(usize::MAX, Ordering::Relaxed);
-        run_with(state, sink, Box::pin(stream), AgentTiming::default(), lift).await;
+        serve(socket, budget).await;
     });
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

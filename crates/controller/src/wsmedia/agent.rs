@@ -9,21 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
+use tracing::warn;
 use vdesk_protocol::wsmedia::{MediaToController, MAX_WS_FRAME, MAX_WS_TEXT};
 use vdesk_protocol::{AgentToController, ControllerToAgent, ErrorCode, VmId, PROTOCOL_VERSION};
 
-use crate::agent_ws::{header_has, ReadBudget, PRE_HELLO_BYTES};
-use crate::error::AppError;
-use crate::io_with::With;
+use crate::agent_ws::upgrade_agent_socket;
 use crate::state::AppState;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,55 +26,17 @@ const PING_EVERY: Duration = Duration::from_secs(15);
 const DEAD_AFTER: Duration = Duration::from_secs(45);
 
 /// The upgrade (400 without one); the secret is checked in the hello.
-pub(crate) async fn upgrade(State(state): State<AppState>, mut req: Request) -> Response {
-    let headers = req.headers();
-    if let Err(e) = crate::access::check_origin(headers) {
-        return e.into_response();
-    }
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let is_upgrade = req.method() == Method::GET
-        && header_has(headers, header::CONNECTION, "upgrade")
-        && header_has(headers, header::UPGRADE, "websocket");
-    let on_upgrade = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>();
-    let (Some(key), Some(on_upgrade), true) = (key, on_upgrade, is_upgrade) else {
-        return AppError::bad_request(
-            "this route is the agents' media WebSocket: it needs an upgrade",
-        )
-        .into_response();
-    };
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
-        return AppError::bad_request("Sec-WebSocket-Version must be 13").into_response();
-    }
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                debug!(error = %e, "agent media upgrade failed");
-                return;
-            }
-        };
-        let budget = Arc::new(AtomicUsize::new(PRE_HELLO_BYTES));
-        let io = With {
-            io: TokioIo::new(upgraded),
-            attached: ReadBudget(budget.clone()),
-        };
-        let config = WebSocketConfig::default()
-            .read_buffer_size(64 * 1024)
-            .max_message_size(Some(MAX_WS_FRAME + 1024))
-            .max_frame_size(Some(MAX_WS_FRAME + 1024));
-        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        serve(state, socket, budget).await;
-    });
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
-    }
-    resp
+pub(crate) async fn upgrade(State(state): State<AppState>, req: Request) -> Response {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(64 * 1024)
+        .max_message_size(Some(MAX_WS_FRAME + 1024))
+        .max_frame_size(Some(MAX_WS_FRAME + 1024));
+    upgrade_agent_socket(
+        req,
+        "the agents' media WebSocket",
+        config,
+        |socket, budget| serve(state, socket, budget),
+    )
 }
 
 fn json(msg: &ControllerToAgent) -> Message {
