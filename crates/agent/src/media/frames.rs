@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 
-use super::{lock, Attached, Inbox, MediaError, MediaHub, StreamKey, Subscription, Viewer};
+use super::{lock, Inbox, MediaError, MediaHub, StreamKey, Subscription, Viewer};
 
 /// One encoded frame for a consumer.
 #[derive(Debug, Clone)]
@@ -44,26 +44,14 @@ impl MediaHub {
         has_room: impl Fn() -> bool + Send + 'static,
         mut deliver: impl FnMut(EncodedFrame) -> Delivery + Send + 'static,
     ) -> Result<Subscription, MediaError> {
-        let inbox = Arc::new(Inbox::default());
-        {
-            let mut attached = lock(&viewer.attached);
-            let key = StreamKey {
-                rung: lock(&viewer.chooser).rung(),
-                ..key
-            };
-            let fanout = self.attach(key, viewer, &inbox)?;
-            *attached = Some(Attached {
-                key,
-                inbox: inbox.clone(),
-                fanout: Arc::downgrade(&fanout),
-            });
-        }
-        let drain = {
-            let inbox = inbox.clone();
-            let counters = viewer.counters.clone();
-            std::thread::Builder::new()
-                .name(format!("wsmedia-{}", viewer.name))
-                .spawn(move || loop {
+        let counters = viewer.counters.clone();
+        self.subscribe_on_thread(
+            key,
+            viewer,
+            format!("wsmedia-{}", viewer.name),
+            "ws media thread",
+            {
+                move |inbox| loop {
                     let Some(sample) = next(&inbox, &has_room) else {
                         return;
                     };
@@ -77,15 +65,9 @@ impl MediaHub {
                         Delivery::Full => {}
                         Delivery::Closed => return,
                     }
-                })
-                .map_err(|_| MediaError::Start("ws media thread"))?
-        };
-        Ok(Subscription {
-            hub: self.clone(),
-            viewer: viewer.clone(),
-            inbox,
-            drain: Some(drain),
-        })
+                }
+            },
+        )
     }
 }
 

@@ -239,6 +239,26 @@ impl MediaHub {
         viewer: &Arc<Viewer>,
         sink: gst_app::AppSrc,
     ) -> Result<Subscription, MediaError> {
+        let counters = viewer.counters.clone();
+        self.subscribe_on_thread(
+            key,
+            viewer,
+            format!("fanout-{}", viewer.name),
+            "fan-out thread",
+            move |inbox| drain(&inbox, &sink, &counters),
+        )
+    }
+
+    /// Puts a new inbox of `viewer` on stream `key` (on the rung the viewer's ladder is on) and
+    /// runs `body` on it in a thread named `thread`: the part every subscription shares.
+    fn subscribe_on_thread(
+        &self,
+        key: StreamKey,
+        viewer: &Arc<Viewer>,
+        thread: String,
+        what: &'static str,
+        body: impl FnOnce(Arc<Inbox>) + Send + 'static,
+    ) -> Result<Subscription, MediaError> {
         let inbox = Arc::new(Inbox::default());
         {
             let mut attached = lock(&viewer.attached);
@@ -255,11 +275,10 @@ impl MediaHub {
         }
         let drain = {
             let inbox = inbox.clone();
-            let counters = viewer.counters.clone();
             std::thread::Builder::new()
-                .name(format!("fanout-{}", viewer.name))
-                .spawn(move || drain(&inbox, &sink, &counters))
-                .map_err(|_| MediaError::Start("fan-out thread"))?
+                .name(thread)
+                .spawn(move || body(inbox))
+                .map_err(|_| MediaError::Start(what))?
         };
         Ok(Subscription {
             hub: self.clone(),
